@@ -1,0 +1,92 @@
+"""The terms of the IAIA-BL objective (Barnett et al. 2021, Eq. 3-8).
+
+Stage A1 minimises   CE + λc·Clst − λs·Sep + λf·Fine        (λc 0.8, λs 0.08, λf 0.001)
+Stage A3 minimises   CE + λ1·L1(off-class weights of h1)     (λ1 1e-4)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .model import activation_map
+
+REFERENCE_SIZE = 224
+"""Image side at which the paper's λf = 0.001 was set; see ``fine_annotation_loss``."""
+
+
+def cross_entropy(margin_logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross entropy of the margin logits (B, 3) against labels (B,)."""
+    return F.cross_entropy(margin_logits, labels)
+
+
+def cluster_separation(min_k_dist: Tensor, labels: Tensor, prototype_class: Tensor) -> tuple[Tensor, Tensor]:
+    """Eq. 4-6 with the min-k relaxation.
+
+    Clst = mean_i  min_{j: class(p_j) = y_i}  min_k_dist[i, j]
+    Sep  = mean_i  min_{j: class(p_j) ≠ y_i}  min_k_dist[i, j]
+
+    where min_k_dist[i, j] is the mean of the k smallest squared distances between prototype j and
+    the latent patches of image i. Clst pulls some patch of each image towards a prototype of its
+    class; Sep (subtracted in the objective) pushes patches away from other classes' prototypes.
+
+    min_k_dist (B, m), labels (B,), prototype_class (m,) -> (clst, sep), scalars
+    """
+    own = labels[:, None] == prototype_class[None, :]                  # (B, m) bool
+    inf = torch.finfo(min_k_dist.dtype).max
+    clst = min_k_dist.masked_fill(~own, inf).min(dim=1).values.mean()
+    sep = min_k_dist.masked_fill(own, inf).min(dim=1).values.mean()
+    return clst, sep
+
+
+def l1_off_class(margin_weight: Tensor, prototype_class: Tensor) -> Tensor:
+    """L1 norm of the h1 weights that connect a prototype to a class other than its own.
+
+    margin_weight (3, m), prototype_class (m,) -> scalar
+    """
+    classes = torch.arange(margin_weight.shape[0], device=margin_weight.device)
+    off = classes[:, None] != prototype_class[None, :]                 # (3, m)
+    return (margin_weight * off).abs().sum()
+
+
+def fine_annotation_loss(
+    activation_map_: Tensor,
+    labels: Tensor,
+    prototype_class: Tensor,
+    relevant_mask: Tensor,
+    reference_size: int = REFERENCE_SIZE,
+) -> Tensor:
+    """Eq. 7, the fine-annotation loss, vectorised over the batch.
+
+    Fine = mean_i [ Σ_{j: class(p_j) = y_i} ‖m_i ⊙ PAM_{i,j}‖₂ + Σ_{j: class(p_j) ≠ y_i} ‖PAM_{i,j}‖₂ ]
+
+    with m_i the paper's mask (1 = irrelevant, 0 = relevant). We store the opposite,
+    ``relevant_mask`` (1 = relevant), and convert here, once: m_i = 1 − relevant_mask.
+    Own-class prototypes are thus penalised for activation outside the relevant region (the lesion
+    for lesion-scale masks; the spicules or the boundary band for fine masks); other-class
+    prototypes are penalised for activation anywhere.
+
+    Norm convention: ‖·‖₂ is the Frobenius norm of the (S × S) activation map. That norm grows
+    linearly with the side S for the same relative pattern, so it is multiplied by
+    ``reference_size / S``: the loss has the size it would have at the paper's 224 px, and the
+    paper's λf = 0.001 keeps its meaning at any resolution (the tiny preset's 64 px included).
+    The paper sums over the annotated images; we average over the batch so that λf does not
+    depend on the batch size (the paper's batch holds 10 fine-annotated images).
+
+    activation_map_ (B, m, S, S): PAMs, i.e. similarity maps upsampled to the mask size (if a
+        (B, m, H, W) map of another size is given it is upsampled here with ``activation_map``).
+    labels (B,), prototype_class (m,), relevant_mask (B, 1, S, S) or (B, S, S), 1 = relevant.
+    -> scalar
+    """
+    if relevant_mask.ndim == 3:
+        relevant_mask = relevant_mask[:, None]
+    size = relevant_mask.shape[-2:]
+    if activation_map_.shape[-2:] != size:
+        activation_map_ = activation_map(activation_map_, tuple(size))
+    irrelevant = 1.0 - relevant_mask.to(activation_map_.dtype)          # m_i, (B, 1, S, S)
+    own = (labels[:, None] == prototype_class[None, :]).to(activation_map_.dtype)  # (B, m)
+    # own class: outside the relevant region; other classes: everywhere
+    weight = own[:, :, None, None] * irrelevant + (1 - own)[:, :, None, None]      # (B, m, S, S)
+    norms = (weight * activation_map_).flatten(2).norm(dim=-1)         # (B, m)
+    scale = reference_size / float(size[-1])
+    return norms.sum(dim=1).mean() * scale

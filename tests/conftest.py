@@ -1,0 +1,47 @@
+"""Shared, session-scoped fixtures: one small synthetic CBIS-DDSM tree, its prepared dataset, and a
+tiny trained run, built once per test session and reused by every test module."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("IAIABL_SHARED", REPO_ROOT.parent / "shared"))
+REAL_CBIS = SHARED / "cbis-ddsm"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def synth_tree(tmp_path_factory) -> Path:
+    """A small CBIS-DDSM-shaped tree (about 40 patients, 256 px full images)."""
+    from iaiabl_lib.data.synthetic import make_synthetic
+
+    out = tmp_path_factory.mktemp("synth") / "cbis"
+    make_synthetic(out, patients=40, size=256, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(synth_tree, tmp_path_factory) -> Path:
+    """``synth_tree`` run through the importer at 64 px."""
+    from iaiabl_lib.data.cbis_ddsm import prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    prepare(synth_tree, out, size=64, split="paper", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared, tmp_path_factory) -> Path:
+    """A tiny-preset IAIA-BL run with a short schedule (all stages, B and pruning included)."""
+    from iaiabl_lib.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(prepared, "tiny", out, epochs=4, seed=0, device="cpu", progress=False,
+          overrides={"train.warm_epochs": 1, "train.push_start": 2, "train.push_every": 2,
+                     "train.last_layer_epochs": 3})
+    return out

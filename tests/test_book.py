@@ -1,0 +1,321 @@
+"""The book: it builds with zero warnings, every chapter executes and shows its figures, the
+committed notebooks are stripped, every setup cell is the one template, a browser renders a chapter,
+and the setup cell installs the library in a fresh environment the way it does on Colab.
+
+The build (minutes: it executes every chapter and, the first time, trains the book's models into
+``.cache/book``) runs once per session. Set ``IAIABL_BOOK_HTML`` to an existing ``_build/html`` to
+check a build you already have.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK = REPO / "book"
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _sync_module():
+    spec = importlib.util.spec_from_file_location("sync_setup_cells", REPO / "scripts" / "sync_setup_cells.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def toc_files() -> list[str]:
+    """Every file of _toc.yml, root first (paths relative to the repository, no suffix)."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        for chapter in part.get("chapters", []):
+            files.append(chapter["file"])
+            files += [s["file"] for s in chapter.get("sections", [])]
+    return files
+
+
+def chapter_notebooks() -> list[Path]:
+    return sorted(BOOK.glob("*.ipynb"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the build, once per session
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def book_html(tmp_path_factory) -> Path:
+    existing = os.environ.get("IAIABL_BOOK_HTML")
+    if existing:
+        html = Path(existing)
+        if not (html / "index.html").is_file():
+            pytest.fail(f"IAIABL_BOOK_HTML={existing} holds no index.html: point it at _build/html")
+        return html
+    out = tmp_path_factory.mktemp("book")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(REPO), "-W", "-n", "--keep-going",
+           "--path-output", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (out / "build.log").write_text(log)
+    if proc.returncode != 0:
+        pytest.fail(f"jupyter-book build failed (exit {proc.returncode}); last lines:\n{log[-6000:]}")
+    return out / "_build" / "html"
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs).get("src", ""))
+
+
+def _figure_images(page: Path) -> list[str]:
+    parser = _Images()
+    parser.feed(page.read_text(encoding="utf-8"))
+    # figures made by cells land in _images/ (or inline as data URIs); the theme's logo does not
+    return [s for s in parser.srcs if "_images/" in s or s.startswith("data:image")]
+
+
+def _makes_figure(nb_path: Path) -> bool:
+    nb = nbformat.read(nb_path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    return bool(re.search(r"\bplots\.plot_\w+\(|\bplt\.(subplots|figure|imshow|show)\(|\.imshow\(", code))
+
+
+# ---------------------------------------------------------------------------------------------
+# static checks (no build needed)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_toc_lists_every_chapter_and_only_existing_files():
+    listed = toc_files()
+    for f in listed:
+        assert any((REPO / f"{f}{ext}").is_file() for ext in (".ipynb", ".md")), f"_toc.yml: {f} missing"
+    for nb in chapter_notebooks():
+        assert f"book/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml (it would not be built)"
+
+
+def test_notebooks_are_stripped():
+    for path in chapter_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                assert not cell.get("outputs"), f"{path.name} cell {i} has outputs: strip them " \
+                                                "(python scripts/sync_setup_cells.py)"
+                assert cell.get("execution_count") is None, f"{path.name} cell {i} has an execution count"
+
+
+def test_every_setup_cell_equals_the_template():
+    sync = _sync_module()
+    source = sync.setup_source()
+    url = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"]
+    assert url in source, "the setup cell must install from _config.yml's repository.url"
+    assert chapter_notebooks(), "no chapters in book/"
+    for path in chapter_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        i = sync.find_setup_cell(nb)
+        assert i is not None, f"{path.name}: no code cell tagged 'setup'"
+        assert nb.cells[i].source == source, f"{path.name}: setup cell differs from the template " \
+                                             "(python scripts/sync_setup_cells.py)"
+        assert not any(c.cell_type == "code" for c in nb.cells[:i]), f"{path.name}: code before setup"
+
+
+def test_repository_url_written_once():
+    url = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"]
+    hits = [p for p in [REPO / "_config.yml", *BOOK.glob("*.md"), REPO / "scripts" / "sync_setup_cells.py"]
+            if url in p.read_text(encoding="utf-8")]
+    assert hits == [REPO / "_config.yml"], f"the repository URL is written outside _config.yml: {hits}"
+
+
+def test_chapters_never_hard_code_cuda():
+    for path in chapter_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not re.search(r"""device\s*=\s*["']cuda|\.cuda\(\)|["']cuda:\d["']""", cell.source), \
+                    f"{path.name}: hard-coded CUDA device; use the setup cell's `device`"
+
+
+def test_chapters_follow_the_template():
+    """DESIGN.md §6: objectives with a time estimate, summary, exercises with solutions, references."""
+    for path in chapter_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        assert text.lstrip().startswith("# "), f"{path.name}: starts without a title"
+        assert re.search(r"learning objectives", text, re.I), f"{path.name}: no learning objectives"
+        assert re.search(r"\b\d+\s*(min|minutes|hours?)\b", text), f"{path.name}: no time estimate"
+        assert re.search(r"^## Summary", text, re.M), f"{path.name}: no summary"
+        assert "{exercise}" in text and "{solution}" in text, f"{path.name}: no exercise with solution"
+        assert "{cite}" in text, f"{path.name}: cites nothing"
+
+
+# ---------------------------------------------------------------------------------------------
+# the built book
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_toc_entry_has_a_page(book_html):
+    for f in toc_files():
+        assert (book_html / f"{f}.html").is_file(), f"no HTML page for {f}"
+
+
+@pytest.mark.slow
+def test_chapters_show_their_figures(book_html):
+    for path in chapter_notebooks():
+        if _makes_figure(path):
+            page = book_html / "book" / f"{path.stem}.html"
+            assert _figure_images(page), f"{path.name} makes a figure but its page shows no image"
+            for src in _figure_images(page):
+                if not src.startswith("data:"):
+                    assert (page.parent / src).resolve().is_file(), f"{page.name}: broken image {src}"
+
+
+@pytest.mark.slow
+def test_no_error_output_in_any_page(book_html):
+    stderr_block = re.compile(r'class="[^"]*\b(output_error|output error|traceback)\b|'
+                              r'<div class="output stderr[^"]*">(.*?)</div>', re.S)
+    for f in toc_files():
+        text = (book_html / f"{f}.html").read_text(encoding="utf-8")
+        assert "Traceback" not in text, f"{f}: a traceback in the page"
+        for m in stderr_block.finditer(text):
+            assert m.group(1) is None, f"{f}: an error output block"
+            assert "Error" not in (m.group(2) or ""), f"{f}: stderr with an error: {m.group(2)[:300]}"
+
+
+@pytest.mark.slow
+def test_colab_launch_and_repository_buttons(book_html):
+    page = (book_html / "book" / f"{chapter_notebooks()[0].stem}.html").read_text(encoding="utf-8")
+    url = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"]
+    assert "colab.research.google.com/github/" in page, "no Colab launch button"
+    assert url in page, "no repository button"
+
+
+# ---------------------------------------------------------------------------------------------
+# a browser renders a chapter
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    if not CHROMIUM.exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env, capture_output=True)
+        if not CHROMIUM.exists():
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env, capture_output=True)
+    if not CHROMIUM.exists():
+        if ON_CI:
+            pytest.fail("/usr/bin/chromium is missing on CI and could not be installed (apt-get install chromium)")
+        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium) and not on CI")
+    return CHROMIUM
+
+
+def _screenshot(chromium: Path, url: str, out: Path) -> None:
+    cmd = [str(chromium), "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--hide-scrollbars", f"--screenshot={out}",
+           "--window-size=1280,2400", url]
+    subprocess.run(cmd, capture_output=True, timeout=120, env=dict(os.environ, HOME=str(out.parent)))
+    assert out.is_file(), f"chromium wrote no screenshot for {url}"
+
+
+def _ink(png: Path) -> tuple[float, float]:
+    """(fraction of clearly non-white pixels, grey-level standard deviation)."""
+    import numpy as np
+    from PIL import Image
+
+    grey = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+    return float((grey < 200).mean()), float(grey.std())
+
+
+SCREENSHOT_CHAPTER = "02_mammograms_as_data"
+SCREENSHOT_ANCHOR = "first-look"   # a (first-look)= target just above the chapter's first figure
+
+
+@pytest.mark.slow
+def test_browser_shows_a_chapter_figure(book_html, chromium, tmp_path):
+    page = book_html / "book" / f"{SCREENSHOT_CHAPTER}.html"
+    assert f'id="{SCREENSHOT_ANCHOR}"' in page.read_text(encoding="utf-8"), "anchor above the figure missing"
+    with_fig, without_fig = tmp_path / "figure.png", tmp_path / "text.png"
+    _screenshot(chromium, f"{page.as_uri()}#{SCREENSHOT_ANCHOR}", with_fig)
+    _screenshot(chromium, (book_html / "book" / "references.html").as_uri(), without_fig)
+    ink_fig, std_fig = _ink(with_fig)
+    ink_text, std_text = _ink(without_fig)
+    if os.environ.get("IAIABL_SCREENSHOT_DIR"):   # keep the screenshots to look at
+        for png in (with_fig, without_fig):
+            shutil.copy(png, Path(os.environ["IAIABL_SCREENSHOT_DIR"]) / png.name)
+    assert ink_fig > 0.08, f"the chapter screenshot is nearly blank ({ink_fig:.1%} non-white pixels)"
+    assert ink_fig > 2 * ink_text, (f"the chapter screenshot ({ink_fig:.1%} non-white) does not show more "
+                                    f"than a text page ({ink_text:.1%}): the figure is not rendered")
+    assert std_fig > std_text, "no image contrast in the chapter screenshot"
+
+
+# ---------------------------------------------------------------------------------------------
+# Colab: the setup cell installs the library into a fresh environment
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_setup_cell_installs_the_library_in_a_fresh_venv(tmp_path):
+    """What the setup cell does on Colab, in a fresh virtual environment: ``import iaiabl_lib``
+    fails, so it ``%pip install``s the library, then imports it, picks the device and prints.
+
+    Two honest shortcuts keep this offline and under a minute: the library is installed from a
+    wheel built from this checkout (the cell's ``IAIABL_PIP_SPEC`` hook) instead of the git URL, and
+    the fresh venv sees the already-installed third-party packages (torch, IPython, ...) through a
+    ``.pth`` line naming this interpreter's site-packages, instead of downloading them. The library
+    itself is NOT visible there until the cell installs it (checked)."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("iaiabl_lib-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "reuse_installed_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(IAIABL_PIP_SPEC=str(wheel), IAIABL_BOOK_CACHE=str(tmp_path / "cache"),
+               PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", MPLBACKEND="Agg")
+    before = subprocess.run([str(py), "-c", "import iaiabl_lib"], cwd=work, env=env, capture_output=True)
+    assert before.returncode != 0, "iaiabl_lib is importable in the fresh venv before the setup cell ran"
+    cell = _sync_module().setup_source()
+    (work / "cell.py").write_text(cell)
+    driver = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "import json, pathlib\n"
+        "shell = InteractiveShell.instance()\n"
+        "result = shell.run_cell(pathlib.Path('cell.py').read_text())\n"
+        "result.raise_error()\n"
+        "import iaiabl_lib\n"
+        "print('INSTALLED_AT', json.dumps(iaiabl_lib.__file__))\n"
+    )
+    proc = subprocess.run([str(py), "-c", driver], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    installed = json.loads(out.split("INSTALLED_AT", 1)[1].strip().splitlines()[0])
+    assert Path(installed).resolve().is_relative_to(venv.resolve()), \
+        f"the library was imported from {installed}, not from the fresh venv"
+    assert "device: " in out and "preset: " in out, out[-2000:]
+    assert "No GPU" in out, "the CPU note (how to switch Colab to a GPU) is missing"

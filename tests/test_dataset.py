@@ -1,0 +1,213 @@
+"""iaiabl_lib.data.dataset: prepared-dataset I/O, tensors, augmentation, 75 + 10 batches."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iaiabl_lib.config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
+from iaiabl_lib.data.dataset import (MANIFEST_COLUMNS, BatchPlan, MissingClassError, PreparedDatasetError,
+                                     TensorSet, augment_batch, check_classes, load_prepared, pre_augment,
+                                     save_prepared, to_tensors)
+
+
+def write_dataset(path, n=30, size=32, splits=("train", "val", "test"), fine_every=3, seed=0):
+    """A prepared dataset of bright squares (lesion = the square, fine = its top edge)."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, size, size), np.uint8)
+    lesion, fine = np.zeros_like(images), np.zeros_like(images)
+    manifest = []
+    for i in range(n):
+        y, x, side = rng.integers(4, size // 2, 2).tolist() + [size // 4]
+        images[i] = rng.integers(0, 60, (size, size))
+        images[i, y:y + side, x:x + side] = 250
+        lesion[i, y:y + side, x:x + side] = 1
+        has_fine = i % fine_every == 0
+        if has_fine:
+            fine[i, y:y + 2, x:x + side] = 1
+        label = i % 3
+        manifest.append({**{c: "" for c in MANIFEST_COLUMNS}, "id": f"P_{i:05d}_LEFT_CC_1",
+                         "patient_id": f"P_{i:05d}", "split": splits[(i // 3) % len(splits)],
+                         "margin": MARGINS[label], "margin_index": label, "malignant": i % 2,
+                         "has_fine": int(has_fine), "pathology": "MALIGNANT" if i % 2 else "BENIGN"})
+    path.mkdir(parents=True, exist_ok=True)
+    save_prepared(path, manifest, images, lesion, fine, {"size": size})
+    return path
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_dataset(tmp_path / "data")
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def test_load_round_trip_subset_counts(data):
+    ds = load_prepared(data)
+    assert len(ds) == 30 and ds.size == 32 and ds.images.dtype == np.uint8
+    assert ds.labels.dtype == np.int64 and ds.has_fine.dtype == bool and ds.has_fine.sum() == 10
+    assert ds.class_counts() == {"circumscribed": 10, "indistinct": 10, "spiculated": 10}
+    train = ds.subset("train")
+    assert set(train.split) == {"train"} and len(train) == 12
+    assert train.ids == [r["id"] for r in train.manifest]
+    np.testing.assert_array_equal(train.images[0], ds.images[ds.split == "train"][0])
+    assert len(ds.subset(["val", "test"])) == 18
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        ds.subset("dev")
+    assert ds.summary == {"size": 32}
+
+
+def test_load_resizes_and_rethresholds(data):
+    ds = load_prepared(data, size=20)
+    assert ds.images.shape == (30, 20, 20) and ds.lesion_masks.shape == (30, 20, 20)
+    assert set(np.unique(ds.lesion_masks)) == {0, 1} and set(np.unique(ds.fine_masks)) <= {0, 1}
+    # a mask pixel is >= half square, so its image pixel is >= half bright (250 vs background < 60)
+    assert ds.images[ds.lesion_masks == 1].min() >= 120
+    assert (ds.images[ds.lesion_masks == 0] > 200).sum() == 0
+    big = load_prepared(data, size=48)
+    assert big.lesion_masks.shape == (30, 48, 48) and set(np.unique(big.lesion_masks)) == {0, 1}
+
+
+def test_load_errors_name_the_path(tmp_path, data):
+    with pytest.raises(PreparedDatasetError, match="no such directory"):
+        load_prepared(tmp_path / "missing")
+    (data / "fine_masks.npy").unlink()
+    with pytest.raises(PreparedDatasetError, match=r"data.*fine_masks\.npy.*iaiabl prepare"):
+        load_prepared(data)
+    other = write_dataset(tmp_path / "other")
+    np.save(other / "images.npy", np.zeros((29, 32, 32), np.uint8))
+    with pytest.raises(PreparedDatasetError, match=r"images\.npy.*30 rows"):
+        load_prepared(other)
+    third = write_dataset(tmp_path / "third")
+    text = (third / "manifest.csv").read_text().replace(",indistinct,1,", ",indistinct,7,", 1)
+    (third / "manifest.csv").write_text(text)
+    with pytest.raises(PreparedDatasetError, match="margin_index='7'"):
+        load_prepared(third)
+
+
+def test_check_classes_names_split_and_class(tmp_path):
+    ds = load_prepared(write_dataset(tmp_path / "d", n=30))
+    check_classes(ds)
+    lacking = ds.select(~((ds.split == "val") & (ds.labels == 2)))
+    with pytest.raises(MissingClassError, match="split 'val' has no 'spiculated'"):
+        check_classes(lacking)
+    check_classes(lacking, splits=["train", "test"])
+    with pytest.raises(MissingClassError, match="split 'train set' has no 'circumscribed'"):
+        check_classes(to_tensors(ds.select(ds.labels > 0)), name="train set")
+
+
+# --- tensors -------------------------------------------------------------------------------------
+
+def test_to_tensors_shapes_and_normalisation(data):
+    ds = load_prepared(data)
+    ts = to_tensors(ds, "cpu")
+    assert ts.images.shape == (30, 3, 32, 32) and ts.images.dtype == torch.float32
+    assert ts.lesion_masks.shape == (30, 1, 32, 32) and ts.lesion_masks.dtype == torch.float32
+    assert ts.fine_masks.shape == (30, 1, 32, 32) and ts.has_fine.dtype == torch.bool
+    assert ts.labels.dtype == torch.int64 and ts.malignant.tolist() == ds.malignant.tolist()
+    raw = ds.images[0, 0, 0] / 255.0
+    for c in range(3):
+        assert ts.images[0, c, 0, 0].item() == pytest.approx((raw - IMAGENET_MEAN[c]) / IMAGENET_STD[c], abs=1e-5)
+    assert len(ts.select(torch.tensor([1, 2]))) == 2
+
+
+# --- augmentation --------------------------------------------------------------------------------
+
+def _squares(b=16, size=48):
+    images = torch.zeros(b, 3, size, size)
+    masks = torch.zeros(b, 1, size, size)
+    for i in range(b):
+        y, x = 8 + i % 12, 10 + (3 * i) % 14
+        images[i, :, y:y + 16, x:x + 12] = 1.0
+        masks[i, :, y:y + 16, x:x + 12] = 1.0
+    return images, masks
+
+
+def test_augment_keeps_masks_on_the_bright_pixels():
+    images, masks = _squares()
+    out, out_mask = augment_batch(images, masks, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out_mask.shape == masks.shape
+    assert set(out_mask.unique().tolist()) <= {0.0, 1.0}
+    bright, m = out[:, 0] > 0.5, out_mask[:, 0] > 0.5
+    assert not torch.equal(out, images)                   # something happened
+    for i in range(len(images)):
+        if bright[i].sum() == 0:
+            continue
+        iou = (bright[i] & m[i]).sum() / (bright[i] | m[i]).sum()
+        assert iou > 0.9, (i, float(iou))
+
+
+def test_augment_flip_is_exact_and_masks_share_the_warp():
+    images, masks = _squares(4)
+    out, (m1, m2) = augment_batch(images, [masks, masks.clone()], torch.Generator().manual_seed(1),
+                                  flip_p=1.0, max_rotation=0.0, crop_fraction=1.0)
+    assert (out - images.flip(-1)).abs().max() < 1e-5
+    assert torch.equal(m1, masks.flip(-1))
+    assert torch.equal(m1, m2)
+
+
+def test_augment_is_reproducible_with_a_seed():
+    images, masks = _squares()
+    a = augment_batch(images, masks, torch.Generator().manual_seed(5))
+    b = augment_batch(images, masks, torch.Generator().manual_seed(5))
+    c = augment_batch(images, masks, torch.Generator().manual_seed(6))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_augment_pads_with_black():
+    images = torch.full((8, 3, 32, 32), 0.7)
+    images[:, :, :, :2] = -2.0                             # "black" after normalisation
+    out, _ = augment_batch(images, [], torch.Generator().manual_seed(2))
+    assert out.min() >= -2.0 - 1e-5 and out.max() <= 0.7 + 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_augment_on_cuda_matches_cpu():
+    images, masks = _squares()
+    cpu = augment_batch(images, masks, torch.Generator().manual_seed(3))
+    gpu = augment_batch(images.cuda(), masks.cuda(), torch.Generator().manual_seed(3))
+    assert gpu[0].device.type == "cuda" and gpu[1].device.type == "cuda"
+    assert (gpu[0].cpu() - cpu[0]).abs().max() < 1e-4
+    assert (gpu[1].cpu() != cpu[1]).float().mean() < 1e-3
+    g = torch.Generator(device="cuda").manual_seed(3)
+    out, _ = augment_batch(images.cuda(), masks.cuda(), g)
+    assert out.device.type == "cuda"
+
+
+def test_pre_augment_balances_classes(data):
+    ts = to_tensors(load_prepared(data))
+    big = pre_augment(ts, per_class=7, generator=torch.Generator().manual_seed(0))
+    assert len(big) == 21 and torch.bincount(big.labels).tolist() == [7, 7, 7]
+    assert big.images.shape == (21, 3, 32, 32) and set(big.lesion_masks.unique().tolist()) <= {0.0, 1.0}
+    assert big.has_fine.dtype == torch.bool
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+def test_batch_plan_75_plus_10():
+    n = 200
+    has_fine = torch.zeros(n, dtype=torch.bool)
+    has_fine[::7] = True                                  # 29 fine examples
+    plan = BatchPlan(torch.zeros(n, dtype=torch.long), has_fine, generator=torch.Generator().manual_seed(0))
+    batches = list(plan)
+    assert len(plan) == len(batches) == 3
+    assert [len(b[0]) for b in batches] == [75, 75, 50]
+    assert all(len(f) == 10 and len(set(f.tolist())) == 10 and has_fine[f].all() for _, f in batches)
+    assert sorted(torch.cat([b[0] for b in batches]).tolist()) == list(range(n))   # each once per epoch
+    again = list(BatchPlan(torch.zeros(n, dtype=torch.long), has_fine, generator=torch.Generator().manual_seed(0)))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))
+    assert len(BatchPlan(torch.zeros(n), has_fine, drop_last=True)) == 2
+
+
+def test_batch_plan_few_or_no_fine_and_tensorset(data):
+    has_fine = torch.zeros(100, dtype=torch.bool)
+    has_fine[[3, 50, 97]] = True
+    for _, fine in BatchPlan(torch.zeros(100), has_fine, batch_size=40, fine_batch_size=10):
+        assert len(fine) == 10 and set(fine.tolist()) <= {3, 50, 97}    # with replacement
+    for _, fine in BatchPlan(torch.zeros(100), torch.zeros(100, dtype=torch.bool)):
+        assert fine.numel() == 0
+    ts: TensorSet = to_tensors(load_prepared(data))
+    lesion, fine = next(iter(BatchPlan(ts, batch_size=8, fine_batch_size=4)))
+    assert len(lesion) == 8 and ts.has_fine[fine].all() and len(fine) == 4

@@ -1,0 +1,235 @@
+"""Tests of iaiabl_lib.evaluate: metrics.json schema on the tiny run, clear errors (missing files,
+class and image-size mismatches, missing data), black-box runs, compare tables and the CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iaiabl_lib.config import MARGINS
+from iaiabl_lib.evaluate import (Predictions, compare_runs, evaluate_run, metrics_from_predictions,
+                                 predicted_class_pam)
+
+SUMMARY_KEYS = {"value", "ci_low", "ci_high"}
+TOP_KEYS = {"run", "preset", "kind", "split", "data", "n_test", "n_fine", "margin_auroc", "kappa",
+            "activation_precision", "malignancy_auroc", "settings"}
+N_BOOT = 300
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of the session's tiny run (evaluation writes into the run directory)."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+def edit_config(run: Path, **changes) -> None:
+    cfg = json.loads((run / "config.json").read_text())
+    cfg.update(changes)
+    (run / "config.json").write_text(json.dumps(cfg))
+
+
+def summaries(metrics: dict):
+    """Every {value, ci_low, ci_high} in a metrics dict, with its path."""
+    for key, value in metrics.items():
+        if isinstance(value, dict) and set(value) == SUMMARY_KEYS:
+            yield key, value
+        elif isinstance(value, dict) and key != "settings":
+            for sub, s in summaries(value):
+                yield f"{key}.{sub}", s
+
+
+def check_summary(path: str, s: dict) -> None:
+    assert set(s) == SUMMARY_KEYS, path
+    lo, hi = (-1.0, 1.0) if path == "kappa" else (0.0, 1.0)
+    assert lo <= s["ci_low"] <= s["value"] <= s["ci_high"] <= hi, (path, s)
+
+
+# --- evaluate on the tiny run -------------------------------------------------------------------
+
+
+def test_evaluate_writes_the_metrics_schema(run_copy, prepared):
+    result = evaluate_run(run_copy, n_boot=N_BOOT, device="cpu")
+    assert set(result) == TOP_KEYS
+    assert list(result["margin_auroc"]) == [*MARGINS, "average"]
+    assert set(result["activation_precision"]) == {"lesion", "fine"}
+    assert (result["kind"], result["preset"], result["split"]) == ("iaiabl", "tiny", "test")
+    manifest = (prepared / "manifest.csv").read_text().splitlines()
+    header = manifest[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in manifest[1:]]
+    test_rows = [r for r in rows if r["split"] == "test"]
+    assert result["n_test"] == len(test_rows)
+    assert result["n_fine"] == sum(r["has_fine"] == "1" for r in test_rows)
+    found = dict(summaries(result))
+    assert {"margin_auroc.average", "kappa", "activation_precision.lesion",
+            "activation_precision.fine", "malignancy_auroc"} <= set(found)
+    for path, s in found.items():
+        check_summary(path, s)
+    # files: metrics.json (the same dict), metrics.md, predictions.npz, no temporary leftovers
+    assert json.loads((run_copy / "metrics.json").read_text()) == result
+    md = (run_copy / "metrics.md").read_text()
+    assert "| margin AUROC, average |" in md and "| malignancy AUROC |" in md
+    with np.load(run_copy / "predictions.npz") as z:
+        assert z["margin_prob"].shape == (result["n_test"], 3)
+        ap = z["ap_activation_precision_lesion"]
+        assert ap.mean() == pytest.approx(result["activation_precision"]["lesion"]["value"])
+    assert not [p for p in run_copy.iterdir() if ".tmp-" in p.name]
+
+
+def test_evaluate_other_split_and_data_override(run_copy, prepared):
+    result = evaluate_run(run_copy, data_dir=prepared, split="val", n_boot=50, device="cpu")
+    assert result["split"] == "val"
+    assert (run_copy / "metrics_val.json").is_file() and not (run_copy / "metrics.json").exists()
+
+
+def test_cli_evaluate_then_compare(run_copy, tmp_path, capsys):
+    from iaiabl_lib.cli import main
+
+    other = Path(shutil.copytree(run_copy, tmp_path / "run2"))
+    for run in (run_copy, other):
+        assert main(["evaluate", "--run", str(run), "--bootstrap", "100", "--device", "cpu"]) == 0
+    assert "margin AUROC, average" in capsys.readouterr().out
+    out = tmp_path / "tables" / "compare.md"
+    assert main(["compare", str(run_copy), str(other), "--names", "IAIA-BL", "copy",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    for needle in ("Table 1", "Table 2", "Table 3", "| IAIA-BL |", "| copy |", "average AUROC",
+                   "activation precision (fine)", "malignancy AUROC", "Cohen's κ",
+                   "Paired DeLong tests", "| IAIA-BL vs copy | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |"):
+        assert needle in text, needle
+    table1 = text.split("\n\n")[1].splitlines()
+    assert table1[0].startswith("| model | circumscribed | indistinct | spiculated | average AUROC |")
+    assert len(table1) == 2 + 2                           # header, rule, two runs
+
+
+# --- clear errors -------------------------------------------------------------------------------
+
+
+def test_errors_name_the_missing_file(tmp_path, run_copy):
+    from iaiabl_lib.cli import main
+
+    with pytest.raises(FileNotFoundError, match="does not exist.*iaiabl train"):
+        evaluate_run(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json is missing.*iaiabl train"):
+        evaluate_run(empty)
+    (run_copy / "model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="missing model.pt.*iaiabl train"):
+        evaluate_run(run_copy)
+    assert main(["evaluate", "--run", str(run_copy)]) == 2     # the CLI prints the message
+
+
+def test_unfinished_run(run_copy):
+    edit_config(run_copy, complete=False)
+    with pytest.raises(FileNotFoundError, match="not finished"):
+        evaluate_run(run_copy)
+
+
+def test_missing_data_dir_suggests_data_option(run_copy, prepared, tmp_path):
+    edit_config(run_copy, data=str(tmp_path / "moved"))
+    with pytest.raises(FileNotFoundError, match="--data"):
+        evaluate_run(run_copy)
+    with pytest.raises(FileNotFoundError, match="iaiabl prepare"):
+        evaluate_run(run_copy, data_dir=tmp_path / "also-missing")
+    assert evaluate_run(run_copy, data_dir=prepared, n_boot=20, device="cpu")["n_test"] > 0
+
+
+def test_class_list_mismatch(run_copy):
+    edit_config(run_copy, classes=["benign", "malignant", "other"])
+    with pytest.raises(ValueError, match="class mismatch.*benign.*circumscribed"):
+        evaluate_run(run_copy, device="cpu")
+
+
+def test_image_size_mismatch(run_copy, prepared, tmp_path):
+    from iaiabl_lib.data.dataset import resize_images, resize_masks
+
+    small = Path(shutil.copytree(prepared, tmp_path / "small"))
+    np.save(small / "images.npy", resize_images(np.load(prepared / "images.npy"), 32))
+    for name in ("lesion_masks.npy", "fine_masks.npy"):
+        np.save(small / name, resize_masks(np.load(prepared / name), 32))
+    with pytest.raises(ValueError, match=r"image size mismatch.*32-px.*64-px.*--size 64"):
+        evaluate_run(run_copy, data_dir=small, device="cpu")
+
+
+def test_compare_needs_evaluated_runs(run_copy):
+    with pytest.raises(FileNotFoundError, match="iaiabl evaluate --run"):
+        compare_runs([run_copy])
+
+
+# --- black-box runs -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blackbox_runs(prepared, tmp_path_factory) -> dict[str, Path]:
+    """One-epoch tiny black boxes (margin and malignancy tasks) from baselines.train_blackbox."""
+    from iaiabl_lib.baselines import train_blackbox
+
+    root = tmp_path_factory.mktemp("blackbox")
+    return {task: Path(train_blackbox(prepared, "tiny", root / task, task=task, epochs=1, seed=0,
+                                      device="cpu", progress=False))
+            for task in ("margin", "malignancy")}
+
+
+def test_blackbox_margin_run_has_gradcam_and_gradcampp(blackbox_runs, tmp_path):
+    run = Path(shutil.copytree(blackbox_runs["margin"], tmp_path / "bb"))
+    result = evaluate_run(run, n_boot=N_BOOT, device="cpu")
+    assert set(result) == TOP_KEYS | {"activation_precision_gradcampp", "task"}
+    assert (result["kind"], result["task"]) == ("blackbox", "margin")
+    assert result["malignancy_auroc"] == {"value": None, "ci_low": None, "ci_high": None}
+    for path, s in summaries(result):
+        if s["value"] is not None:
+            check_summary(path, s)
+    assert result["activation_precision_gradcampp"]["lesion"]["value"] is not None
+    text = compare_runs([run], names=["VGG"])
+    assert "| VGG + GradCAM |" in text and "| VGG + GradCAM++ |" in text
+
+
+def test_blackbox_malignancy_run(blackbox_runs, tmp_path):
+    run = Path(shutil.copytree(blackbox_runs["malignancy"], tmp_path / "bbm"))
+    result = evaluate_run(run, n_boot=50, device="cpu")
+    assert result["task"] == "malignancy"
+    assert result["margin_auroc"]["average"]["value"] is None
+    assert result["kappa"]["value"] is None
+    check_summary("malignancy_auroc", result["malignancy_auroc"])
+    tables = compare_runs([run], names=["VGG-mal"]).split("Table ")
+    assert "| VGG-mal |" not in tables[1] and "| VGG-mal |" not in tables[3]   # no margin output
+    assert "| VGG-mal | " in tables[2]                                          # malignancy only
+
+
+# --- the pure parts -----------------------------------------------------------------------------
+
+
+def test_predicted_class_pam_picks_the_most_activated_prototype_of_the_class():
+    # 4 prototypes: classes 0, 0, 1, 2; maps 2 x 2 with one hot cell each
+    maps = np.zeros((2, 4, 2, 2), dtype=np.float32)
+    maps[:, 0, 0, 0] = maps[:, 1, 1, 1] = maps[:, 2, 0, 1] = maps[:, 3, 1, 0] = 5.0
+    sim = np.array([[1.0, 2.0, 9.0, 0.0],        # case 0, class 0: prototype 1 (not 2, class 1)
+                    [3.0, 2.0, 9.0, 0.0]])       # case 1, class 2: prototype 3
+    pam = predicted_class_pam(sim, maps, torch.tensor([0, 0, 1, 2]), np.array([0, 2]), size=8)
+    assert pam.shape == (2, 8, 8)
+    assert np.unravel_index(pam[0].argmax(), (8, 8)) >= (4, 4)          # bottom-right cell
+    r, c = np.unravel_index(pam[1].argmax(), (8, 8))
+    assert r >= 4 and c < 4                                              # bottom-left cell
+
+
+def test_metrics_from_predictions_without_fine_annotations():
+    rng = np.random.default_rng(0)
+    n, s = 30, 16
+    labels = np.arange(n) % 3
+    prob = rng.dirichlet(np.ones(3), n)
+    maps = rng.random((n, s, s))
+    lesion = np.zeros((n, s, s))
+    lesion[:, 4:12, 4:12] = 1
+    preds = Predictions(prob, rng.random(n), {"activation_precision": maps}, "test maps")
+    out, per_case = metrics_from_predictions(labels, np.arange(n) % 2, np.zeros(n, bool), lesion,
+                                             np.zeros((n, s, s)), preds, n_boot=100)
+    assert out["activation_precision"]["fine"] == {"value": None, "ci_low": None, "ci_high": None}
+    assert out["n_fine"] == 0
+    assert np.isnan(per_case["ap_activation_precision_fine"]).all()
+    with pytest.raises(ValueError, match="expected \\(30, 3\\)"):
+        metrics_from_predictions(labels, labels % 2, np.zeros(n, bool), lesion, lesion,
+                                 Predictions(prob[:, :2], None, {}, ""), n_boot=10)
