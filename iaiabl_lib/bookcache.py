@@ -12,7 +12,8 @@ used from a checkout of the book's repository (the editable install the book is 
 What is cached, and under which name: each entry's directory name ends in a short hash of everything
 that decides its content: the parameters (preset, overrides, seed, data set) and the source code of
 the modules that compute it. Change the training code or a preset and the next build retrains; keep
-them and it loads. Entries are built in ``<name>.tmp-<pid>`` and renamed into place, so a crash
+them and it loads (``IAIABL_BOOK_REUSE=1``, for editing chapters while the library changes, reuses
+any complete entry of the same name regardless of the hash). Entries are built in ``<name>.tmp-<pid>`` and renamed into place, so a crash
 never leaves a half-written entry that a later chapter would load.
 
 Data sets (``ensure_data``):
@@ -41,7 +42,7 @@ from typing import Any, Callable
 
 __all__ = [
     "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
-    "ensure_synth", "ensure_data", "ensure_run", "load", "clear",
+    "ensure_synth", "ensure_data", "ensure_run", "ensure_metrics", "load", "clear",
 ]
 
 PACKAGE = Path(__file__).resolve().parent
@@ -139,6 +140,11 @@ def _build_once(target: Path, build: Callable[[Path], Any], params: dict[str, An
     directory at ``target`` is always complete. Stale entries of the same name stem are removed."""
     if (target / "bookcache.json").is_file():
         return target
+    if os.environ.get("IAIABL_BOOK_REUSE") == "1":      # development: keep whatever is cached
+        stem = target.name.rsplit("-", 1)[0]
+        for old in sorted(target.parent.glob(f"{stem}-*")):
+            if old.name.rsplit("-", 1)[0] == stem and (old / "bookcache.json").is_file():
+                return old
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -245,10 +251,26 @@ def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded
 
 
 def load(kind: str = "iaiabl", device: Any = None, data: str = "confounded"):
-    """``train.load_run`` of :func:`ensure_run` (IAIA-BL, no-fine and ProtoPNet runs)."""
+    """The loaded run of :func:`ensure_run`: ``train.load_run`` (IAIA-BL, no-fine, ProtoPNet) or
+    ``baselines.load_blackbox`` (black box)."""
     from . import train as train_mod
 
+    if kind == "blackbox":
+        from .baselines import load_blackbox
+
+        return load_blackbox(ensure_run(kind, device, data), device=device)
     return train_mod.load_run(ensure_run(kind, device, data), device=device)
+
+
+def ensure_metrics(kind: str = "iaiabl", device: Any = None, data: str = "confounded") -> dict:
+    """``evaluate.evaluate_run`` of :func:`ensure_run` on its test split, once: the metrics are
+    written into the run directory (``metrics.json``) and read back on later calls."""
+    from . import evaluate
+
+    run_dir = ensure_run(kind, device, data)
+    if not (run_dir / "metrics.json").is_file():
+        return _call(evaluate.evaluate_run, run_dir, device=device)
+    return evaluate.load_metrics(run_dir)
 
 
 def clear() -> None:

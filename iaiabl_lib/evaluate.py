@@ -429,12 +429,12 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
 
 
 def fmt(s: Summary | None, digits: int = 2) -> str:
-    """``0.91 (0.87–0.95)``; an em dash for an undefined metric."""
+    """``0.91 [0.87, 0.95]`` (value [95 % CI]); an em dash for an undefined metric."""
     if not s or s.get("value") is None:
         return "—"
     if s.get("ci_low") is None:
         return f"{s['value']:.{digits}f}"
-    return f"{s['value']:.{digits}f} ({s['ci_low']:.{digits}f}–{s['ci_high']:.{digits}f})"
+    return f"{s['value']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -448,15 +448,15 @@ def format_metrics(m: dict, digits: int = 2) -> str:
     rows = [[f"margin AUROC, {c}", fmt(m["margin_auroc"][c], digits)] for c in MARGINS]
     rows.append(["margin AUROC, average", fmt(m["margin_auroc"]["average"], digits)])
     rows.append(["Cohen's κ (margin)", fmt(m["kappa"], digits)])
-    for key, label in ((("activation_precision", "activation precision")),
+    for key, label in (("activation_precision", "activation precision"),
                        (GRADCAMPP_KEY, "activation precision, GradCAM++")):
         if key in m:
             rows.append([f"{label}, lesion", fmt(m[key]["lesion"], digits)])
             rows.append([f"{label}, fine (n = {m.get('n_fine', '?')})", fmt(m[key]["fine"], digits)])
     rows.append(["malignancy AUROC", fmt(m["malignancy_auroc"], digits)])
     title = (f"**{m.get('run', 'run')}** — preset {m.get('preset')}, {m.get('kind')}, "
-             f"{m.get('split')} split, n = {m['n_test']}; value (95 % CI)")
-    return title + "\n\n" + _table(["metric", "value (95 % CI)"], rows)
+             f"{m.get('split')} split, n = {m['n_test']}; value [95 % CI]")
+    return title + "\n\n" + _table(["metric", "value [95 % CI]"], rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,7 +504,7 @@ def _paired_tests(run_dirs: list[Path], names: list[str], split: str) -> str | N
             mal = delong_test(ref["malignant"], ref["malignancy_prob"], p["malignancy_prob"])
         rows.append([f"{names[0]} vs {name}", *[_pvalue(margin[c]) for c in (*MARGINS, "average")],
                      _pvalue(mal)])
-    return ("Paired DeLong tests on the same test cases (two-sided p-values)\n\n"
+    return ("Paired DeLong tests on the same cases (two-sided p-values)\n\n"
             + _table(["comparison", *MARGINS, "average", "malignancy"], rows))
 
 
@@ -514,9 +514,10 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
 
     Table 1: margin AUROC per class and average, activation precision (lesion, fine); black-box
     runs take two rows (GradCAM, GradCAM++). Table 2: malignancy AUROC. Table 3: Cohen's κ of the
-    predicted margin against the labels. Malignancy-only black boxes appear in Table 2 only. Values are "value (95 % CI)". When every run has
-    per-case predictions for the same cases, a table of paired DeLong tests against the first run
-    follows. Each run must have been evaluated (RUN/metrics.json).
+    predicted margin against the labels. Malignancy-only black boxes appear in Table 2 only.
+    Values are "value [95 % CI]". When every run has per-case predictions for the same cases, a
+    table of paired DeLong tests against the first run follows. Each run must have been evaluated
+    (RUN/metrics.json).
     """
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:

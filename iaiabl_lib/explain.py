@@ -528,10 +528,12 @@ def case_text(expl: CaseExplanation) -> str:
             f"{MARGINS[c]}.")
     if protos:
         shown = sum(p.contribution for p in protos)
-        parts.append(f"These {len(protos)} prototypes give {shown:.2f} of the {expl.evidence(c):.2f} "
-                     f"points of evidence for {MARGINS[c]}; the other margins score "
-                     + ", ".join(f"{MARGINS[k]} {expl.evidence(k):.2f}" for k in range(len(MARGINS)) if k != c)
-                     + " (the probabilities are the softmax of these scores).")
+        n_all = len(expl.similarity)
+        parts.append(f"Together these {len(protos)} prototypes add {shown:.2f} points for {MARGINS[c]}; "
+                     f"all {n_all} prototypes together give {MARGINS[c]} a score of "
+                     f"{expl.evidence(c):.2f} (" + ", ".join(
+                         f"{MARGINS[k]} {expl.evidence(k):.2f}" for k in range(len(MARGINS)) if k != c)
+                     + "), and the probabilities are the softmax of these scores.")
     if expl.malignancy_prob is not None:
         parts.append(f"From this margin evidence alone, the model estimates the probability of "
                      f"malignancy at {_pct(expl.malignancy_prob)} (a logistic regression on the three "

@@ -117,8 +117,12 @@ def _contour(ax, mask, colour: str = MASK_COLOUR) -> None:
         ax.contour(m, levels=[0.5], colors=[colour], linewidths=1.2)
 
 
-def _colourbar(fig: Figure, mappable, axes, label: str):
-    cb = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02, shrink=0.8)
+def _colourbar(fig: Figure, mappable, axes, label: str, location: str = "right"):
+    if location == "bottom":
+        cb = fig.colorbar(mappable, ax=axes, location="bottom", fraction=0.04, pad=0.02, shrink=0.5,
+                          aspect=40)
+    else:
+        cb = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02, shrink=0.8)
     cb.set_label(label)
     return cb
 
@@ -199,7 +203,8 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
             title += f"; malignancy {100 * expl.malignancy_prob:.0f}%"
         fig.suptitle(title)
         if mappable is not None:
-            _colourbar(fig, mappable, axes[:, 0].tolist(), "similarity (Eq. 1)")
+            _colourbar(fig, mappable, axes[:, :4].ravel().tolist(),
+                       "similarity of the prototype to each part of this case (Eq. 1)", "bottom")
         else:
             fig.add_axes([0.97, 0.1, 0.01, 0.8]).set_axis_off()   # keep the axes count uniform
     return fig
@@ -284,14 +289,13 @@ def plot_cam_comparison(run, blackbox, images, masks=None, target_class=None, ti
             _contour(ax[0], m)
             what = MARGINS[int(cls[i])]
             bwhat = MARGINS[int(bcls[i])] if bb.num_outputs > 1 else "malignant"
-            panels = [(_normalised_01(cam[i]), f"IAIA-BL class activation\n({what}, Eq. 11)"),
-                      (gc[i], f"black box GradCAM\n({bwhat})"),
-                      (gcpp[i], f"black box GradCAM++\n({bwhat})")]
-            for a, (mp, t) in zip(ax[1:], panels):
+            panels = [(_normalised_01(cam[i]), "IAIA-BL class activation\n(Eq. 11)", what),
+                      (gc[i], "black box: GradCAM", bwhat),
+                      (gcpp[i], "black box: GradCAM++", bwhat)]
+            for a, (mp, t, c) in zip(ax[1:], panels):
                 mappable = _overlay(a, x[i], mp, t if i == 0 else None, vmin=0, vmax=1)
                 _contour(a, m)
-                if i > 0:
-                    a.set_xlabel(t.replace("\n", " "), fontsize=7)
+                a.set_xlabel(f"for {c}", fontsize=8)
         if mappable is not None:
             _colourbar(fig, mappable, axes.ravel().tolist(), "activation (normalised)")
         fig.suptitle("Where the models look: IAIA-BL vs a black box")
@@ -405,8 +409,8 @@ def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
                 a = axes[i, k + 1]
                 mappable = _overlay(a, x[i], _normalised_01(pam[i]), vmin=0, vmax=1)
                 _contour(a, m[i])
-                a.set_xlabel(f"prototype {int(j[i])} ({MARGINS[int(pred[i])]}), AP = {float(ap[i]):.2f}",
-                             fontsize=7)
+                ap_text = f"AP = {float(ap[i]):.2f}" if m[i].any() else "AP n/a (no annotation)"
+                a.set_xlabel(f"prototype {int(j[i])} ({MARGINS[int(pred[i])]}), {ap_text}", fontsize=7)
                 if i == 0:
                     a.set_title(names[k])
         _colourbar(fig, mappable, axes.ravel().tolist(), "activation (normalised)")
@@ -504,12 +508,22 @@ def plot_history(history) -> Figure:
                 continue
             ax_loss.plot(step, y, ls=ls, lw=lw, color="#333333", label=key)
         loss = series("loss")
+        pushes = [i + 1 for i, st in enumerate(stages) if st == "push"]
+        for k, x_push in enumerate(pushes):
+            for a in (ax_loss, ax_auc):
+                a.axvline(x_push, color=STAGE_COLOURS["push"], ls=":", lw=1,
+                          label="push (A2)" if k == 0 and a is ax_loss else None)
         for st in dict.fromkeys(stages):
             sel = np.array([s == st for s in stages])
+            if st == "push" or np.all(np.isnan(loss[sel])):
+                continue
             ax_loss.scatter(step[sel], loss[sel], s=18, zorder=3, color=STAGE_COLOURS.get(st, "#888888"),
                             label=f"stage: {st}")
+        positive = [v for k in styles for v in series(k) if np.isfinite(v)]
+        if positive and min(positive) > 0 and max(positive) / min(positive) > 50:
+            ax_loss.set_yscale("log")          # the terms differ by orders of magnitude
         ax_loss.set_xlabel("logged step (epochs and stages, in order)")
-        ax_loss.set_ylabel("loss")
+        ax_loss.set_ylabel("loss and its terms (unweighted)")
         ax_loss.set_title("objective by stage")
         ax_loss.legend(ncol=2, fontsize=7)
         for key, colour in (("train_auroc", "#1f78b4"), ("val_auroc", "#e31a1c")):

@@ -45,3 +45,13 @@ def tiny_run(prepared, tmp_path_factory) -> Path:
           overrides={"train.warm_epochs": 1, "train.push_start": 2, "train.push_every": 2,
                      "train.last_layer_epochs": 3})
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_blackbox(prepared, tmp_path_factory) -> Path:
+    """A tiny black-box margin classifier (``baselines.train_blackbox``, 2 epochs)."""
+    from iaiabl_lib.baselines import train_blackbox
+
+    out = tmp_path_factory.mktemp("runs") / "blackbox"
+    return Path(train_blackbox(prepared, "tiny", out, task="margin", epochs=2, seed=0, device="cpu",
+                               progress=False))

@@ -27,13 +27,13 @@ import sys
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from iaiabl_lib.config import MARGINS
 from iaiabl_lib.data.dataset import SPLITS, resize_images, resize_masks, save_prepared
-from iaiabl_lib.data.dicom import DicomError, read_dicom, window_to_uint8
+from iaiabl_lib.data.dicom import DicomError, read_dicom, robust_window, window_to_uint8
 
 __all__ = [
     "CbisError", "MassRow", "read_mass_csv", "classify_margin", "classify_pathology",
@@ -330,22 +330,26 @@ def crop_geometry(mask: np.ndarray, min_side: int = MIN_CROP) -> tuple[tuple[int
     return (y0, x0, y1, x1), (top, left, side)
 
 
-def _crop(array: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
-    """(H, W) -> (side, side), zero where the box leaves the image."""
+def _crop(array: np.ndarray, box: tuple[int, int, int], transform: Callable | None = None) -> np.ndarray:
+    """(H, W) -> (side, side), zero where the box leaves the image; ``transform`` (e.g. the
+    windowing) is applied to the part inside the image only."""
     top, left, side = box
-    out = np.zeros((side, side), dtype=array.dtype)
     h, w = array.shape
-    y0, y1, x0, x1 = max(top, 0), min(top + side, h), max(left, 0), min(left + side, w)
-    if y1 > y0 and x1 > x0:
-        out[y0 - top:y1 - top, x0 - left:x1 - left] = array[y0:y1, x0:x1]
+    y0, y1 = min(max(top, 0), h), max(min(top + side, h), 0)
+    x0, x1 = min(max(left, 0), w), max(min(left + side, w), 0)
+    region = array[y0:y1, x0:x1]
+    region = transform(region) if transform is not None else region
+    out = np.zeros((side, side), dtype=region.dtype)
+    out[y0 - top:y1 - top, x0 - left:x1 - left] = region
     return out
 
 
 def crop_and_resize(image: np.ndarray, masks: Iterable[np.ndarray], box: tuple[int, int, int],
-                    size: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The identical square crop and resize for an image (uint8 (H, W)) and its masks (bool or
-    {0,1} (H, W)): -> uint8 (size, size) and uint8 {0,1} (size, size) each."""
-    out_image = resize_images(_crop(image, box)[None], size)[0]
+                    size: int, image_transform: Callable | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The identical square crop and resize for an image (H, W) and its masks (bool or {0,1}
+    (H, W)) -> uint8 (size, size) and uint8 {0,1} (size, size) each. ``image_transform`` maps the
+    image's in-frame part to uint8 (the windowing); without it ``image`` must be uint8 already."""
+    out_image = resize_images(_crop(image, box, image_transform)[None], size)[0]
     out_masks = [resize_masks(_crop(np.asarray(m, dtype=np.uint8), box)[None], size)[0] for m in masks]
     return out_image, out_masks
 
@@ -412,7 +416,9 @@ def _load_row(row: MassRow, locator: DicomLocator, read: _Reader, size: int) -> 
         fine, fine_path = _fine_mask(locator, row, read, shape)
     bbox, box = crop_geometry(lesion)
     masks = [lesion] + ([fine] if fine is not None else [])
-    image, out_masks = crop_and_resize(window_to_uint8(pixels, info), masks, box, size)
+    window = robust_window(pixels) if info.get("voi") is None else None   # of the whole mammogram
+    image, out_masks = crop_and_resize(pixels, masks, box, size,
+                                       image_transform=lambda part: window_to_uint8(part, info, window=window))
     if not out_masks[0].any():
         raise SkipRow("mask empty", mask_path, f"the lesion vanished when resized to {size} px")
     return {
@@ -432,7 +438,7 @@ def _skip(row: MassRow, reason: str, file: str = "", detail: str = "") -> dict:
 def _summary(cbis_dir: Path, size: int, split: str, seed: int, n_rows: int,
              manifest: list[dict], skipped: list[dict]) -> dict:
     counts = {s: {**{m: 0 for m in MARGINS}, "total": 0} for s in SPLITS}
-    malignant, fine, patients = ({s: 0 for s in SPLITS} for _ in range(3))
+    malignant, fine = {s: 0 for s in SPLITS}, {s: 0 for s in SPLITS}
     seen: dict[str, set] = {s: set() for s in SPLITS}
     for r in manifest:
         s = r["split"]
@@ -441,10 +447,9 @@ def _summary(cbis_dir: Path, size: int, split: str, seed: int, n_rows: int,
         malignant[s] += int(r["malignant"])
         fine[s] += int(r["has_fine"])
         seen[s].add(r["patient_id"])
-    patients = {s: len(seen[s]) for s in SPLITS}
     return {"source": str(cbis_dir), "size": size, "split_mode": split, "seed": seed,
             "n_csv_rows": n_rows, "n_included": len(manifest), "counts": counts,
-            "malignant": malignant, "fine": fine, "patients": patients,
+            "malignant": malignant, "fine": fine, "patients": {s: len(seen[s]) for s in SPLITS},
             "excluded": dict(sorted(Counter(s["reason"] for s in skipped).items())),
             "skipped": skipped}
 

@@ -440,6 +440,21 @@ def _upsample2(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out[: shape[0], : shape[1]]
 
 
+def _bilinear(field: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+    """Bilinear sampling of field (h, w) at fractional indices iy, ix (any equal shapes),
+    clamped at the borders."""
+    h, w = field.shape
+    iy = np.clip(iy, 0, h - 1.001)
+    ix = np.clip(ix, 0, w - 1.001)
+    y0, x0 = iy.astype(np.intp), ix.astype(np.intp)
+    fy, fx = iy - y0, ix - x0
+    flat = field.ravel()
+    i00 = y0 * w + x0
+    top = flat[i00] * (1 - fx) + flat[i00 + 1] * fx
+    bottom = flat[i00 + w] * (1 - fx) + flat[i00 + w + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def _render_tissue(rng: np.random.Generator, geom: BreastGeometry, density: int,
                    H: int, W: int) -> np.ndarray:
     """Breast on black background: fat, glandular patches, fibrous strands converging to the
@@ -455,12 +470,9 @@ def _render_tissue(rng: np.random.Generator, geom: BreastGeometry, density: int,
     gland = _smooth_noise(rng, (96, 64), (5.0, 4.0))                    # (96, 64)
     strands = _smooth_noise(rng, (320, 48), (1.4, 7.0))                 # (320, 48) streaks along u
     iv = (v + 1) * 0.5
-    gland_px = ndimage.map_coordinates(gland, np.stack([iv * 95, u * 63]), order=1,
-                                       mode="nearest")
-    warp = ndimage.map_coordinates(gland, np.stack([iv * 95, (1 - u) * 63]), order=1,
-                                   mode="nearest")                      # wavy strands
-    strand_px = ndimage.map_coordinates(strands, np.stack([iv * 319 + 5.0 * warp, u * 47]),
-                                        order=1, mode="nearest")
+    gland_px = _bilinear(gland, iv * 95, u * 63)
+    warp = _bilinear(gland, iv * 95, (1 - u) * 63)                      # wavy strands
+    strand_px = _bilinear(strands, iv * 319 + 5.0 * warp, u * 47)
     glandular = [0.15, 0.30, 0.50, 0.70][density - 1]
     gland_w = 1.0 / (1.0 + np.exp(-(1.6 * gland_px + 3.0 * (glandular - 0.5))))  # (h, w) in (0, 1)
     gland_w *= np.clip(1.15 - u, 0.0, 1.0) ** 0.7                       # glands towards the chest
@@ -473,16 +485,18 @@ def _render_tissue(rng: np.random.Generator, geom: BreastGeometry, density: int,
         tissue = tissue * (1.0 - pec) + rng.uniform(0.42, 0.52) * pec
     tissue = _upsample2(tissue.astype(np.float32), (H, W))               # (H, W)
     # --- full resolution: outline, skin line, texture, noise ---
-    yf = np.arange(H, dtype=np.float32)[:, None]
-    xf = np.arange(W, dtype=np.float32)[None, :]
-    edge = (1.0 - geom.rho(yf, xf)) * min(geom.ay, geom.bx)             # ~px inside the outline
-    tissue += 0.06 * np.exp(-((edge - 2.0) / 1.5) ** 2)                 # skin line
+    yf = ((np.arange(H, dtype=np.float32) - geom.cy) / geom.ay)[:, None] ** 2
+    xf = (np.arange(W, dtype=np.float32) / geom.bx)[None, :] ** 2
+    edge = (1.0 - np.sqrt(yf + xf)) * min(geom.ay, geom.bx)            # ~px inside the outline
+    skin = np.clip(1.0 - ((edge - 2.0) / 2.5) ** 2, 0.0, None)         # bump 2 px inside
+    tissue += 0.06 * skin * skin                                        # skin line
     alpha = np.clip(edge / 1.5 + 0.5, 0.0, 1.0)                         # anti-aliased outline
     noise = rng.standard_normal((H, W), dtype=np.float32)
     texture = ndimage.gaussian_filter(noise, max(1.0, H / 400))
-    img = alpha * tissue + (1.0 - alpha) * 0.02
-    img += 0.025 * alpha * texture + 0.006 * noise                      # texture + quantum noise
-    return img.astype(np.float32)
+    tissue += 0.025 * texture - 0.02                                    # fine texture
+    tissue *= alpha
+    tissue += 0.02 + 0.006 * noise                                      # background, quantum noise
+    return tissue
 
 
 def _mass_spec(rng: np.random.Generator, lesion: Lesion, H: int, n_lesions: int = 1) -> MassSpec:
@@ -554,7 +568,7 @@ def _render_mass(rng: np.random.Generator, spec: MassSpec, cy: float, cx: float,
     """Render one mass in a window around (cy, cx).
 
     Returns (window slices, intensity (h, w) float32, lesion mask (h, w) bool, fine mask (h, w)
-    bool, footprint (h, w) bool: where the mass visibly changes the image)."""
+    bool, footprint (h, w) bool: where the mass adds at least a quarter of its contrast)."""
     e = spec.extent
     y0, y1 = max(0, int(cy - e)), min(H, int(cy + e) + 2)
     x0, x1 = max(0, int(cx - e)), min(W, int(cx + e) + 2)
@@ -590,7 +604,7 @@ def _render_mass(rng: np.random.Generator, spec: MassSpec, cy: float, cx: float,
         blob = np.exp(-((yy - oy) ** 2 + (xx - ox) ** 2) / (2 * (0.7 * spec.radius) ** 2))
         patch = 1.0 + 0.5 * _smooth_noise(rng, yy.shape, max(1.0, spec.radius / 4))
         intensity = intensity + spec.obscuring * spec.contrast * blob * np.clip(patch, 0, None)
-    footprint = intensity > 0.08 * spec.contrast
+    footprint = intensity > 0.25 * spec.contrast                       # the visible mass
     return (slice(y0, y1), slice(x0, x1)), intensity.astype(np.float32), lesion, fine, footprint
 
 
@@ -656,8 +670,9 @@ def _draw_marker(rng: np.random.Generator, img: np.ndarray, lesion_mask: np.ndar
     top, left, side = crop_square(lesion_mask)
     y_lo, y_hi = max(0, top + 2), min(H, top + side - 2)               # allowed rows [lo, hi)
     x_lo, x_hi = max(0, left + 2), min(W, left + side - 2)
-    for _ in range(80):
-        h = max(4, int(round(side / 2 * rng.uniform(0.25, 0.35))))
+    for attempt in range(80):
+        scale = rng.uniform(0.25, 0.35) if attempt < 40 else rng.uniform(0.15, 0.25)
+        h = max(4, int(round(side / 2 * scale)))
         w = max(4, int(round(h * rng.uniform(1.2, 1.7))))
         if y_hi - h < y_lo or x_hi - w < x_lo:
             continue
@@ -806,10 +821,38 @@ def _fake_phi(breast: Breast) -> dict:
     }
 
 
-def _write_dicom(path: Path, pixels: np.ndarray, *, image: FullImage, patient_id: str,
+def _base_dataset(image: FullImage, spacing_mm: float):
+    """The attributes every file derived from one full image shares (patient, fake PHI, dates,
+    laterality, view, pixel geometry). Copied per file by :func:`_write_dicom`."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    breast = image.breast
+    ds.SOPClassUID = SOP_CLASS_DM_PRESENTATION
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = image.study_date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.Modality = "MG"
+    ds.Manufacturer = "IAIA-BL synthetic"
+    ds.StudyDescription = "MAMMOGRAM"
+    for key, value in _fake_phi(breast).items():
+        setattr(ds, key, value)
+    ds.BodyPartExamined = "BREAST"
+    ds.ImageLaterality = ds.Laterality = breast.side[0]
+    ds.ViewPosition = image.view
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.SeriesNumber = 1
+    ds.PixelSpacing = [f"{spacing_mm:.4f}"] * 2
+    ds.SamplesPerPixel = 1
+    ds.BitsAllocated = 16
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def _write_dicom(path: Path, pixels: np.ndarray, base, *, image: FullImage, patient_id: str,
                  study_uid: str, series_uid: str, sop_uid: str, description: str,
                  instance: int, stored_like_image: bool) -> None:
-    """Write one DICOM file. pixels (h, w) uint16, stored as they are. ``stored_like_image``:
+    """Write one DICOM file (Explicit VR Little Endian, DM For Presentation). pixels (h, w)
+    uint16, stored as they are; ``base`` from :func:`_base_dataset`. ``stored_like_image``:
     photometric / bits / rescale of ``image`` (full images and crops); else a MONOCHROME2 binary
     mask with BitsStored 16 and no rescale."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -819,37 +862,18 @@ def _write_dicom(path: Path, pixels: np.ndarray, *, image: FullImage, patient_id
     meta.MediaStorageSOPClassUID = SOP_CLASS_DM_PRESENTATION
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
+    ds = Dataset(dict(base.items()))                                    # shallow copy of base
     ds.file_meta = meta
-    breast = image.breast
-    ds.SOPClassUID = SOP_CLASS_DM_PRESENTATION
     ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = image.study_date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-    ds.Modality = "MG"
-    ds.Manufacturer = "IAIA-BL synthetic"
-    ds.StudyDescription = "MAMMOGRAM"
     ds.SeriesDescription = description
     ds.PatientID = patient_id
-    for key, value in _fake_phi(breast).items():
-        setattr(ds, key, value)
-    ds.BodyPartExamined = "BREAST"
-    ds.ImageLaterality = ds.Laterality = breast.side[0]
-    ds.ViewPosition = image.view
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.ImageType = ["DERIVED", "SECONDARY"] if description != SERIES_DESCRIPTIONS["full"] else [
-        "ORIGINAL", "PRIMARY"]
+    ds.ImageType = (["ORIGINAL", "PRIMARY"] if description == SERIES_DESCRIPTIONS["full"]
+                    else ["DERIVED", "SECONDARY"])
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
     ds.StudyID = study_uid[-6:]
-    ds.SeriesNumber = 1
     ds.InstanceNumber = instance
-    spacing = f"{240.0 / pixels.shape[0] if description == SERIES_DESCRIPTIONS['full'] else 0.1:.4f}"
-    ds.PixelSpacing = [spacing, spacing]
-    ds.SamplesPerPixel = 1
     ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-    ds.BitsAllocated = 16
-    ds.PixelRepresentation = 0
     if stored_like_image:
         ds.PhotometricInterpretation = "MONOCHROME1" if image.monochrome1 else "MONOCHROME2"
         ds.BitsStored = image.bits_stored
@@ -889,11 +913,19 @@ def _bbox_crop(mask: np.ndarray, rng: np.random.Generator) -> tuple[slice, slice
 class _TreeWriter:
     """Writes the DICOM files of full images and ROI rows, and collects metadata.csv rows."""
 
-    def __init__(self, out: Path, seed: int):
+    def __init__(self, out: Path, seed: int, height: int):
         self.root = out / "CBIS-DDSM"
         self.seed = seed
+        self.spacing_mm = 240.0 / height          # a 24 cm tall detector
         self.metadata: list[dict] = []
         self.n_files = 0
+        self._base: tuple[FullImage, object] | None = None
+
+    def _base_for(self, image: FullImage):
+        """The shared attributes of ``image`` (built once per full image)."""
+        if self._base is None or self._base[0] is not image:
+            self._base = (image, _base_dataset(image, self.spacing_mm))
+        return self._base[1]
 
     def _series(self, folder: str, study: str, series: str, description: str, n: int,
                 date: str) -> Path:
@@ -908,7 +940,8 @@ class _TreeWriter:
     def full_image(self, image: FullImage, stored: np.ndarray) -> None:
         d = self._series(image.folder, image.study_uid, image.series_uid,
                          SERIES_DESCRIPTIONS["full"], 1, image.study_date)
-        _write_dicom(d / "1-1.dcm", stored, image=image, patient_id=image.folder,
+        _write_dicom(d / "1-1.dcm", stored, self._base_for(image), image=image,
+                     patient_id=image.folder,
                      study_uid=image.study_uid, series_uid=image.series_uid,
                      sop_uid=image.sop_uid, description=SERIES_DESCRIPTIONS["full"], instance=1,
                      stored_like_image=True)
@@ -923,7 +956,7 @@ class _TreeWriter:
                                      row.lesion.abn_id])
         crop = stored[_bbox_crop(lesion_mask, rng)]
         mask = lesion_mask.astype(np.uint16) * 255
-        common = dict(image=image, patient_id=row.folder)
+        common = dict(base=self._base_for(image), image=image, patient_id=row.folder)
         date = image.study_date
         if row.separate:
             cells = {}
@@ -1038,7 +1071,7 @@ def make_synthetic(out_dir, patients: int = 180, size: int = 512, seed: int = 0,
         row.confounder = bool(row.split == "train" and row.lesion.margin == target
                               and draw < confounder)
 
-    writer = _TreeWriter(out, seed)
+    writer = _TreeWriter(out, seed, H)
     cells: dict[int, dict[str, str]] = {}
     rows_of: dict[tuple[int, str, str], list[RoiRow]] = {}
     for row in rows:
