@@ -135,6 +135,24 @@ def _key(params: dict[str, Any], sources: tuple[str, ...]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Delete ``*.tmp-<pid>`` build directories whose process is gone (a killed build)."""
+    for tmp in parent.glob("*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1].split(".")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _build_once(target: Path, build: Callable[[Path], Any], params: dict[str, Any]) -> Path:
     """Build ``target`` with ``build(tmp)`` unless it exists; ``tmp`` is renamed into place, so a
     directory at ``target`` is always complete. Stale entries of the same name stem are removed."""
@@ -146,6 +164,7 @@ def _build_once(target: Path, build: Callable[[Path], Any], params: dict[str, An
             if old.name.rsplit("-", 1)[0] == stem and (old / "bookcache.json").is_file():
                 return old
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(target.parent)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -269,7 +288,7 @@ def ensure_metrics(kind: str = "iaiabl", device: Any = None, data: str = "confou
 
     run_dir = ensure_run(kind, device, data)
     if not (run_dir / "metrics.json").is_file():
-        return _call(evaluate.evaluate_run, run_dir, device=device)
+        return _call(evaluate.evaluate_run, run_dir, data_dir=ensure_data(data, device), device=device)
     return evaluate.load_metrics(run_dir)
 
 

@@ -49,6 +49,43 @@ def l1_off_class(margin_weight: Tensor, prototype_class: Tensor) -> Tensor:
     return (margin_weight * off).abs().sum()
 
 
+def upsampling_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> Tensor:
+    """U (n_out, n_in): 1-D linear interpolation exactly as ``F.interpolate(..., mode="linear",
+    align_corners=False)``; bilinear upsampling of a map s (H, W) is ``U_H s U_Wᵀ`` (separable)."""
+    eye = torch.eye(n_in, device=device, dtype=dtype)[:, None, :]               # (n_in, 1, n_in)
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0].T.contiguous()
+
+
+def _pair_products(u: Tensor) -> Tensor:
+    """V (n_out, n_in²) with V[a, i·n_in + k] = U[a, i] U[a, k]."""
+    return (u[:, :, None] * u[:, None, :]).flatten(1)
+
+
+def masked_upsampled_sq_norms(maps: Tensor, weight: Tensor | None, size: tuple[int, int]) -> Tensor:
+    """‖√weight ⊙ up(s)‖²₂ for each low-resolution map s, without materialising the upsampled maps.
+
+    With up(s) = U_H s U_Wᵀ (bilinear, align_corners=False):
+        Σ_ab w_ab up(s)_ab²  =  vec(s)ᵀ Q vec(s),   Q_(ij),(kl) = Σ_ab w_ab U_ai U_ak V_bj V_bl
+    Q (HW × HW) depends on the mask alone (no gradient) and is built with two matrix products; the
+    quadratic form then costs B·m·(HW)² instead of B·m·S² for the upsampling and its backward.
+
+    maps (B, m, H, W); weight (B, S, S) (the squared mask) or None for weight 1 -> (B, m)
+    """
+    b, m, h, w = maps.shape
+    with torch.no_grad():
+        uy = upsampling_matrix(h, size[0], maps.device, maps.dtype)              # (S, H)
+        ux = upsampling_matrix(w, size[1], maps.device, maps.dtype)              # (S, W)
+        vy, vx = _pair_products(uy), _pair_products(ux)                         # (S, H²), (S, W²)
+        if weight is None:
+            q = (vy.sum(0)[:, None] * vx.sum(0)[None, :])[None]                   # (1, H², W²)
+        else:
+            q = vy.T @ (weight.to(maps.dtype) @ vx)                              # (B, H², W²)
+        # (i, k, j, l) -> (i, j), (k, l)
+        q = q.reshape(q.shape[0], h, h, w, w).permute(0, 1, 3, 2, 4).reshape(q.shape[0], h * w, h * w)
+    flat = maps.reshape(b, m, h * w)                                             # (B, m, HW)
+    return ((flat @ q) * flat).sum(-1)                                           # (B, m)
+
+
 def fine_annotation_loss(
     activation_map_: Tensor,
     labels: Tensor,
@@ -73,20 +110,26 @@ def fine_annotation_loss(
     The paper sums over the annotated images; we average over the batch so that λf does not
     depend on the batch size (the paper's batch holds 10 fine-annotated images).
 
-    activation_map_ (B, m, S, S): PAMs, i.e. similarity maps upsampled to the mask size (if a
-        (B, m, H, W) map of another size is given it is upsampled here with ``activation_map``).
+    activation_map_: either the PAMs (B, m, S, S) at the mask size, or the low-resolution
+        similarity maps (B, m, H, W): then the norms of their bilinear upsampling (``activation_map``)
+        are computed exactly as quadratic forms (``masked_upsampled_sq_norms``), which is much
+        cheaper than upsampling (the training step uses this).
     labels (B,), prototype_class (m,), relevant_mask (B, 1, S, S) or (B, S, S), 1 = relevant.
     -> scalar
     """
     if relevant_mask.ndim == 3:
         relevant_mask = relevant_mask[:, None]
-    size = relevant_mask.shape[-2:]
-    if activation_map_.shape[-2:] != size:
-        activation_map_ = activation_map(activation_map_, tuple(size))
-    irrelevant = 1.0 - relevant_mask.to(activation_map_.dtype)          # m_i, (B, 1, S, S)
+    size = tuple(relevant_mask.shape[-2:])
     own = (labels[:, None] == prototype_class[None, :]).to(activation_map_.dtype)  # (B, m)
-    # own class: outside the relevant region; other classes: everywhere
-    weight = own[:, :, None, None] * irrelevant + (1 - own)[:, :, None, None]      # (B, m, S, S)
-    norms = (weight * activation_map_).flatten(2).norm(dim=-1)         # (B, m)
+    irrelevant = 1.0 - relevant_mask.to(activation_map_.dtype)          # m_i, (B, 1, S, S)
+    if tuple(activation_map_.shape[-2:]) != size:
+        sq_own = masked_upsampled_sq_norms(activation_map_, irrelevant[:, 0] ** 2, size)   # (B, m)
+        sq_all = masked_upsampled_sq_norms(activation_map_, None, size)                    # (B, m)
+        sq = own * sq_own + (1 - own) * sq_all
+        norms = sq.clamp_min(1e-12).sqrt()                               # (B, m)
+    else:
+        # own class: outside the relevant region; other classes: everywhere
+        weight = own[:, :, None, None] * irrelevant + (1 - own)[:, :, None, None]      # (B, m, S, S)
+        norms = (weight * activation_map_).flatten(2).norm(dim=-1)     # (B, m)
     scale = reference_size / float(size[-1])
     return norms.sum(dim=1).mean() * scale

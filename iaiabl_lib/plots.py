@@ -54,7 +54,7 @@ def figure_png(fig: Figure, dpi: int | None = None) -> bytes:
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi or STYLE["savefig.dpi"], bbox_inches="tight",
+    fig.savefig(buf, format="png", dpi=dpi or STYLE["savefig.dpi"],
                 facecolor="white")
     return buf.getvalue()
 

@@ -56,9 +56,10 @@ def duplicate_groups(
             if why:
                 ri, rj = find(i), find(j)
                 root, child = min(ri, rj), max(ri, rj)
-                parent[child] = root
                 reason.setdefault(root, set()).update(why)
-                reason[root].update(reason.pop(child, set()))
+                if child != root:
+                    parent[child] = root
+                    reason[root].update(reason.pop(child, set()))
     groups: dict[int, list[int]] = {}
     for i in range(m):
         groups.setdefault(find(i), []).append(i)

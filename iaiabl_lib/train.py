@@ -408,6 +408,66 @@ def predict(model: IAIABL, images_or_tensorset, batch_size: int = 256, device=No
 
 
 # ---------------------------------------------------------------------------------------------
+# Stage A3: the last layer
+# ---------------------------------------------------------------------------------------------
+
+
+def train_last_layer(model: IAIABL, preset: Preset, train_set, val_set=None, generator: torch.Generator | None = None,
+                     epochs: int | None = None, on_epoch: Callable[[dict], None] | None = None,
+                     bar: Callable = lambda it, **kw: it, desc: str = "last layer") -> float:
+    """Stage A3: h1 alone, CE + λ1·L1(off-class h1), Adam at ``train.lr_last_layer`` for
+    ``train.last_layer_epochs`` epochs of minibatches, on CACHED similarities of the un-augmented
+    training set: the backbone, add-on and prototypes are frozen, so s_j is exact and computed once.
+
+    train_set / val_set: TensorSets (images, labels); on_epoch receives each epoch's
+    {ce, l1, loss, train_auroc, val_auroc, lr}. Returns the final validation average margin AUROC
+    (NaN without val_set).
+    """
+    t = preset.train
+    epochs = t.last_layer_epochs if epochs is None else epochs
+    dev = model.prototypes.device
+    s_train = similarities(model, train_set.images, t.eval_batch_size)          # (N, m)
+    s_val = similarities(model, val_set.images, t.eval_batch_size) if val_set is not None else None
+    y = train_set.labels.to(dev)
+
+    def val_auc() -> float:
+        if s_val is None:
+            return float("nan")
+        with torch.no_grad():
+            return average_margin_auroc(val_set.labels.cpu().numpy(), model.margin_head(s_val).cpu().numpy())
+
+    set_stage(model, "last_layer")
+    opt = make_optimizer(model, preset, "last_layer")
+    w = model.margin_head.weight
+    n = s_train.shape[0]
+    auc = val_auc()
+    gdev = generator.device if generator is not None else "cpu"
+    for _ in bar(range(epochs), desc=desc):
+        perm = torch.randperm(n, generator=generator, device=gdev).to(dev)
+        sums = torch.zeros(3, device=dev)
+        steps = 0
+        for i in range(0, n, t.batch_size):
+            b = perm[i:i + t.batch_size]
+            ce = cross_entropy(model.margin_head(s_train[b]), y[b])
+            l1 = l1_off_class(w, model.prototype_class)
+            loss = preset.loss.ce * ce + preset.loss.l1 * l1
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += torch.stack([ce, l1, loss]).detach()
+            steps += 1
+        ce_, l1_, loss_ = (sums / max(steps, 1)).tolist()
+        with torch.no_grad():
+            train_auc = average_margin_auroc(y.cpu().numpy(), model.margin_head(s_train).cpu().numpy())
+        auc = val_auc()
+        if on_epoch is not None:
+            on_epoch({"ce": ce_, "l1": l1_, "loss": loss_, "train_auroc": train_auc, "val_auroc": auc,
+                      "lr": opt.param_groups[0]["lr"]})
+    set_stage(model, "frozen")
+    return auc
+
+
+# ---------------------------------------------------------------------------------------------
 # Stage B: the malignancy head (Eq. 10)
 # ---------------------------------------------------------------------------------------------
 
@@ -655,40 +715,16 @@ class _Trainer:
                          train_auroc=train_auc, val_auroc=self._val_auroc(), lr=lr)
 
     def last_layer(self) -> float:
-        """Stage A3: h1 alone, CE + λ1·L1(off-class h1), on cached similarities (backbone frozen, so
-        the cached s_j are exact). Returns the final validation average margin AUROC."""
-        t, model = self.t, self.model
-        s_train = similarities(model, self.plain.images, t.eval_batch_size)  # (N, m)
-        s_val = similarities(model, self.val.images, t.eval_batch_size)
-        y = self.plain.labels
-        set_stage(model, "last_layer")
-        opt = make_optimizer(model, self.preset, "last_layer")
-        w = model.margin_head.weight
-        n = s_train.shape[0]
-        val_auc = self._val_auroc(s_val)
-        for _ in self._bar(range(t.last_layer_epochs), desc=f"epoch {self.epoch} last layer"):
+        """Stage A3 on the current model; history rows; returns the final validation AUROC."""
+        t0 = time.perf_counter()
+
+        def on_epoch(values: dict) -> None:
+            nonlocal t0
+            self._row("last_layer", t0, **values)
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=self.gen, device=self.gen.device).to(self.dev)
-            sums = torch.zeros(3, device=self.dev)
-            steps = 0
-            for i in range(0, n, t.batch_size):
-                b = perm[i:i + t.batch_size]
-                ce = cross_entropy(model.margin_head(s_train[b]), y[b])
-                l1 = l1_off_class(w, model.prototype_class)
-                loss = self.preset.loss.ce * ce + self.preset.loss.l1 * l1
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums += torch.stack([ce, l1, loss]).detach()
-                steps += 1
-            ce, l1, loss = (sums / max(steps, 1)).tolist()
-            with torch.no_grad():
-                train_auc = average_margin_auroc(y.cpu().numpy(), model.margin_head(s_train).cpu().numpy())
-                val_auc = self._val_auroc(s_val)
-            self._row("last_layer", t0, ce=ce, l1=l1, loss=loss, train_auroc=train_auc, val_auroc=val_auc,
-                      lr=opt.param_groups[0]["lr"])
-        set_stage(model, "frozen")
-        return val_auc
+
+        return train_last_layer(self.model, self.preset, self.plain, self.val, self.gen,
+                                on_epoch=on_epoch, bar=self._bar, desc=f"epoch {self.epoch} last layer")
 
     def push_cycle(self) -> None:
         """A2 push, A3 last layer, then model selection on the validation AUROC."""

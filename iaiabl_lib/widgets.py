@@ -62,7 +62,8 @@ from .config import MARGIN_WORDS, MARGINS
 __all__ = [
     "MODES", "STATIC_ENV", "MAX_CASES", "MAX_PNG_BYTES", "TAUS", "Explorer", "resolve_mode",
     "prototype_gallery", "case_explorer", "dismiss_reasoning", "activation_precision_explorer",
-    "fine_annotation_comparison", "dismissed_probabilities", "pick_cases", "setup",
+    "fine_annotation_comparison", "dismissed_probabilities", "pick_cases", "figure_uri",
+    "margin_lines", "malignancy_line", "colour_legend", "setup",
 ]
 
 MODES = ("auto", "live", "static")
@@ -71,6 +72,9 @@ MAX_CASES = 8
 """At most this many cases per explorer (static views are embedded in the page)."""
 MAX_PNG_BYTES = 40_000
 """Each embedded PNG is made to fit in this many bytes."""
+GALLERY_PNG_BYTES = 30_000
+AP_PNG_BYTES = 18_000
+"""Tighter budgets where there are many views (the gallery; cases × τ in the precision explorer)."""
 TAUS = (0.5, 0.75, 0.9, 0.95, 0.99)
 """Thresholds τ offered by :func:`activation_precision_explorer` (the paper uses 0.95)."""
 
@@ -223,7 +227,7 @@ _PNG_TRIES = ((1.0, None), (1.0, 128), (1.0, 64), (1.0, 48), (1.0, 32), (0.85, 4
 """(scale, palette colours) tried in turn: legible text first (full scale), colours second."""
 
 
-def figure_png(fig, max_bytes: int = MAX_PNG_BYTES, dpi: int = 72) -> bytes:
+def _small_png(fig, max_bytes: int = MAX_PNG_BYTES, dpi: int = 72) -> bytes:
     """A matplotlib Figure as PNG bytes of at most ``max_bytes`` (drawn once at ``dpi``, white
     margins cropped; then a 128/64-colour palette and smaller scales until it fits; the smallest
     try otherwise)."""
@@ -239,8 +243,8 @@ def figure_png(fig, max_bytes: int = MAX_PNG_BYTES, dpi: int = 72) -> bytes:
 
 
 def figure_uri(fig, max_bytes: int = MAX_PNG_BYTES, dpi: int = 72) -> str:
-    """:func:`figure_png` as a ``data:image/png;base64,…`` URI (for an ``<img>`` in a view)."""
-    return "data:image/png;base64," + base64.b64encode(figure_png(fig, max_bytes, dpi)).decode("ascii")
+    """A small PNG (:func:`_small_png`) as a ``data:image/png;base64,…`` URI (for an ``<img>`` in a view)."""
+    return "data:image/png;base64," + base64.b64encode(_small_png(fig, max_bytes, dpi)).decode("ascii")
 
 
 def _img(uri: str, alt: str, width: str = "100%") -> str:
@@ -264,7 +268,7 @@ def array_uri(image: np.ndarray, scale: int = 3) -> str:
 
 def _pct(p: float) -> str:
     p = 100 * float(p)
-    return "<1 %" if 0 < p < 1 else (">99 %" if 99 < p < 100 else f"{p:.0f} %")
+    return "below 1 %" if 0 < p < 1 else ("above 99 %" if 99 < p < 100 else f"{p:.0f} %")
 
 
 def _bar(p: float, colour: str) -> str:
@@ -402,13 +406,15 @@ def _weights_html(weights: np.ndarray, j: int, own: int) -> str:
 
 
 def prototype_gallery(run, data=None, n_nearest: int = 3, mode: str = "auto",
-                      split: str = "train") -> Explorer:
+                      split: str = "train", prototypes: Sequence[int] | None = None) -> Explorer:
     """Pick a prototype: its patch, its source training case with the box, its class, its h1
-    weights, and its ``n_nearest`` nearest training images (``explain.prototype_gallery``)."""
+    weights, and its ``n_nearest`` nearest training images of ``split``
+    (``explain.prototype_gallery``). ``prototypes``: a subset (default: all)."""
     from . import explain, plots
 
     mode = resolve_mode(mode)
-    entries = explain.prototype_gallery(run, data, n_nearest=n_nearest, split=split)
+    entries = explain.prototype_gallery(run, _dataset(run, data), n_nearest=n_nearest, split=split,
+                                        prototypes=prototypes)
     weights = run.model.margin_head.weight.detach().float().cpu().numpy()
     labels = [f"prototype {e.index} · {e.class_name}" + (f" · from {e.source_id}" if e.source_id else "")
               for e in entries]
@@ -430,7 +436,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, mode: str = "auto",
                 f"a {html.escape(MARGIN_WORDS[e.class_name])} prototype, a patch of training case "
                 f"{html.escape(str(e.source_id or 'unknown'))}.</div>")
         return (head + patch + _weights_html(weights, e.index, e.cls)
-                + _img(figure_uri(fig), f"prototype {e.index} and its nearest training images")
+                + _img(figure_uri(fig, GALLERY_PNG_BYTES), f"prototype {e.index} and its nearest training images")
                 + colour_legend(what="similarity of each part of a training image to the prototype")
                 + "<div style='font-size:0.85em'>Left: the source case with the prototype boxed; then "
                   "its nearest training images (smallest distance d² to the prototype), the closest "
@@ -532,16 +538,17 @@ def _dismiss_view(expl, after: dict, dismissed: Sequence[int]) -> str:
         d = 100 * (after_p[c] - before_p[c])
         rows.append(
             f"<tr class='iaiabl-dismiss-{MARGINS[c]}'><td>{html.escape(MARGIN_WORDS[MARGINS[c]])}</td>"
-            f"<td style='text-align:right'>{_pct(before_p[c])}</td>"
-            f"<td style='text-align:right'>{_bar(after_p[c], _class_colour(c))}<b>{_pct(after_p[c])}</b></td>"
+            f"<td style='text-align:right'><span class='iaiabl-before'>{_pct(before_p[c])}</span></td>"
+            f"<td style='text-align:right'>{_bar(after_p[c], _class_colour(c))}"
+            f"<b class='iaiabl-after'>{_pct(after_p[c])}</b></td>"
             f"<td style='text-align:right'>{d:+.0f} points</td></tr>")
     if expl.malignancy_prob is not None and after["malignancy_prob"] is not None:
         d = 100 * (after["malignancy_prob"] - expl.malignancy_prob)
         rows.append(
             "<tr class='iaiabl-dismiss-malignancy'><td>malignant (from the margin scores, Eq. 10)</td>"
-            f"<td style='text-align:right'>{_pct(expl.malignancy_prob)}</td>"
+            f"<td style='text-align:right'><span class='iaiabl-before'>{_pct(expl.malignancy_prob)}</span></td>"
             f"<td style='text-align:right'>{_bar(after['malignancy_prob'], '#b2182b')}"
-            f"<b>{_pct(after['malignancy_prob'])}</b></td>"
+            f"<b class='iaiabl-after'>{_pct(after['malignancy_prob'])}</b></td>"
             f"<td style='text-align:right'>{d:+.0f} points</td></tr>")
     new_call = int(np.argmax(after_p))
     if dismissed:
@@ -634,14 +641,14 @@ def _ap_view(run, ds, i: int, expl, tau: float) -> str:
               f"({html.escape(p.class_name)}, the prototype adding the most evidence for the model's call "
               f"{html.escape(expl.predicted_margin)}). <b>Activation precision {ap:.2f}</b>: "
               f"{_pct(ap)} of them lie inside {html.escape(what)}.</div>"
-            + _img(figure_uri(fig), f"activation precision of case {ds.ids[i]} at tau {tau}")
+            + _img(figure_uri(fig, AP_PNG_BYTES), f"activation precision of case {ds.ids[i]} at tau {tau}")
             + "<div style='font-size:0.85em'>Right: the annotated region in green, the top pixels in red "
               "(outside) and yellow (inside). A high precision means the model looks where the "
               "radiologist annotated.</div>")
 
 
 def activation_precision_explorer(run, data=None, split: str = "test", taus: Sequence[float] = TAUS,
-                                  mode: str = "auto", max_cases: int = MAX_CASES,
+                                  mode: str = "auto", max_cases: int = 6,
                                   cases: Sequence[int | str] | None = None) -> Explorer:
     """A case picker and a τ slider: the top (1 − τ) activations of the case's leading prototype
     against the annotated region, with the activation precision (Eq. 9, ``metrics``), paper Fig. 6.

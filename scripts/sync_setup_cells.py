@@ -41,6 +41,7 @@ except ImportError:
     importlib.invalidate_caches()
     import iaiabl_lib
 
+%matplotlib inline
 import torch
 from iaiabl_lib import config, train
 from iaiabl_lib.bookcache import book_dir

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +48,14 @@ def test_gradcam_matches_pytorch_grad_cam_tiny(task):
 
 
 def test_gradcam_matches_pytorch_grad_cam_vgg16_and_default_target():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(1)
-        model = build_blackbox("paper", "margin", pretrained="none").eval()   # no download
+    from torchvision.models.vgg import cfgs, make_layers
+
+    # VGG-16's conv layers without the last max-pool, as model.vgg16_features builds them (but
+    # without initialising torchvision's 120M-parameter classifier, which the black box drops)
+    torch.manual_seed(1)
+    features = make_layers(cfgs["D"])[:-1]
+    features.out_channels = 512
+    model = BlackBox(get_preset("paper").model, "margin", backbone=features).eval()
     x = torch.randn(2, 3, 64, 64)                                           # 4 x 4 latent grid
     with torch.no_grad():
         pred = model(x).argmax(1).tolist()

@@ -292,6 +292,8 @@ def test_setup_cell_installs_the_library_in_a_fresh_venv(tmp_path):
     purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
     Path(purelib, "reuse_installed_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # the venv's bundled setuptools is older than torch requires; let the reused, newer one count
+    subprocess.run([str(py), "-m", "pip", "uninstall", "-y", "-q", "setuptools"], capture_output=True, timeout=120)
     work = tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -302,16 +304,16 @@ def test_setup_cell_installs_the_library_in_a_fresh_venv(tmp_path):
     cell = _sync_module().setup_source()
     (work / "cell.py").write_text(cell)
     driver = (
-        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
         "import json, pathlib\n"
-        "shell = InteractiveShell.instance()\n"
+        "shell = TerminalInteractiveShell.instance()\n"
         "result = shell.run_cell(pathlib.Path('cell.py').read_text())\n"
         "result.raise_error()\n"
         "import iaiabl_lib\n"
         "print('INSTALLED_AT', json.dumps(iaiabl_lib.__file__))\n"
     )
     proc = subprocess.run([str(py), "-c", driver], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, stdin=subprocess.DEVNULL)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     installed = json.loads(out.split("INSTALLED_AT", 1)[1].strip().splitlines()[0])

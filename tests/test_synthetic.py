@@ -216,7 +216,8 @@ def test_metadata_manifest(trees):
         assert folder.is_dir()
         files = sorted(p.name for p in folder.iterdir())
         assert len(files) == int(m["Number of Images"])
-        assert m["File Location"] == f"./CBIS-DDSM/{m['Subject ID']}/{m['Study UID']}/{m['Series UID']}"
+        want = f"./CBIS-DDSM/{m['Subject ID']}/{m['Study UID']}/{m['Series UID']}"
+        assert m["File Location"] == want
         n_files += len(files)
     assert n_files == len(list((root / "CBIS-DDSM").rglob("*.dcm")))
 

@@ -18,7 +18,8 @@ CSV cells name ``000000.dcm`` / ``000001.dcm``; on disk these are ``1-1.dcm`` / 
 
 Quirks reproduced (an importer must cope with all of them):
 
-* the ``ROI mask file path`` cell always ends in ``"\\n"`` (so the CSV quotes it); lines end in CRLF;
+* the ``ROI mask file path`` cell always ends in ``"\\n"`` (so the CSV quotes it); lines end in
+  CRLF;
 * the crop and the ROI mask usually share one series (``1-1.dcm`` + ``1-2.dcm``, in either order,
   so the file named by the crop column is the mask about half the time); in a few rows the CSV
   names ``000001.dcm`` in the crop column; in a few rows crop and mask sit in separate studies and
@@ -67,6 +68,10 @@ __all__ = [
     "MARGIN_NAMES",
     "SERIES_DESCRIPTIONS",
     "csv_path_to_file",
+    "crop_square",
+    "METADATA_COLUMNS",
+    "MAIN_MARGINS",
+    "SOP_CLASS_DM_PRESENTATION",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -141,6 +146,7 @@ P_RESCALE = 0.15           # full images with RescaleSlope/Intercept != 1/0
 P_FINE_TRAIN = 0.30        # train rows with a fine annotation (test rows: all)
 
 TISSUE_MAX = 0.92          # tissue + masses are clipped here; markers are 1.0
+CONTRAST = (0.14, 0.30)    # range of the intensity a mass core adds (all margins alike)
 MIN_SIZE = 128
 
 
@@ -252,7 +258,10 @@ def _plan_breasts(rng: np.random.Generator, patients: int, test_fraction: float)
     is_test[rng.choice(patients, size=n_test, replace=False)] = True
     breasts = []
     for number, test in zip(numbers, is_test):
-        sides = ["LEFT", "RIGHT"] if rng.random() < P_BOTH_SIDES else [str(rng.choice(["LEFT", "RIGHT"]))]
+        if rng.random() < P_BOTH_SIDES:
+            sides = ["LEFT", "RIGHT"]
+        else:
+            sides = [str(rng.choice(["LEFT", "RIGHT"]))]
         for side in sides:
             density = int(rng.choice(4, p=DENSITY_WEIGHTS)) + 1
             n_lesions = 2 if rng.random() < P_SECOND_MASS else 1
@@ -262,9 +271,17 @@ def _plan_breasts(rng: np.random.Generator, patients: int, test_fraction: float)
     return breasts
 
 
+def _family(margin: str) -> str:
+    """Margin cell -> key of SHAPES / MALIGNANT_FRACTION."""
+    if margin in ("", "NA"):
+        return "NA"
+    return margin if margin in SHAPES else "COMBINED"
+
+
 def _assign_labels(rng: np.random.Generator, breasts: list[Breast]) -> None:
-    """Margins (balanced over the main classes, ~20% minority, per split), then shape, pathology,
-    assessment, contrast and subtlety of every lesion."""
+    """Per split: margins (balanced over the three main classes, ~20% minority), malignancy
+    (exactly CBIS-DDSM's fraction per margin, up to rounding), then shape, assessment, contrast
+    and subtlety of every lesion."""
     for split in ("train", "test"):
         lesions = [les for b in breasts if b.split == split for les in b.lesions]
         n = len(lesions)
@@ -273,22 +290,26 @@ def _assign_labels(rng: np.random.Generator, breasts: list[Breast]) -> None:
         kinds = main + [MINOR_CYCLE[i % len(MINOR_CYCLE)] for i in range(n_minor)]
         for lesion, idx in zip(lesions, rng.permutation(n)):
             kind = kinds[idx]
-            if kind == "COMBINED":
-                lesion.margin = _weighted(rng, COMBINED_MARGINS)
-            else:
-                lesion.margin = kind
-            family = "NA" if kind in ("", "NA") else kind
-            lesion.shape = _weighted(rng, SHAPES[family])
-            if rng.random() < MALIGNANT_FRACTION[family]:
-                lesion.pathology = "MALIGNANT"
-                lesion.assessment = int(rng.choice([3, 4, 5], p=[0.1, 0.5, 0.4]))
-            else:
-                lesion.pathology = ("BENIGN_WITHOUT_CALLBACK"
-                                    if rng.random() < BENIGN_WITHOUT_CALLBACK_FRACTION else "BENIGN")
-                lesion.assessment = int(rng.choice([2, 3, 4], p=[0.2, 0.4, 0.4]))
-            lesion.contrast = float(rng.uniform(0.10, 0.28))
-            level = 1 + int(5 * (lesion.contrast - 0.10) / 0.18)
-            lesion.subtlety = int(np.clip(level + rng.integers(-1, 2), 1, 5))
+            lesion.margin = _weighted(rng, COMBINED_MARGINS) if kind == "COMBINED" else kind
+        groups: dict[str, list[Lesion]] = {}
+        for lesion in lesions:
+            groups.setdefault(_family(lesion.margin), []).append(lesion)
+        for family in sorted(groups):
+            group = groups[family]
+            malignant = _flags(rng, len(group), MALIGNANT_FRACTION[family], minimum=0)
+            for lesion, is_malignant in zip(group, malignant):
+                lesion.shape = _weighted(rng, SHAPES[family])
+                if is_malignant:
+                    lesion.pathology = "MALIGNANT"
+                    lesion.assessment = int(rng.choice([3, 4, 5], p=[0.1, 0.5, 0.4]))
+                else:
+                    lesion.pathology = ("BENIGN_WITHOUT_CALLBACK"
+                                        if rng.random() < BENIGN_WITHOUT_CALLBACK_FRACTION
+                                        else "BENIGN")
+                    lesion.assessment = int(rng.choice([2, 3, 4], p=[0.2, 0.4, 0.4]))
+                lesion.contrast = float(rng.uniform(CONTRAST[0], CONTRAST[1]))
+                level = 1 + int(5 * (lesion.contrast - CONTRAST[0]) / (CONTRAST[1] - CONTRAST[0]))
+                lesion.subtlety = int(np.clip(level + rng.integers(-1, 2), 1, 5))
 
 
 def _plan_files(rng: np.random.Generator, uid_rng: np.random.Generator,
@@ -420,6 +441,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma) -> np
 
 
 def _breast_geometry(rng: np.random.Generator, view: str, H: int, W: int) -> BreastGeometry:
+    """A random breast outline for a CC or MLO view of an (H, W) image."""
     if view == "CC":
         return BreastGeometry(cy=H * rng.uniform(0.47, 0.53), ay=H * rng.uniform(0.37, 0.44),
                               bx=W * rng.uniform(0.72, 0.92))
@@ -468,15 +490,15 @@ def _render_tissue(rng: np.random.Generator, geom: BreastGeometry, density: int,
     u = np.broadcast_to(u, v.shape)
     # fields in breast coordinates (rows: v, cols: u): strands converge to the nipple (u = 1)
     gland = _smooth_noise(rng, (96, 64), (5.0, 4.0))                    # (96, 64)
-    strands = _smooth_noise(rng, (320, 48), (1.4, 7.0))                 # (320, 48) streaks along u
+    strands = _smooth_noise(rng, (256, 48), (1.4, 7.0))                 # (256, 48) streaks along u
     iv = (v + 1) * 0.5
     gland_px = _bilinear(gland, iv * 95, u * 63)
     warp = _bilinear(gland, iv * 95, (1 - u) * 63)                      # wavy strands
-    strand_px = _bilinear(strands, iv * 319 + 5.0 * warp, u * 47)
+    strand_px = _bilinear(strands, iv * 255 + 4.0 * warp, u * 47)
     glandular = [0.15, 0.30, 0.50, 0.70][density - 1]
     gland_w = 1.0 / (1.0 + np.exp(-(1.6 * gland_px + 3.0 * (glandular - 0.5))))  # (h, w) in (0, 1)
     gland_w *= np.clip(1.15 - u, 0.0, 1.0) ** 0.7                       # glands towards the chest
-    tissue = 0.24 + 0.22 * glandular * gland_w + 0.035 * np.maximum(strand_px - 1.0, 0)
+    tissue = 0.24 + 0.22 * glandular * gland_w + 0.02 * np.maximum(strand_px - 1.0, 0)
     rho = geom.rho(y, x)                                                # (h, w)
     tissue *= 0.55 + 0.45 * np.sqrt(np.clip(1.0 - rho ** 2, 0.0, 1.0)) ** 0.6   # thickness
     if geom.pw > 0:  # pectoral muscle, soft edge over ~2 px
@@ -524,7 +546,7 @@ def _mass_spec(rng: np.random.Generator, lesion: Lesion, H: int, n_lesions: int 
     elif "ILL_DEFINED" in comps and "CIRCUMSCRIBED" in comps:
         edge = R * rng.uniform(0.08, 0.15)
     elif "ILL_DEFINED" in comps:
-        edge = R * rng.uniform(0.18, 0.32)
+        edge = R * rng.uniform(0.20, 0.35)
     elif "SPICULATED" in comps:
         edge = max(0.6, R * rng.uniform(0.04, 0.08))
     elif "OBSCURED" in comps:
@@ -533,18 +555,19 @@ def _mass_spec(rng: np.random.Generator, lesion: Lesion, H: int, n_lesions: int 
         edge = R * rng.uniform(0.05, 0.2)
     wobble = np.zeros((0, 3))
     if "ILL_DEFINED" in comps:
-        wobble = np.array([(k, rng.uniform(0.05, 0.15), rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5)])
+        wobble = np.array([(k, rng.uniform(0.05, 0.15), rng.uniform(0, 2 * np.pi))
+                           for k in (2, 3, 5)])
     spicules = np.zeros((0, 4))
     if "SPICULATED" in comps:
-        n = int(rng.integers(10, 21)) if comps == ("SPICULATED",) else int(rng.integers(6, 12))
+        n = int(rng.integers(12, 23)) if comps == ("SPICULATED",) else int(rng.integers(6, 12))
         if "ARCHITECTURAL_DISTORTION" in shape:
             n += 4
         angles = np.sort(rng.uniform(0, 2 * np.pi, n))
         spicules = np.stack([
             angles,
-            R * rng.uniform(0.5, 1.0, n) * (1.4 if shape == "ARCHITECTURAL_DISTORTION" else 1.0),
-            np.maximum(1.2, R * rng.uniform(0.05, 0.08, n)),
-            np.maximum(0.09, lesion.contrast * rng.uniform(0.55, 0.9, n)),
+            R * rng.uniform(0.6, 1.05, n) * (1.3 if shape == "ARCHITECTURAL_DISTORTION" else 1.0),
+            np.maximum(1.3, R * rng.uniform(0.06, 0.09, n)),
+            np.maximum(0.10, lesion.contrast * rng.uniform(0.6, 0.95, n)),
         ], axis=1)
     obscuring = rng.uniform(0.6, 1.0) if "OBSCURED" in comps else 0.0
     if comps == ("SPICULATED",):
@@ -662,10 +685,11 @@ def crop_square(mask: np.ndarray, floor: int = 0) -> tuple[int, int, int]:
 
 
 def _draw_marker(rng: np.random.Generator, img: np.ndarray, lesion_mask: np.ndarray,
-                 forbidden: np.ndarray) -> bool:
+                 forbidden: np.ndarray, mirrored: bool = False) -> bool:
     """Burn a bright label block (value 1.0, a dark letter inside when large enough) into ``img``
     inside the crop square of ``lesion_mask`` (2 px in, so that rounding and mirroring never push
-    it out) and off ``forbidden`` (H, W) bool. -> placed?"""
+    it out) and off ``forbidden`` (H, W) bool. ``mirrored``: the image will be flipped left-right
+    (RIGHT breasts), so the letter is drawn flipped to read correctly. -> placed?"""
     H, W = img.shape
     top, left, side = crop_square(lesion_mask)
     y_lo, y_hi = max(0, top + 2), min(H, top + side - 2)               # allowed rows [lo, hi)
@@ -682,6 +706,7 @@ def _draw_marker(rng: np.random.Generator, img: np.ndarray, lesion_mask: np.ndar
             continue
         block = np.ones((h, w), np.float32)
         glyph = _GLYPHS[int(rng.integers(len(_GLYPHS)))]
+        glyph = glyph[:, ::-1] if mirrored else glyph
         k = (h - 2) // 5
         if k >= 1 and 3 * k <= w - 2:
             big = np.kron(glyph, np.ones((k, k)))
@@ -708,8 +733,9 @@ def _place_lesions(rng: np.random.Generator, geoms: dict[str, BreastGeometry],
         return all(max(abs(y - py), abs(x - px)) > 2.1 * relax * (R + pR) for py, px, pR in placed)
 
     out: dict[str, list[tuple[float, float]]] = {"CC": [], "MLO": []}
+    placed: dict[str, list[tuple[float, float, float]]] = {"CC": [], "MLO": []}  # (y, x, R)
     for spec in specs:
-        R = spec.radius * (1.0 + np.abs(spec.harmonics[:, 1]).sum())
+        R = spec.radius * (1.0 + np.abs(spec.harmonics[:, 1]).sum())   # largest boundary radius
         for attempt in range(600):
             relax = 1.0 if attempt < 300 else 0.75
             u, v = rng.uniform(0.15, 0.75), rng.uniform(-0.7, 0.7)
@@ -717,21 +743,14 @@ def _place_lesions(rng: np.random.Generator, geoms: dict[str, BreastGeometry],
             um = float(np.clip(u + rng.normal(0, 0.07), 0.15, 0.75))
             vm = float(np.clip(v + rng.normal(0, 0.12), -0.7, 0.7))
             mlo = geoms["MLO"].to_pixel(um, vm)
-            placed = {view: [(py, px, pR) for (py, px), pR in zip(out[view], radii)]
-                      for view, radii in (("CC", _radii(specs, len(out["CC"]))),
-                                          ("MLO", _radii(specs, len(out["MLO"]))))}
             if (ok(geoms["CC"], *cc, R, placed["CC"], relax)
                     and ok(geoms["MLO"], *mlo, R, placed["MLO"], relax)):
                 break
         # (after 600 tries the last candidate is kept: rare, only for extreme geometries)
-        out["CC"].append(cc)
-        out["MLO"].append(mlo)
+        for view, pos in (("CC", cc), ("MLO", mlo)):
+            out[view].append(pos)
+            placed[view].append((pos[0], pos[1], R))
     return out
-
-
-def _radii(specs: list[MassSpec], n: int) -> list[float]:
-    """Effective (max boundary) radii of the first n masses."""
-    return [sp.radius * (1.0 + np.abs(sp.harmonics[:, 1]).sum()) for sp in specs[:n]]
 
 
 @dataclass
@@ -786,7 +805,8 @@ def _place_markers(seed: int, breast: Breast, view: str, rendered: RenderedView,
                 top, left, side = crop_square(rendered.lesion_masks[j], floor=64)
                 forbidden[max(0, top - 2):max(0, top + side + 2),
                           max(0, left - 2):max(0, left + side + 2)] = True
-        row.placed = _draw_marker(rng, rendered.image, rendered.lesion_masks[i], forbidden)
+        row.placed = _draw_marker(rng, rendered.image, rendered.lesion_masks[i], forbidden,
+                                  mirrored=breast.side == "RIGHT")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -975,12 +995,10 @@ class _TreeWriter:
             order = [("mask", mask, False), ("crop", crop, True)]
             if not row.mask_first:
                 order.reverse()
-            index = {}
             for i, (kind, pixels, like) in enumerate(order):
                 _write_dicom(d / f"1-{i + 1}.dcm", pixels, study_uid=st, series_uid=se,
                              sop_uid=u[f"sop_{kind}"], description=SERIES_DESCRIPTIONS[kind],
                              instance=i + 1, stored_like_image=like, **common)
-                index[kind] = i
             a, b = ("000001.dcm", "000000.dcm") if row.csv_swapped else ("000000.dcm", "000001.dcm")
             cells = {"crop": f"{row.folder}/{st}/{se}/{a}", "mask": f"{row.folder}/{st}/{se}/{b}"}
             self.n_files += 2
@@ -1007,7 +1025,8 @@ def _prepare_out_dir(out: Path) -> None:
     tree = out / "CBIS-DDSM"
     if tree.exists():
         if not (out / "synthetic.json").exists():
-            raise FileExistsError(f"{tree} exists and is not a synthetic tree; refusing to overwrite")
+            raise FileExistsError(f"{tree} exists and is not a synthetic tree (no synthetic.json "
+                                  f"beside it); refusing to overwrite")
         shutil.rmtree(tree)
     for name in list(CSV_NAMES.values()) + ["synthetic.json"]:
         (out / name).unlink(missing_ok=True)
@@ -1160,7 +1179,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                     "(mass CSVs, DICOM tree, metadata.csv), plus fine-annotation masks.")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--patients", type=int, default=180, help="number of patients (default 180)")
-    p.add_argument("--size", type=int, default=512, help="full-mammogram height in px (default 512)")
+    p.add_argument("--size", type=int, default=512,
+                   help="full-mammogram height in px, width 0.8 x (default 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--confounder", type=float, default=0.0,
                    help="probability of a burned-in marker per train ROI of --confounder-class")

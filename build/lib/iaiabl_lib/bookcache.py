@@ -1,0 +1,297 @@
+"""One cache for the book: every data set is generated and every model trained once, then reused by
+all chapters (DESIGN.md §6).
+
+    from iaiabl_lib import bookcache
+    data = bookcache.ensure_data("confounded", device)   # synthetic tree -> prepared data set (path)
+    run = bookcache.ensure_run("iaiabl", device)         # a trained run directory (path)
+
+Where: :func:`book_dir` — ``$IAIABL_BOOK_CACHE`` if set; ``<repo>/.cache/book`` when the library is
+used from a checkout of the book's repository (the editable install the book is built with); else
+``~/.cache/iaiabl-book`` (e.g. on Colab).
+
+What is cached, and under which name: each entry's directory name ends in a short hash of everything
+that decides its content: the parameters (preset, overrides, seed, data set) and the source code of
+the modules that compute it. Change the training code or a preset and the next build retrains; keep
+them and it loads (``IAIABL_BOOK_REUSE=1``, for editing chapters while the library changes, reuses
+any complete entry of the same name regardless of the hash). Entries are built in ``<name>.tmp-<pid>`` and renamed into place, so a crash
+never leaves a half-written entry that a later chapter would load.
+
+Data sets (``ensure_data``):
+    "default"     ``iaiabl synth`` defaults.
+    "confounded"  ``iaiabl synth --confounder 0.9``: a marker that agrees with the margin class in
+                  90 % of the training cases (and not in the test cases): the trap that the
+                  fine-annotation loss is meant to avoid (chapter 7).
+
+Runs (``ensure_run``), all on the "confounded" set by default, with the preset chosen from the device
+(``config.default_preset_for``: "tiny" on a CPU, "paper" on a GPU):
+    "iaiabl"     IAIA-BL as in the paper (fine-annotation loss on).
+    "nofine"     the same without the fine-annotation loss and without lesion masks.
+    "protopnet"  the ProtoPNet baseline (k = 1, no fine-annotation loss).
+    "blackbox"   the VGG-style black box of ``baselines.train_blackbox``.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = [
+    "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
+    "ensure_synth", "ensure_data", "ensure_run", "ensure_metrics", "load", "clear",
+]
+
+PACKAGE = Path(__file__).resolve().parent
+
+DATASETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "confounded": {"confounder": 0.9},
+}
+"""Synthetic data sets by name: keyword arguments for ``data.synthetic.make_synthetic`` on top of its
+defaults (the defaults of ``iaiabl synth``)."""
+
+SPLITS: dict[str, str] = {"default": "paper", "confounded": "official"}
+"""``prepare --split`` per data set. The confounded set keeps the CSVs' own train/test split
+("official"; validation carved from the train CSV by patient): the generator puts markers only in
+train-CSV rows, so the test split is marker-free, as the confounding experiment needs. The paper's
+patient-level random split would mix marked rows into the test split."""
+
+RUN_KINDS = ("iaiabl", "nofine", "protopnet", "blackbox")
+
+BOOK_OVERRIDES: dict[str, dict[str, Any]] = {
+    "iaiabl": {},
+    "nofine": {"train.use_fine_loss": False, "train.use_lesion_masks": False},
+    "protopnet": {},
+    "blackbox": {},
+}
+"""Overrides of the preset per run kind (``train.train(..., overrides=...)``)."""
+
+SEED = 0
+
+# modules whose source decides the content of a cache entry
+_DATA_SOURCES = ("data/synthetic.py", "data/dicom.py", "data/cbis_ddsm.py", "data/dataset.py",
+                 "config.py")
+_RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "train.py", "push.py", "prune.py",
+                                "baselines.py")
+
+
+# ---------------------------------------------------------------------------------------------
+# where
+# ---------------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path | None:
+    """The book's repository when the library is used from a checkout of it, else None."""
+    root = PACKAGE.parent
+    if (root / "_toc.yml").is_file() and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
+def book_dir() -> Path:
+    """The cache directory (created on first use)."""
+    env = os.environ.get("IAIABL_BOOK_CACHE")
+    if env:
+        path = Path(env).expanduser()
+    elif repo_root() is not None:
+        path = repo_root() / ".cache" / "book"
+    else:
+        path = Path.home() / ".cache" / "iaiabl-book"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def preset_for(device: Any = None, kind: str = "iaiabl") -> str:
+    """The preset a chapter uses on ``device`` ("tiny" on a CPU, "paper" on a GPU), and for the
+    ProtoPNet baseline its ProtoPNet twin ("tiny-protopnet", "protopnet")."""
+    from . import config, train
+
+    name = config.default_preset_for(str(device if device is not None else train.pick_device()))
+    if kind == "protopnet":
+        return "protopnet" if name == "paper" else f"{name}-protopnet"
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# cache mechanics
+# ---------------------------------------------------------------------------------------------
+
+
+def _source_hash(files: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for rel in files:
+        path = PACKAGE / rel
+        h.update(rel.encode())
+        h.update(path.read_bytes() if path.is_file() else b"<missing>")
+    return h.hexdigest()
+
+
+def _key(params: dict[str, Any], sources: tuple[str, ...]) -> str:
+    blob = json.dumps(params, sort_keys=True, default=str) + _source_hash(sources)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Delete ``*.tmp-<pid>`` build directories whose process is gone (a killed build)."""
+    for tmp in parent.glob("*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1].split(".")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_once(target: Path, build: Callable[[Path], Any], params: dict[str, Any]) -> Path:
+    """Build ``target`` with ``build(tmp)`` unless it exists; ``tmp`` is renamed into place, so a
+    directory at ``target`` is always complete. Stale entries of the same name stem are removed."""
+    if (target / "bookcache.json").is_file():
+        return target
+    if os.environ.get("IAIABL_BOOK_REUSE") == "1":      # development: keep whatever is cached
+        stem = target.name.rsplit("-", 1)[0]
+        for old in sorted(target.parent.glob(f"{stem}-*")):
+            if old.name.rsplit("-", 1)[0] == stem and (old / "bookcache.json").is_file():
+                return old
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(target.parent)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    start = time.perf_counter()
+    try:
+        build(tmp)
+        if not tmp.is_dir():
+            raise RuntimeError(f"bookcache: building {target.name} wrote nothing at {tmp}")
+        (tmp / "bookcache.json").write_text(json.dumps(
+            {"params": params, "seconds": round(time.perf_counter() - start, 1)},
+            indent=2, default=str))
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "bookcache.json").is_file():   # not a concurrent winner: a real error
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    stem = target.name.rsplit("-", 1)[0]
+    for old in target.parent.glob(f"{stem}-*"):
+        if old != target and old.is_dir() and ".tmp-" not in old.name and \
+                old.name.rsplit("-", 1)[0] == stem:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _call(func: Callable, *args, **kwargs):
+    """Call ``func`` with the keyword arguments it accepts (the library's signatures may grow)."""
+    params = inspect.signature(func).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return func(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+def _dataset_params(name: str) -> dict[str, Any]:
+    if name not in DATASETS:
+        raise ValueError(f"unknown book data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return dict(DATASETS[name], seed=SEED)
+
+
+def ensure_synth(name: str = "confounded") -> Path:
+    """The synthetic CBIS-DDSM-shaped tree of data set ``name`` (generated once)."""
+    from .data.synthetic import make_synthetic
+
+    params = _dataset_params(name)
+    target = book_dir() / "synth" / f"{name}-{_key(params, _DATA_SOURCES)}"
+    return _build_once(target, lambda tmp: _call(make_synthetic, tmp, **params), params)
+
+
+def ensure_data(name: str = "confounded", device: Any = None, size: int | None = None) -> Path:
+    """The prepared data set ``name`` at the image size of the device's preset (or ``size``)."""
+    from . import config
+    from .data.cbis_ddsm import prepare
+
+    if size is None:
+        size = config.get_preset(preset_for(device)).model.image_size
+    tree = ensure_synth(name)
+    params = dict(_dataset_params(name), size=size, split=SPLITS[name])
+    target = book_dir() / "data" / f"{name}-{size}px-{_key(params, _DATA_SOURCES)}"
+    return _build_once(target, lambda tmp: _call(prepare, tree, tmp, size=size, split=SPLITS[name],
+                                                 seed=SEED, verbose=False), params)
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+# ---------------------------------------------------------------------------------------------
+
+
+def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded",
+               progress: bool = False) -> Path:
+    """A trained run of ``kind`` (one of ``RUN_KINDS``) on book data set ``data``, with the preset of
+    ``device``; trained on first use, loaded afterwards. Returns the run directory."""
+    from . import train as train_mod
+
+    if kind not in RUN_KINDS:
+        raise ValueError(f"unknown run kind {kind!r}; choose one of {', '.join(RUN_KINDS)}")
+    device = str(device if device is not None else train_mod.pick_device())
+    preset = preset_for(device, kind)
+    data_path = ensure_data(data, device)
+    overrides = dict(BOOK_OVERRIDES[kind])
+    params = {"kind": kind, "preset": preset, "data": data_path.name, "overrides": overrides,
+              "seed": SEED, "device_type": device.split(":")[0]}
+    target = book_dir() / "runs" / f"{kind}-{data}-{preset}-{_key(params, _RUN_SOURCES)}"
+
+    def build(tmp: Path) -> None:
+        if kind == "blackbox":
+            from .baselines import train_blackbox
+
+            _call(train_blackbox, data_path, out=tmp, preset=preset, seed=SEED, device=device,
+                  progress=progress)
+        else:
+            _call(train_mod.train, data_path, preset, tmp, seed=SEED, device=device,
+                  progress=progress, overrides=overrides or None)
+
+    return _build_once(target, build, params)
+
+
+def load(kind: str = "iaiabl", device: Any = None, data: str = "confounded"):
+    """The loaded run of :func:`ensure_run`: ``train.load_run`` (IAIA-BL, no-fine, ProtoPNet) or
+    ``baselines.load_blackbox`` (black box)."""
+    from . import train as train_mod
+
+    if kind == "blackbox":
+        from .baselines import load_blackbox
+
+        return load_blackbox(ensure_run(kind, device, data), device=device)
+    return train_mod.load_run(ensure_run(kind, device, data), device=device)
+
+
+def ensure_metrics(kind: str = "iaiabl", device: Any = None, data: str = "confounded") -> dict:
+    """``evaluate.evaluate_run`` of :func:`ensure_run` on its test split, once: the metrics are
+    written into the run directory (``metrics.json``) and read back on later calls."""
+    from . import evaluate
+
+    run_dir = ensure_run(kind, device, data)
+    if not (run_dir / "metrics.json").is_file():
+        return _call(evaluate.evaluate_run, run_dir, data_dir=ensure_data(data, device), device=device)
+    return evaluate.load_metrics(run_dir)
+
+
+def clear() -> None:
+    """Delete the whole cache (the next chapter regenerates what it needs)."""
+    shutil.rmtree(book_dir(), ignore_errors=True)

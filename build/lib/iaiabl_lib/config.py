@@ -1,0 +1,191 @@
+"""Presets and constants: one place for every number the paper fixes.
+
+Presets are dataclasses (``ModelConfig``, ``LossWeights``, ``TrainConfig``) grouped in a ``Preset``.
+``get_preset(name)`` returns a fresh copy; ``Preset.to_dict``/``Preset.from_dict`` round-trip
+through the JSON ``config.json`` of a run (checkpoints are state dicts + this JSON, never pickles).
+
+Presets:
+    tiny       CPU, embedded synthetic data: small conv backbone, 64 px, 32 channels.
+    paper      Barnett et al. (2021): VGG-16, 224 px, 512 channels, 15 prototypes, k = 9,
+               batches 75 + 10, 50 epochs, push every 10 epochs, published learning rates.
+    protopnet  the ProtoPNet baseline at paper scale: k = 1 (max pooling), no fine-annotation
+               loss, incorrect-class weight -0.5.
+    colab      the paper preset sized for a 16 GB T4 (smaller batch, fp16 with scaling).
+    tiny-protopnet  the ProtoPNet baseline at tiny scale.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MARGINS = ("circumscribed", "indistinct", "spiculated")
+"""Margin classes, in this order everywhere (CBIS-DDSM's ILL_DEFINED is indistinct)."""
+
+MARGIN_WORDS = {
+    "circumscribed": "circumscribed (sharp, well-defined edge)",
+    "indistinct": "indistinct (ill-defined edge blending into tissue)",
+    "spiculated": "spiculated (lines radiating from the edge)",
+}
+"""How a radiologist says each margin (BI-RADS lexicon), for reports and widgets."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PAPER_TOPK_FRACTION = 9 / 196
+"""Eq. 2: k = 9 of the 14 x 14 = 196 latent patches at 224 px (about 5 %)."""
+
+
+@dataclass
+class ModelConfig:
+    """Architecture (paper §3, Fig. 2)."""
+
+    backbone: str = "vgg16"            # "vgg16" | "tiny"
+    pretrained: str = "imagenet"       # "imagenet" | "none" | path to a VGG-16 state dict
+    image_size: int = 224
+    prototype_channels: int = 512      # C, depth of a latent patch / prototype
+    prototypes_per_class: int = 5      # m = 3 x 5 = 15
+    num_classes: int = 3
+    topk: int | None = None            # k of Eq. 2; None: round(topk_fraction * H * W)
+    topk_fraction: float = PAPER_TOPK_FRACTION
+    epsilon: float = 1e-4              # ε of Eq. 1
+    incorrect_class_weight: float = -1.0  # h1 init for other-class connections
+
+    @property
+    def num_prototypes(self) -> int:
+        return self.num_classes * self.prototypes_per_class
+
+
+@dataclass
+class LossWeights:
+    """Coefficients of the stage-A1 objective (paper Eq. 3, 8): CE + λc Clst − λs Sep + λf Fine,
+    plus an L1 penalty on the off-class weights of h1 in stage A3."""
+
+    ce: float = 1.0
+    clst: float = 0.8
+    sep: float = 0.08
+    fine: float = 0.001
+    l1: float = 1e-4
+
+
+@dataclass
+class TrainConfig:
+    """Schedule of stages A1 (warm-up + joint), A2 (push), A3 (last layer), B (malignancy)."""
+
+    epochs: int = 50
+    warm_epochs: int = 5
+    push_start: int = 10
+    push_every: int = 10
+    last_layer_epochs: int = 10
+    batch_size: int = 75
+    fine_batch_size: int = 10
+    use_fine_loss: bool = True
+    use_lesion_masks: bool = True      # lesion-scale masks penalise activation outside the lesion
+    augment: bool = True
+    pre_augment_per_class: int = 0     # paper: 5000 (0 = augment on the fly)
+    lr_warm_add_on: float = 2e-3
+    lr_warm_prototypes: float = 3e-3
+    lr_joint_backbone: float = 2e-4
+    lr_joint_add_on: float = 3e-3
+    lr_joint_prototypes: float = 3e-3
+    lr_last_layer: float = 1e-3
+    lr_step_size: int = 5
+    lr_gamma: float = 0.1
+    weight_decay: float = 1e-3
+    prune_duplicates: bool = True
+    prune_tolerance: float = 1e-3      # prototypes closer than this (sq. L2) count as duplicates
+    # fast path (GPU): bf16/fp16 autocast, channels_last, fused optimiser, optional compile
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    eval_batch_size: int = 256
+    log_every: int = 0                 # 0: log once per epoch
+
+
+@dataclass
+class Preset:
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preset":
+        def build(klass, values):
+            names = {f.name for f in dataclasses.fields(klass)}
+            unknown = set(values) - names
+            if unknown:
+                raise ValueError(f"unknown {klass.__name__} keys in config: {sorted(unknown)}")
+            return klass(**values)
+
+        return cls(
+            name=d["name"],
+            model=build(ModelConfig, d.get("model", {})),
+            loss=build(LossWeights, d.get("loss", {})),
+            train=build(TrainConfig, d.get("train", {})),
+        )
+
+
+def _tiny() -> Preset:
+    return Preset(
+        name="tiny",
+        model=ModelConfig(backbone="tiny", pretrained="none", image_size=64,
+                          prototype_channels=32, topk=3),
+        train=TrainConfig(epochs=16, warm_epochs=2, push_start=8, push_every=8,
+                          last_layer_epochs=20, batch_size=40, fine_batch_size=8,
+                          lr_warm_add_on=3e-3, lr_warm_prototypes=3e-3,
+                          lr_joint_backbone=2e-3, lr_joint_add_on=3e-3,
+                          lr_joint_prototypes=3e-3, lr_last_layer=1e-2,
+                          lr_step_size=100, amp=False, channels_last=False,
+                          eval_batch_size=512),
+    )
+
+
+def _paper() -> Preset:
+    return Preset(name="paper")
+
+
+def _protopnet(base: Preset) -> Preset:
+    p = copy.deepcopy(base)
+    p.name = "protopnet" if base.name == "paper" else f"{base.name}-protopnet"
+    p.model.topk = 1
+    p.model.incorrect_class_weight = -0.5
+    p.train.use_fine_loss = False
+    p.train.use_lesion_masks = False
+    p.loss.fine = 0.0
+    return p
+
+
+def _colab() -> Preset:
+    p = _paper()
+    p.name = "colab"
+    p.train.batch_size = 40
+    p.train.fine_batch_size = 8
+    return p
+
+
+_BUILDERS = {
+    "tiny": _tiny,
+    "paper": _paper,
+    "protopnet": lambda: _protopnet(_paper()),
+    "tiny-protopnet": lambda: _protopnet(_tiny()),
+    "colab": _colab,
+}
+PRESET_NAMES = tuple(_BUILDERS)
+
+
+def get_preset(name: str) -> Preset:
+    """A fresh copy of preset ``name`` (one of ``PRESET_NAMES``)."""
+    try:
+        return _BUILDERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}") from None
+
+
+def default_preset_for(device: str) -> str:
+    """Tiny on a CPU, paper-scale on a GPU (the book's rule, DESIGN.md §6)."""
+    return "tiny" if str(device).startswith("cpu") else "paper"

@@ -1,0 +1,1 @@
+"""Data: DICOM reading, CBIS-DDSM import, prepared-dataset I/O and batching."""

@@ -1,0 +1,415 @@
+"""The prepared dataset: I/O, tensors, the paper's augmentation and its 75 + 10 batches.
+
+On disk (docs/INTERFACES.md §2)::
+
+    DATA/manifest.csv        one row per ROI (MANIFEST_COLUMNS); row i is index i of every array
+    DATA/images.npy          uint8 (N, S, S) windowed ROI crops, 0 = black
+    DATA/lesion_masks.npy    uint8 (N, S, S) 1 inside the lesion
+    DATA/fine_masks.npy      uint8 (N, S, S) 1 on the margin-relevant region (0 where has_fine == 0)
+    DATA/summary.json        counts, skipped rows with reasons
+
+In memory: :class:`PreparedDataset` (numpy) -> :func:`to_tensors` -> :class:`TensorSet` (torch,
+ImageNet-normalised 3-channel images) -> :func:`augment_batch` / :class:`BatchPlan` in training.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iaiabl_lib.config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
+
+__all__ = [
+    "MANIFEST_COLUMNS", "ARRAY_FILES", "SPLITS", "PreparedDatasetError", "MissingClassError",
+    "PreparedDataset", "TensorSet", "load_prepared", "save_prepared", "resize_images",
+    "resize_masks", "to_tensors", "augment_batch", "BatchPlan", "pre_augment", "check_classes",
+]
+
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = (
+    "id", "patient_id", "split", "margin", "margin_index", "pathology", "malignant", "has_fine",
+    "side", "view", "abnormality_id", "source_csv", "csv_row", "image_path", "mask_path",
+    "fine_mask_path", "bbox", "crop_box",
+)
+"""manifest.csv columns: INTERFACES.md §2, plus ``crop_box`` ("top left side" of the square crop
+in full-image pixels, so a prepared ROI maps back onto its mammogram)."""
+ARRAY_FILES = {"images": "images.npy", "lesion_masks": "lesion_masks.npy", "fine_masks": "fine_masks.npy"}
+
+
+class PreparedDatasetError(ValueError):
+    """A prepared-dataset directory that is missing files or whose files disagree."""
+
+
+class MissingClassError(ValueError):
+    """A split without any example of one margin class (training or evaluation would be wrong)."""
+
+
+# --- resizing (shared by the importer and the loader) --------------------------------------------
+
+def _resize_float(x: np.ndarray, size: int, chunk: int = 256) -> np.ndarray:
+    """(N, H, W) -> float32 (N, size, size): area averaging when shrinking, bilinear when growing."""
+    n, h, w = x.shape
+    out = np.empty((n, size, size), dtype=np.float32)
+    mode = "area" if size < max(h, w) else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    for start in range(0, n, chunk):
+        t = torch.from_numpy(np.ascontiguousarray(x[start:start + chunk], dtype=np.float32))[:, None]
+        out[start:start + chunk] = F.interpolate(t, size=(size, size), mode=mode, **kwargs)[:, 0].numpy()
+    return out
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W) -> uint8 (N, size, size) (area / bilinear, rounded)."""
+    if images.shape[1:] == (size, size):
+        return images
+    return np.clip(np.rint(_resize_float(images, size)), 0, 255).astype(np.uint8)
+
+
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """{0,1} (N, H, W) -> uint8 {0,1} (N, size, size): the image resize, then threshold 0.5."""
+    if masks.shape[1:] == (size, size):
+        return masks.astype(np.uint8)
+    return (_resize_float(masks, size) >= 0.5).astype(np.uint8)
+
+
+# --- numpy dataset -------------------------------------------------------------------------------
+
+@dataclass
+class PreparedDataset:
+    """A prepared dataset in memory. Arrays are (N, S, S) uint8; per-row vectors are (N,)."""
+
+    images: np.ndarray
+    lesion_masks: np.ndarray
+    fine_masks: np.ndarray
+    has_fine: np.ndarray          # bool
+    labels: np.ndarray            # int64 margin index (MARGINS)
+    malignant: np.ndarray         # int64 0 | 1
+    split: np.ndarray             # str
+    ids: list[str]
+    manifest: list[dict]
+    summary: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def select(self, index: np.ndarray) -> "PreparedDataset":
+        """Rows ``index`` (int array or bool mask), as a new dataset."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=np.int64)
+        return PreparedDataset(
+            images=self.images[index], lesion_masks=self.lesion_masks[index],
+            fine_masks=self.fine_masks[index], has_fine=self.has_fine[index],
+            labels=self.labels[index], malignant=self.malignant[index], split=self.split[index],
+            ids=[self.ids[i] for i in index], manifest=[self.manifest[i] for i in index],
+            summary=self.summary, path=self.path)
+
+    def subset(self, split: str | Iterable[str]) -> "PreparedDataset":
+        """The rows of one split (``"train"``, ``"val"``, ``"test"``) or of several."""
+        names = (split,) if isinstance(split, str) else tuple(split)
+        unknown = [s for s in names if s not in SPLITS]
+        if unknown:
+            raise ValueError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+        return self.select(np.isin(self.split, names))
+
+    def class_counts(self) -> dict[str, int]:
+        """``{margin: count}`` in MARGINS order."""
+        counts = np.bincount(self.labels, minlength=len(MARGINS))
+        return {m: int(counts[i]) for i, m in enumerate(MARGINS)}
+
+
+def save_prepared(path: str | Path, manifest: Sequence[dict], images: np.ndarray,
+                  lesion_masks: np.ndarray, fine_masks: np.ndarray, summary: dict) -> None:
+    """Write the prepared-dataset files into the existing directory ``path`` (no atomicity here:
+    the importer writes into a temporary directory and renames it)."""
+    path = Path(path)
+    n = len(manifest)
+    for name, arr in (("images", images), ("lesion_masks", lesion_masks), ("fine_masks", fine_masks)):
+        if arr.shape[0] != n or arr.ndim != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"{name}: expected uint8 ({n}, S, S), got {arr.dtype} {arr.shape}")
+        np.save(path / ARRAY_FILES[name], arr)
+    with open(path / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, extrasaction="raise")
+        writer.writeheader()
+        writer.writerows(manifest)
+    with open(path / "summary.json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+        f.write("\n")
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("id", "split", "margin_index", "malignant", "has_fine")
+                   if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PreparedDatasetError(f"{path}: missing column(s) {', '.join(missing)}; "
+                                       "re-run `iaiabl prepare`")
+        return list(reader)
+
+
+def _int_column(rows: list[dict], column: str, path: Path, allowed: range) -> np.ndarray:
+    values = np.empty(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        try:
+            values[i] = int(row[column])
+        except (TypeError, ValueError):
+            values[i] = -1
+        if values[i] not in allowed:
+            raise PreparedDatasetError(f"{path}: row {i + 1} ({row.get('id')}): {column}="
+                                       f"{row[column]!r} is not in {list(allowed)}; re-run `iaiabl prepare`")
+    return values
+
+
+def load_prepared(path: str | Path, size: int | None = None) -> PreparedDataset:
+    """Load a prepared dataset (INTERFACES.md §2); ``size``: resize to ``size`` px on load (images
+    area/bilinear, masks re-thresholded at 0.5). Raises :class:`PreparedDatasetError` naming the
+    path when files are missing or the manifest and the arrays disagree."""
+    path = Path(path)
+    wanted = ["manifest.csv", *ARRAY_FILES.values()]
+    missing = [name for name in wanted if not (path / name).is_file()]
+    if missing:
+        what = "no such directory" if not path.is_dir() else f"missing {', '.join(missing)}"
+        raise PreparedDatasetError(f"{path}: not a prepared dataset ({what}); create it with "
+                                   "`iaiabl prepare --cbis DIR --out DATA`")
+    rows = _read_manifest(path / "manifest.csv")
+    arrays = {}
+    for name, filename in ARRAY_FILES.items():
+        arr = np.load(path / filename, allow_pickle=False)
+        if arr.ndim != 3 or arr.shape[0] != len(rows) or arr.shape[1] != arr.shape[2]:
+            raise PreparedDatasetError(
+                f"{path / filename}: shape {arr.shape} does not match manifest.csv ({len(rows)} rows, "
+                "expected (N, S, S)); the dataset is incomplete: re-run `iaiabl prepare`")
+        arrays[name] = arr.astype(np.uint8, copy=False)
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1:
+        raise PreparedDatasetError(f"{path}: arrays disagree in shape {sorted(shapes)}; re-run `iaiabl prepare`")
+    summary = {}
+    if (path / "summary.json").is_file():
+        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    if size is not None and size != arrays["images"].shape[-1]:
+        arrays = {"images": resize_images(arrays["images"], size),
+                  "lesion_masks": resize_masks(arrays["lesion_masks"], size),
+                  "fine_masks": resize_masks(arrays["fine_masks"], size)}
+    split = np.array([r["split"] for r in rows], dtype=object).astype(str)
+    bad = sorted(set(split) - set(SPLITS))
+    if bad:
+        raise PreparedDatasetError(f"{path / 'manifest.csv'}: unknown split {bad[0]!r}; re-run `iaiabl prepare`")
+    return PreparedDataset(
+        **arrays,
+        has_fine=_int_column(rows, "has_fine", path / "manifest.csv", range(2)).astype(bool),
+        labels=_int_column(rows, "margin_index", path / "manifest.csv", range(len(MARGINS))),
+        malignant=_int_column(rows, "malignant", path / "manifest.csv", range(2)),
+        split=split, ids=[r["id"] for r in rows], manifest=rows, summary=summary, path=path)
+
+
+def check_classes(ds: "PreparedDataset | TensorSet", splits: Iterable[str] | None = None,
+                  name: str = "dataset") -> None:
+    """Raise :class:`MissingClassError` when a split lacks a margin class.
+
+    A :class:`PreparedDataset` is checked per split (``splits``, default all three); a
+    :class:`TensorSet` has no split column and is checked as a whole, called ``name``.
+    """
+    if isinstance(ds, TensorSet):
+        groups = {name: ds.labels.detach().cpu().numpy()}
+    else:
+        groups = {s: ds.labels[ds.split == s] for s in (splits or SPLITS)}
+    for split_name, labels in groups.items():
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(MARGINS))
+        for index, margin in enumerate(MARGINS):
+            if counts[index] == 0:
+                have = ", ".join(f"{m} {int(c)}" for m, c in zip(MARGINS, counts))
+                raise MissingClassError(
+                    f"split {split_name!r} has no {margin!r} example ({have}); prepare more patients "
+                    "or another --seed, or use --split official")
+
+
+# --- tensors -------------------------------------------------------------------------------------
+
+@dataclass
+class TensorSet:
+    """Training tensors: images (N,3,S,S) float32 ImageNet-normalised; lesion_masks and fine_masks
+    (N,1,S,S) float32 {0,1}; has_fine (N,) bool; labels, malignant (N,) int64."""
+
+    images: torch.Tensor
+    lesion_masks: torch.Tensor
+    fine_masks: torch.Tensor
+    has_fine: torch.Tensor
+    labels: torch.Tensor
+    malignant: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def select(self, index: torch.Tensor) -> "TensorSet":
+        """Rows ``index`` (on any device; moved to the tensors' device)."""
+        index = torch.as_tensor(index, device=self.labels.device)
+        return TensorSet(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> "TensorSet":
+        return TensorSet(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def normalise(gray: torch.Tensor) -> torch.Tensor:
+    """uint8 or [0,1] float (N,1,S,S) -> (N,3,S,S) float32, ImageNet-normalised per channel."""
+    x = gray.float() / 255.0 if gray.dtype == torch.uint8 else gray.float()
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.expand(-1, 3, -1, -1) - mean) / std
+
+
+def to_tensors(ds: PreparedDataset, device: torch.device | str = "cpu") -> TensorSet:
+    """A :class:`PreparedDataset` as a :class:`TensorSet` on ``device``."""
+    def masks(a: np.ndarray) -> torch.Tensor:  # (N,S,S) uint8 -> (N,1,S,S) float32
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)[:, None].float()
+
+    images = normalise(torch.from_numpy(np.ascontiguousarray(ds.images)).to(device)[:, None])
+    return TensorSet(
+        images=images.contiguous(), lesion_masks=masks(ds.lesion_masks), fine_masks=masks(ds.fine_masks),
+        has_fine=torch.from_numpy(np.asarray(ds.has_fine, dtype=bool)).to(device),
+        labels=torch.from_numpy(np.asarray(ds.labels, dtype=np.int64)).to(device),
+        malignant=torch.from_numpy(np.asarray(ds.malignant, dtype=np.int64)).to(device))
+
+
+# --- augmentation --------------------------------------------------------------------------------
+
+def _random(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform [0,1) numbers drawn on the generator's device (reproducible), moved to ``device``."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=where).to(device)
+
+
+def augment_batch(images: torch.Tensor, masks: torch.Tensor | Sequence[torch.Tensor] = (),
+                  generator: torch.Generator | None = None, *, flip_p: float = 0.5,
+                  max_rotation: float = 15.0, crop_fraction: float = 0.8):
+    """The paper's augmentation as one batched affine warp, identical for images and masks.
+
+    Per example: horizontal flip with probability ``flip_p``, rotation uniform in
+    ±``max_rotation`` degrees, and a random square crop of ``crop_fraction`` of the side (position
+    uniform) resized back to the full side. One ``affine_grid`` + ``grid_sample`` call warps the
+    images and every mask together (bilinear); masks are re-thresholded at 0.5, and images are
+    padded with their own per-channel minimum (black) where the warp leaves the frame.
+
+    images (B,C,S,S) float; masks: a (B,k,S,S) tensor or a sequence of them (any k). Returns
+    ``(images, masks)`` with ``masks`` in the form it was given. Runs on the tensors' device;
+    ``generator`` (on any device) makes it reproducible.
+    """
+    single = isinstance(masks, torch.Tensor)
+    mask_list = [masks] if single else list(masks)
+    b, c = images.shape[:2]
+    device, dtype = images.device, images.dtype if images.is_floating_point() else torch.float32
+    u = _random((b, 4), generator, device).to(dtype)                       # (B, 4)
+    flip = torch.where(u[:, 0] < flip_p, -1.0, 1.0).to(dtype)               # (B,)
+    angle = (u[:, 1] * 2 - 1) * math.radians(max_rotation)                  # (B,)
+    shift = (u[:, 2:] * 2 - 1) * (1 - crop_fraction)                       # (B, 2) normalised
+    cos, sin, s = torch.cos(angle), torch.sin(angle), crop_fraction
+    # input = R(angle) @ diag(s * flip, s) @ output + shift   (x = width axis, y = height axis)
+    theta = torch.stack([
+        torch.stack([cos * s * flip, -sin * s, shift[:, 0]], dim=1),
+        torch.stack([sin * s * flip, cos * s, shift[:, 1]], dim=1),
+    ], dim=1)                                                               # (B, 2, 3)
+    grid = F.affine_grid(theta, [b, 1, *images.shape[2:]], align_corners=False)
+    fill = images.float().amin(dim=(2, 3), keepdim=True).to(dtype)         # (B, C, 1, 1)
+    stacked = torch.cat([images.to(dtype) - fill, *[m.to(dtype) for m in mask_list]], dim=1)
+    warped = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out_images = warped[:, :c] + fill
+    out_masks, start = [], c
+    for m in mask_list:
+        k = m.shape[1]
+        out_masks.append((warped[:, start:start + k] >= 0.5).to(m.dtype if m.is_floating_point() else dtype))
+        start += k
+    return out_images, (out_masks[0] if single else out_masks)
+
+
+def pre_augment(ts: TensorSet, per_class: int, generator: torch.Generator | None = None,
+                chunk: int = 256) -> TensorSet:
+    """Offline augmentation (paper: 5000 per class): ``per_class`` augmented copies of each margin
+    class, drawn round-robin over that class's examples (each original used equally often), in
+    class order. Memory: 3 * per_class images of (3, S, S) float32 on ``ts``'s device."""
+    check_classes(ts, name="pre_augment input")
+    device = ts.labels.device
+    parts: list[TensorSet] = []
+    for cls in range(len(MARGINS)):
+        members = torch.nonzero(ts.labels == cls).flatten()
+        order = members[_randperm(len(members), generator, device)]
+        index = order.repeat(math.ceil(per_class / len(members)))[:per_class]
+        for start in range(0, per_class, chunk):
+            part = ts.select(index[start:start + chunk])
+            images, (lesion, fine) = augment_batch(part.images, [part.lesion_masks, part.fine_masks], generator)
+            parts.append(TensorSet(images, lesion, fine, part.has_fine, part.labels, part.malignant))
+    return TensorSet(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(TensorSet)})
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+def _randperm(n: int, generator: torch.Generator | None, device: torch.device | str = "cpu") -> torch.Tensor:
+    where = generator.device if generator is not None else "cpu"
+    return torch.randperm(n, generator=generator, device=where).to(device)
+
+
+class BatchPlan:
+    """One epoch of the paper's batches as index tensors.
+
+    ``BatchPlan(labels, has_fine, batch_size=75, fine_batch_size=10, generator=None)`` or
+    ``BatchPlan(tensorset_or_prepared, batch_size=..., ...)``. Iterating yields
+    ``(lesion_idx, fine_idx)`` int64 CPU tensors: ``lesion_idx`` (batch_size,) walks a fresh
+    permutation of all examples (the last batch may be smaller unless ``drop_last``);
+    ``fine_idx`` (fine_batch_size,) is drawn from the examples with fine annotations — without
+    replacement while enough remain in this epoch's shuffled pool, with replacement when there
+    are fewer than ``fine_batch_size`` of them; empty (0,) when none has a fine annotation.
+    """
+
+    def __init__(self, labels, has_fine=None, batch_size: int = 75, fine_batch_size: int = 10,
+                 generator: torch.Generator | None = None, drop_last: bool = False):
+        if has_fine is None and hasattr(labels, "has_fine"):
+            labels, has_fine = labels.labels, labels.has_fine
+        if has_fine is None:
+            raise TypeError("BatchPlan needs has_fine (or a TensorSet / PreparedDataset)")
+        self.n = int(len(labels))
+        self.fine_pool = torch.nonzero(torch.as_tensor(np.asarray(has_fine.cpu() if isinstance(
+            has_fine, torch.Tensor) else has_fine, dtype=bool))).flatten()
+        if batch_size < 1 or fine_batch_size < 0:
+            raise ValueError(f"batch_size must be >= 1 and fine_batch_size >= 0 "
+                             f"(got {batch_size}, {fine_batch_size})")
+        self.batch_size, self.fine_batch_size = batch_size, fine_batch_size
+        self.generator, self.drop_last = generator, drop_last
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+
+    def _fine_stream(self) -> Iterator[torch.Tensor]:
+        pool, k = self.fine_pool, self.fine_batch_size
+        if k == 0 or len(pool) == 0:
+            while True:
+                yield torch.empty(0, dtype=torch.long)
+        if len(pool) < k:  # few fine annotations: with replacement
+            while True:
+                yield pool[torch.randint(len(pool), (k,), generator=self.generator,
+                                         device=self._gdev()).cpu()]
+        buffer = torch.empty(0, dtype=torch.long)
+        while True:
+            if len(buffer) < k:  # refill; leftovers first, and no index twice in one batch
+                fresh = pool[_randperm(len(pool), self.generator)]
+                repeat = torch.isin(fresh, buffer)
+                buffer = torch.cat([buffer, fresh[~repeat], fresh[repeat]])
+            yield buffer[:k]
+            buffer = buffer[k:]
+
+    def _gdev(self):
+        return self.generator.device if self.generator is not None else "cpu"
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = _randperm(self.n, self.generator)
+        fine = self._fine_stream()
+        for b in range(len(self)):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size], next(fine)

@@ -1,0 +1,266 @@
+"""Stage A2, prototype projection ("push"), Barnett et al. 2021 §3.3 (after ProtoPNet, Chen et al.
+2019).
+
+Each prototype p_j is replaced by the latent patch nearest to it among the un-augmented training
+images of ITS class:
+
+    p_j  ←  argmin_{ z = f(x_i)_l : y_i = class(p_j) }  ‖z − p_j‖²
+
+so that every prototype *is* a patch of a real training case, which can be shown to a radiologist
+("this looks like that"). The search is one batched arg-min over the whole training set: images go
+through the network in chunks, and each chunk contributes a (chunk · H · W)-wide matrix of squared
+distances (a matrix product, ``model.squared_distances``) whose column minimum is merged with the
+running best. There is no Python loop over images.
+
+For every prototype the push records where it came from:
+
+    source index / id   the training case (index into the prepared dataset, its manifest id)
+    patch (row, col)    the latent-grid cell
+    rf_box              the receptive field of that cell in the image (analytic, from the kernel
+                        sizes, strides and paddings of the backbone; clipped to the image)
+    high_activation_box the bounding box of the prototype's self-activation map (its PAM on its own
+                        source image, upsampled to image size) at or above its 95th percentile
+    sq_distance         ‖p_j(before) − z‖²: how far the prototype moved
+    self_activation     (S, S) that PAM; source_image (S, S) uint8 the grey ROI
+
+Boxes are ``[y0, x0, y1, x1]`` in image pixels, end-exclusive (``image[y0:y1, x0:x1]``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
+from .model import IAIABL, activation_map, squared_distances
+
+HIGH_ACTIVATION_PERCENTILE = 95.0
+"""The self-activation box holds the pixels at or above this percentile of the PAM (paper §3.3)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Receptive fields
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Receptive field of a latent-grid cell along one axis (the backbones are square).
+
+    Cell ``i`` is centred on pixel ``start + i * jump`` and covers ``size`` pixels."""
+
+    jump: float    # distance in pixels between neighbouring cells (the total stride)
+    size: float    # side of the receptive field in pixels
+    start: float   # centre (pixel coordinate, pixel 0 centred at 0) of cell 0
+
+
+def _pair(v) -> int:
+    return int(v[0] if isinstance(v, (tuple, list)) else v)
+
+
+def receptive_field(network: nn.Module) -> ReceptiveField:
+    """Compose the receptive field through the convolutions and poolings of ``network`` (in module
+    order; the backbone and the 1×1 add-on convolutions are plain sequences of layers).
+
+    Per layer with kernel k, stride s, padding p, dilation d (standard recursion):
+        size  += (k_eff − 1) · jump,   start += ((k_eff − 1)/2 − p) · jump,   jump *= s
+    with k_eff = d (k − 1) + 1.
+    """
+    jump, size, start = 1.0, 1.0, 0.0
+    for layer in network.modules():
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p = _pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding)
+            d = _pair(getattr(layer, "dilation", 1))
+            k_eff = d * (k - 1) + 1
+            size += (k_eff - 1) * jump
+            start += ((k_eff - 1) / 2 - p) * jump
+            jump *= s
+    return ReceptiveField(jump=jump, size=size, start=start)
+
+
+def rf_box(rf: ReceptiveField, row: int, col: int, image_size: int) -> list[int]:
+    """``[y0, x0, y1, x1]`` (end-exclusive, clipped to the image) of latent cell (row, col)."""
+
+    def span(i: int) -> tuple[int, int]:
+        centre = rf.start + i * rf.jump
+        lo = int(np.floor(centre - (rf.size - 1) / 2 + 1e-6))
+        hi = int(np.floor(centre + (rf.size - 1) / 2 + 1e-6)) + 1
+        return max(0, lo), min(image_size, hi)
+
+    (y0, y1), (x0, x1) = span(row), span(col)
+    return [y0, x0, y1, x1]
+
+
+def high_activation_box(pam: Tensor, percentile: float = HIGH_ACTIVATION_PERCENTILE) -> Tensor:
+    """Bounding boxes of the pixels at or above the ``percentile``-th percentile of each map.
+
+    pam (m, S, S) -> (m, 4) int64 ``[y0, x0, y1, x1]``, end-exclusive
+    """
+    m, s, _ = pam.shape
+    thr = torch.quantile(pam.flatten(1).float(), percentile / 100.0, dim=1)   # (m,)
+    hot = pam >= thr[:, None, None]                                           # (m, S, S)
+    rows, cols = hot.any(dim=2), hot.any(dim=1)                               # (m, S) each
+    idx = torch.arange(s, device=pam.device)
+    big = torch.full_like(idx, s)
+
+    def first_last(mask: Tensor) -> tuple[Tensor, Tensor]:
+        first = torch.where(mask, idx, big).min(dim=1).values
+        last = torch.where(mask, idx, -1).max(dim=1).values + 1
+        return first, last
+
+    (y0, y1), (x0, x1) = first_last(rows), first_last(cols)
+    return torch.stack([y0, x0, y1, x1], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The projection
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NearestPatches:
+    """Result of the class-restricted arg-min (m prototypes)."""
+
+    sq_distance: Tensor   # (m,) float32
+    image: Tensor         # (m,) int64 index into the searched images
+    patch: Tensor         # (m,) int64 flat index row * W + col into the latent grid
+    vector: Tensor        # (m, C) the latent patch itself
+    grid: tuple[int, int]  # (H, W)
+
+
+@torch.no_grad()
+def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: int = 256) -> NearestPatches:
+    """For each prototype, its nearest latent patch among the images of its own class.
+
+    images (N, 3, S, S), labels (N,) -> NearestPatches. One matrix product per chunk of images;
+    the running minimum is kept on the device (no host synchronisation inside the loop).
+    """
+    protos = model.prototypes.detach().float()                                # (m, C)
+    pclass = model.prototype_class                                            # (m,)
+    m, c = protos.shape
+    dev = protos.device
+    best_d = torch.full((m,), float("inf"), device=dev)
+    best_img = torch.zeros(m, dtype=torch.long, device=dev)
+    best_patch = torch.zeros(m, dtype=torch.long, device=dev)
+    best_vec = protos.clone()
+    grid = (0, 0)
+    for s in range(0, images.shape[0], batch_size):
+        x = images[s:s + batch_size].to(dev, non_blocking=True)
+        z = model.features(x).float()                                         # (b, C, H, W)
+        b, _, h, w = z.shape
+        grid = (h, w)
+        d = squared_distances(z, protos)                                      # (b, m, H, W)
+        own = labels[s:s + batch_size].to(dev)[:, None] == pclass[None, :]   # (b, m)
+        d = d.masked_fill(~own[:, :, None, None], float("inf"))
+        d = d.permute(1, 0, 2, 3).reshape(m, b * h * w)                      # (m, b·HW)
+        dmin, arg = d.min(dim=1)                                              # (m,)
+        vec = z.permute(0, 2, 3, 1).reshape(b * h * w, c)[arg]                # (m, C)
+        better = dmin < best_d
+        best_d = torch.where(better, dmin, best_d)
+        best_img = torch.where(better, s + arg // (h * w), best_img)
+        best_patch = torch.where(better, arg % (h * w), best_patch)
+        best_vec = torch.where(better[:, None], vec, best_vec)
+    missing = torch.isinf(best_d)
+    if bool(missing.any()):
+        absent = sorted({MARGINS[int(k)] for k in pclass[missing].tolist()})
+        raise ValueError(f"push: the training set has no image of class {', '.join(absent)}; "
+                         "every class needs training examples to project its prototypes onto")
+    return NearestPatches(best_d, best_img, best_patch, best_vec, grid)
+
+
+def grey_uint8(images: Tensor) -> np.ndarray:
+    """ImageNet-normalised (n, 3, S, S) -> the grey ROI (n, S, S) uint8 (channel 0 un-normalised)."""
+    g = images[:, 0].float() * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    return (g.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+@dataclass
+class PushResult:
+    records: list[dict]            # one per prototype, JSON-ready (push.json)
+    arrays: dict[str, np.ndarray]  # self_activation (m,S,S) float32, source_image (m,S,S) uint8, ...
+
+
+@torch.no_grad()
+def push_prototypes(
+    model: IAIABL,
+    images: Tensor,
+    labels: Tensor,
+    ids: list[str] | None = None,
+    source_index: np.ndarray | None = None,
+    batch_size: int = 256,
+    epoch: int | None = None,
+) -> PushResult:
+    """Stage A2: project every prototype onto its nearest same-class training patch (in place) and
+    record where it came from (see the module docstring).
+
+    images (N, 3, S, S) un-augmented, ImageNet-normalised training images; labels (N,);
+    ids: their manifest ids; source_index (N,): their row numbers in the prepared dataset
+    (default 0..N-1).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        near = nearest_patches(model, images, labels, batch_size)
+        before = model.prototypes.detach().clone()
+        model.prototypes.data.copy_(near.vector.to(model.prototypes.dtype))
+        m = model.num_prototypes
+        s = images.shape[-1]
+        h, w = near.grid
+        # self-activation: each prototype's similarity map on its own source image
+        src = images[near.image.to(images.device)].to(model.prototypes.device)  # (m, 3, S, S)
+        maps = model(src).similarity_maps                                     # (m, m, H, W)
+        own = maps[torch.arange(m), torch.arange(m)]                          # (m, H, W)
+        pam = activation_map(own[:, None], s)[:, 0]                           # (m, S, S)
+        hot = high_activation_box(pam).cpu().numpy()
+        moved = ((before.float() - near.vector) ** 2).sum(dim=1)              # (m,)
+    finally:
+        model.train(was_training)
+
+    rf = receptive_field(nn.Sequential(model.backbone, model.add_on))
+    img = near.image.cpu().numpy()
+    patch = near.patch.cpu().numpy()
+    rows, cols = patch // w, patch % w
+    sq = near.sq_distance.cpu().numpy()
+    pclass = model.prototype_class.cpu().numpy()
+    index = np.arange(images.shape[0]) if source_index is None else np.asarray(source_index)
+    records = []
+    for j in range(m):
+        rec = {
+            "prototype": j,
+            "class": int(pclass[j]),
+            "class_name": MARGINS[int(pclass[j])],
+            "source_index": int(index[img[j]]),
+            "source_id": ids[img[j]] if ids is not None else str(int(index[img[j]])),
+            "patch": [int(rows[j]), int(cols[j])],
+            "rf_box": rf_box(rf, int(rows[j]), int(cols[j]), s),
+            "high_activation_box": [int(v) for v in hot[j]],
+            "sq_distance": float(sq[j]),
+            "moved_sq_distance": float(moved[j]),
+        }
+        if epoch is not None:
+            rec["epoch"] = int(epoch)
+        records.append(rec)
+    arrays = {
+        "self_activation": pam.float().cpu().numpy(),                         # (m, S, S)
+        "source_image": grey_uint8(src),                                      # (m, S, S)
+        "prototype_class": pclass.astype(np.int64),
+        "source_index": np.array([r["source_index"] for r in records], dtype=np.int64),
+        "patch": np.stack([rows, cols], axis=1).astype(np.int64),              # (m, 2)
+        "rf_box": np.array([r["rf_box"] for r in records], dtype=np.int64),   # (m, 4)
+        "high_activation_box": hot.astype(np.int64),                          # (m, 4)
+        "sq_distance": sq.astype(np.float32),
+    }
+    return PushResult(records, arrays)
+
+
+def select(result_records: list[dict], arrays: dict[str, np.ndarray], keep: list[int]) -> tuple[list[dict], dict]:
+    """The push records/arrays of the prototypes ``keep`` (after pruning), renumbered 0..len-1."""
+    records = []
+    for new, old in enumerate(keep):
+        rec = dict(result_records[old])
+        rec["original_prototype"] = rec.get("original_prototype", rec["prototype"])
+        rec["prototype"] = new
+        records.append(rec)
+    return records, {k: v[keep] for k, v in arrays.items()}

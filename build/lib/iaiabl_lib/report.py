@@ -1,0 +1,379 @@
+"""``iaiabl explain``: a one-file HTML report of the model's reasoning about one case.
+
+    iaiabl explain --run RUN CASE [--data DATA] [--box y0,x0,y1,x1 | --mask MASK.dcm] [--out FILE]
+
+CASE is either the id of a case in the run's prepared dataset (manifest.csv ``id``; ``--data``
+names another prepared dataset), or a raw mammogram DICOM file. For a DICOM file the lesion must
+be located by the user: ``--box`` in full-image pixel coordinates (rows y, columns x, ends
+exclusive) or ``--mask``, a binary ROI-mask DICOM of the same size (as CBIS-DDSM's ROI masks). The
+region of interest is then cut exactly as ``iaiabl prepare`` cuts it (``data.cbis_ddsm``:
+``crop_geometry`` and ``crop_and_resize`` after ``dicom.read_dicom`` and ``window_to_uint8``), at
+the prepared dataset's size, then resized to the model's as the loader does.
+
+The report is a single self-contained HTML file (figures embedded as base64 PNG, inline CSS, no
+scripts, no external links): margin probabilities, malignancy probability, the reasoning in words
+(``explain.case_text``), the Fig. 3-style figure and the class activation map. Default output:
+``RUN/explanations/<case>.html``, written atomically. It is a research tool, not a medical device,
+and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import html
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .config import MARGIN_WORDS, MARGINS
+
+__all__ = ["parse_box", "crop_dicom_case", "render_html", "write_report", "explain_to_html",
+           "add_cli", "run_cli", "DISCLAIMER"]
+
+DISCLAIMER = ("This is not a medical device and it is not validated for clinical use: do not use "
+              "it to diagnose, treat or manage any patient. The model was trained on a research "
+              "dataset and can be wrong in ways its explanations do not reveal.")
+
+
+# ---------------------------------------------------------------------------------------------
+# A raw DICOM case: the importer's crop
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """'y0,x0,y1,x1' -> ints (full-image pixels, ends exclusive)."""
+    parts = [p for p in re.split(r"[,\s]+", str(text).strip()) if p]
+    try:
+        values = tuple(int(float(p)) for p in parts)
+        if any(float(p) != int(float(p)) for p in parts):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--box {text!r}: expected four whole numbers y0,x0,y1,x1 (pixels)") from None
+    if len(values) != 4:
+        raise ValueError(f"--box {text!r}: expected four numbers y0,x0,y1,x1, got {len(values)}")
+    return values  # type: ignore[return-value]
+
+
+def _check_box(box: tuple[int, int, int, int], shape: tuple[int, int], path: Path) -> None:
+    y0, x0, y1, x1 = box
+    h, w = shape
+    problems = []
+    if min(box) < 0:
+        problems.append("coordinates must not be negative")
+    if y1 <= y0 or x1 <= x0:
+        problems.append("y1 must be greater than y0 and x1 greater than x0 (ends are exclusive)")
+    if y1 > h or x1 > w:
+        problems.append(f"the box leaves the image, which is {h} rows × {w} columns "
+                        f"(y1 ≤ {h}, x1 ≤ {w})")
+    if problems:
+        raise ValueError(f"--box {','.join(map(str, box))} does not fit {path.name}: "
+                         + "; ".join(problems) + ". Give the lesion's bounding box in full-image "
+                         "pixel coordinates as y0,x0,y1,x1 (row, column of the top-left corner, "
+                         "then of the bottom-right corner plus one).")
+
+
+def _binary_mask(pixels: np.ndarray) -> np.ndarray | None:
+    """The importer's binary-mask test (``cbis_ddsm._binary``)."""
+    from .data import cbis_ddsm
+
+    fn = getattr(cbis_ddsm, "binary_mask", None) or getattr(cbis_ddsm, "_binary")
+    return fn(pixels)
+
+
+def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | None = None,
+                    size: int = 224, model_size: int | None = None) -> dict:
+    """Cut the ROI of a raw mammogram exactly as ``iaiabl prepare`` does.
+
+    read_dicom (rescale, MONOCHROME1 inverted, PHI stripped) → window_to_uint8 → a lesion mask
+    (the ``box`` rectangle, or the binary ``mask_path`` DICOM, which must have the image's size)
+    → ``cbis_ddsm.crop_geometry`` → ``cbis_ddsm.crop_and_resize`` to ``size`` (the prepared
+    dataset's size) → resized to ``model_size`` like ``dataset.load_prepared``.
+
+    Returns {"image": uint8 (S, S), "lesion_mask": uint8 (S, S), "bbox", "crop_box", "shape"}.
+    Raises ValueError with what to fix for a bad box, a mask of another size, an empty or
+    non-binary mask, or neither/both of box and mask.
+    """
+    from .data.cbis_ddsm import crop_and_resize, crop_geometry
+    from .data.dataset import resize_images, resize_masks
+    from .data.dicom import read_dicom, window_to_uint8
+
+    path = Path(dicom_path)
+    if (box is None) == (mask_path is None):
+        raise ValueError(f"{path.name} is a raw DICOM: locate the lesion with exactly one of "
+                         "--box y0,x0,y1,x1 (full-image pixels) or --mask MASK.dcm (a binary "
+                         "ROI mask of the same size)")
+    pixels, info = read_dicom(path)
+    shape = tuple(int(v) for v in pixels.shape)
+    if box is not None:
+        box = parse_box(box) if isinstance(box, str) else tuple(int(v) for v in box)
+        _check_box(box, shape, path)
+        lesion = np.zeros(shape, dtype=bool)
+        y0, x0, y1, x1 = box
+        lesion[y0:y1, x0:x1] = True
+    else:
+        mpath = Path(mask_path)
+        mpixels, _ = read_dicom(mpath, modality=None)
+        lesion = _binary_mask(mpixels)
+        if lesion is None:
+            raise ValueError(f"--mask {mpath.name}: not a binary mask (it has more than two grey "
+                             "values); pass the ROI mask file, not the cropped image")
+        if lesion.shape != shape:
+            raise ValueError(f"--mask {mpath.name} is {lesion.shape[0]} × {lesion.shape[1]} px but "
+                             f"the mammogram {path.name} is {shape[0]} × {shape[1]} px; the ROI "
+                             "mask must have the full image's size (use the mask that belongs to "
+                             "this image)")
+        if not lesion.any():
+            raise ValueError(f"--mask {mpath.name}: the mask is empty (no lesion pixels)")
+    bbox, crop_box = crop_geometry(lesion)
+    image, (lesion_roi,) = crop_and_resize(window_to_uint8(pixels, info), [lesion], crop_box, size)
+    if model_size is not None and model_size != size:
+        image = resize_images(image[None], model_size)[0]
+        lesion_roi = resize_masks(lesion_roi[None], model_size)[0]
+    return {"image": image, "lesion_mask": lesion_roi, "bbox": bbox, "crop_box": crop_box,
+            "shape": shape, "file": path.name}
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;
+padding:0 16px;color:#222;line-height:1.45}
+h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+.warn{background:#fff4e5;border:1px solid #f0a030;border-radius:6px;padding:10px 14px;margin:14px 0}
+.meta{color:#666;font-size:.9em}
+table{border-collapse:collapse;margin:8px 0} td,th{padding:4px 12px;border-bottom:1px solid #eee;text-align:left}
+.bar{display:inline-block;height:10px;background:#4a78b5;border-radius:2px;vertical-align:middle}
+.big{font-size:1.25em;font-weight:600}
+img{max-width:100%;height:auto;border:1px solid #eee}
+.reason{background:#f7f9fc;border-left:4px solid #4a78b5;padding:10px 14px}
+small{color:#666}
+"""
+
+
+def _png_tag(fig, alt: str) -> str:
+    from .plots import figure_png
+
+    data = base64.b64encode(figure_png(fig)).decode("ascii")
+    fig.clear()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict | None = None) -> str:
+    """The report for an explanation ``expl`` (``explain.explain_case``) as one HTML string."""
+    from .explain import case_text
+    from .plots import plot_case_explanation
+
+    esc = html.escape
+    title = expl.case_id or "case"
+    rows = []
+    for c, name in enumerate(MARGINS):
+        p = float(expl.margin_prob[c])
+        mark = " <b>← predicted</b>" if c == expl.predicted_class else ""
+        rows.append(f"<tr><td>{esc(MARGIN_WORDS[name])}</td><td>{100 * p:.1f}%</td>"
+                    f"<td><span class='bar' style='width:{max(1, int(200 * p))}px'></span></td>"
+                    f"<td>{expl.evidence(c):+.2f}</td><td>{mark}</td></tr>")
+    mal = ("<p class='big'>Estimated probability of malignancy: "
+           f"{100 * expl.malignancy_prob:.0f}%</p>" if expl.malignancy_prob is not None else
+           "<p>This run has no malignancy head.</p>")
+    eq = expl.malignancy_equation.get("equation", "") if expl.malignancy_equation else ""
+    eq_html = (f"<p><small>How it is computed (Eq. 10 of Barnett et al. 2021, a logistic "
+               f"regression on the three margin scores): <code>{esc(eq.splitlines()[0])}</code>"
+               "</small></p>") if eq else ""
+    truth = ""
+    if expl.true_margin is not None:
+        truth = (f"<p class='meta'>Recorded in the dataset: margin {esc(MARGINS[expl.true_margin])}"
+                 + (f", pathology {'malignant' if expl.true_malignant else 'benign'}"
+                    if expl.true_malignant is not None else "") + ".</p>")
+    fig_html = _png_tag(plot_case_explanation(expl), "the model's reasoning, prototype by prototype")
+    cam_html = ""
+    if cam_png:
+        cam_html = ("<h2>Where the evidence for the predicted margin lies</h2>"
+                    f"<p>The class activation map (Appendix A, Eq. 11): the prototype activation "
+                    f"maps of the {esc(expl.predicted_margin)} prototypes, weighted by their "
+                    f"connection to that class.</p>{cam_png}")
+    details = {"run": str(getattr(run, "dir", "")),
+               "preset": getattr(getattr(run, "preset", None), "name", ""),
+               "prototypes": int(len(expl.similarity)),
+               "explanation time": f"{expl.seconds * 1000:.0f} ms"}
+    details.update(extra or {})
+    meta = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in details.items())
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>IAIA-BL explanation: {esc(title)}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>IAIA-BL explanation: {esc(title)}</h1>
+<p class="meta">Source: {esc(source)} · generated {esc(when)}</p>
+<div class="warn"><b>Research tool — not for clinical use.</b> {esc(DISCLAIMER)}</div>
+<h2>Mass margin</h2>
+<table><tr><th>margin (BI-RADS)</th><th>probability</th><th></th><th>evidence (points)</th><th></th></tr>
+{''.join(rows)}</table>
+{mal}
+{eq_html}
+{truth}
+<h2>Reasoning</h2>
+<p class="reason">{esc(case_text(expl))}</p>
+<h2>This looks like that</h2>
+<p>Each row is one of the prototypes that contributed most to the predicted margin. Left to right:
+where in this mass the prototype is found (coloured map; yellow box: its strongest region; green
+outline: the lesion), the prototype itself, the earlier training case it comes from (box), how the
+prototype lights up its own case, and its points of evidence (similarity × weight).</p>
+{fig_html}
+{cam_html}
+<h2>Details</h2>
+<table>{meta}</table>
+<p><small>IAIA-BL: Barnett A.J. et al., "A case-based interpretable deep learning model for
+classification of mass lesions in digital mammography", Nature Machine Intelligence 3, 1061–1070
+(2021).</small></p>
+</body></html>
+"""
+
+
+def _cam_figure_html(run, expl) -> str:
+    from matplotlib.figure import Figure
+
+    from .explain import class_activation_map
+    from .plots import ACTIVATION_CMAP, OVERLAY_ALPHA, STYLE, _clean, _contour
+
+    import matplotlib
+
+    cam = class_activation_map(run, expl.image, expl.predicted_class)[0]
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(6, 3.2), layout="constrained")
+        ax = fig.subplots(1, 2)
+        ax[0].imshow(expl.image, cmap="gray", vmin=0, vmax=255)
+        _contour(ax[0], expl.lesion_mask)
+        _clean(ax[0], "region of interest")
+        ax[1].imshow(expl.image, cmap="gray", vmin=0, vmax=255)
+        im = ax[1].imshow(cam, cmap=ACTIVATION_CMAP, alpha=OVERLAY_ALPHA)
+        _contour(ax[1], expl.lesion_mask)
+        _clean(ax[1], f"class activation: {expl.predicted_margin}")
+        fig.colorbar(im, ax=ax[1], fraction=0.046, pad=0.04).set_label("points per pixel")
+    return _png_tag(fig, "class activation map of the predicted margin")
+
+
+def write_report(path: str | Path, text: str) -> Path:
+    """Write the HTML atomically (``train.atomic_write_bytes``)."""
+    from .train import atomic_write_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def _dicom_case_name(path: Path) -> str:
+    """A readable name for a DICOM case: the file stem, prefixed by the nearest folder with a
+    readable name when the stem is NBIA's generic '1-1' (e.g. 'Mass-Test_P_00016_LEFT_CC_1-1')."""
+    stem = path.stem
+    if not re.fullmatch(r"\d+-\d+|\d+", stem):
+        return stem
+    for parent in list(path.parents)[:4]:
+        if re.search(r"[A-Za-z]", parent.name) and not re.fullmatch(r"[\d.\-]+", parent.name):
+            return f"{parent.name}_{stem}"
+    return stem
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+
+
+def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = None,
+                    box=None, mask: str | Path | None = None, out: str | Path | None = None,
+                    top: int = 3, device=None) -> Path:
+    """The whole ``iaiabl explain`` command as a function; returns the written HTML path."""
+    from .explain import explain_case, load_dataset
+    from .train import load_run
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if cfg_path.is_file():
+        kind = json.loads(cfg_path.read_text(encoding="utf-8")).get("kind", "iaiabl")
+        if kind != "iaiabl":
+            raise ValueError(f"{run_dir} is a {kind} run; `iaiabl explain` explains IAIA-BL and "
+                             "ProtoPNet runs (a black box has no prototypes to show)")
+    run = load_run(run_dir, device=device or "cpu")
+    size = int(run.preset.model.image_size)
+    data_dir = Path(data) if data is not None else run.data_dir
+    case_path = Path(case)
+    is_dicom = case_path.suffix.lower() in (".dcm", ".dicom") or case_path.is_file()
+    extra: dict = {}
+    if is_dicom:
+        if not case_path.is_file():
+            raise FileNotFoundError(f"DICOM file {case_path} not found")
+        prep_size = size
+        if data_dir is not None and (Path(data_dir) / "summary.json").is_file():
+            prep_size = int(json.loads((Path(data_dir) / "summary.json").read_text()).get("size", size))
+        roi = crop_dicom_case(case_path, box=box, mask_path=mask, size=prep_size, model_size=size)
+        name = _dicom_case_name(case_path)
+        expl = explain_case(run, roi["image"], case_id=name, lesion_mask=roi["lesion_mask"], top=top)
+        source = f"DICOM file {case_path.name}"
+        extra = {"lesion box (y0, x0, y1, x1)": roi["bbox"], "crop (top, left, side)": roi["crop_box"],
+                 "image size": f"{roi['shape'][0]} × {roi['shape'][1]} px"}
+    else:
+        if box is not None or mask is not None:
+            raise ValueError("--box / --mask locate the lesion in a raw DICOM file; a prepared "
+                             f"case ({case}) already has its crop")
+        if data_dir is None or not Path(data_dir).is_dir():
+            raise FileNotFoundError(f"the prepared dataset of {run_dir} ({data_dir}) is not available; "
+                                    "pass --data DATA")
+        ds = load_dataset(data_dir, size)
+        if case not in ds.ids:
+            near = [i for i in ds.ids if case.lower() in i.lower()][:5]
+            hint = f" Similar ids: {', '.join(near)}." if near else f" Ids look like {ds.ids[0]!r}."
+            raise ValueError(f"{case!r} is neither a DICOM file nor a case id of the prepared "
+                             f"dataset {data_dir}.{hint}")
+        expl = explain_case(run, case, data=data_dir, top=top)
+        name = case
+        split = ds.split[ds.ids.index(case)]
+        source = f"prepared dataset {Path(data_dir).name}, case {case} ({split} split)"
+        if split != "test":
+            extra["note"] = (f"this case is in the {split} split: the model has seen it in "
+                             "training (or used it for model selection)")
+    text = render_html(expl, run, source, cam_png=_cam_figure_html(run, expl), extra=extra)
+    target = Path(out) if out is not None else run_dir / "explanations" / f"{_safe_name(name)}.html"
+    return write_report(target, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``explain --run RUN CASE [--data DATA] [--box y0,x0,y1,x1 | --mask MASK.dcm]
+    [--out report.html] [--top K]``."""
+    p = subparsers.add_parser(
+        "explain", help="write an HTML report of the model's reasoning about one case",
+        description="Explain one case: a prepared case id, or a raw mammogram DICOM with the "
+                    "lesion located by --box or --mask. Writes one self-contained HTML file "
+                    "(research use only).")
+    p.add_argument("--run", required=True, type=Path, metavar="RUN", help="trained run directory")
+    p.add_argument("case", metavar="CASE", help="a case id of the prepared dataset, or a DICOM file")
+    p.add_argument("--data", type=Path, metavar="DATA",
+                   help="prepared dataset (default: the one the run was trained on)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--box", metavar="y0,x0,y1,x1",
+                       help="DICOM only: the lesion's bounding box in full-image pixels (ends exclusive)")
+    where.add_argument("--mask", type=Path, metavar="MASK.dcm",
+                       help="DICOM only: a binary ROI-mask DICOM of the same size as the image")
+    p.add_argument("--out", type=Path, metavar="FILE.html",
+                   help="output file (default: RUN/explanations/<case>.html)")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="prototypes to show (default 3)")
+    p.add_argument("--device", default=None, metavar="D", help="cpu (default) or cuda")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    path = explain_to_html(args.run, args.case, data=args.data, box=args.box, mask=args.mask,
+                           out=args.out, top=args.top, device=args.device)
+    print(f"wrote {path}")
+    return 0

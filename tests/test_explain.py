@@ -1,0 +1,222 @@
+"""Explanations (explain.py) and the `explain` report (report.py)."""
+from __future__ import annotations
+
+import csv
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iaiabl_lib.config import MARGINS
+from iaiabl_lib.data.dataset import load_prepared, to_tensors
+from iaiabl_lib.explain import (CaseExplanation, case_text, class_activation_map, explain_case,
+                                prototype_gallery)
+from iaiabl_lib.model import activation_map
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    from iaiabl_lib.train import load_run
+
+    return load_run(tiny_run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data(prepared):
+    return load_prepared(prepared, size=64)
+
+
+def test_contributions_are_similarity_times_weight_and_sum_to_the_logits(run, data):
+    i = int(np.flatnonzero(data.split == "test")[0])
+    e = explain_case(run, i, top=4)
+    assert isinstance(e, CaseExplanation) and e.case_id == data.ids[i]
+    with torch.no_grad():
+        out = run.model(to_tensors(data.select([i])).images)
+    np.testing.assert_allclose(e.margin_logits, out.margin_logits[0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(e.similarity, out.similarity[0].numpy(), rtol=1e-6)
+    w = run.model.margin_head.weight.detach().numpy()
+    np.testing.assert_allclose(e.contributions, w * e.similarity[None], rtol=1e-6)
+    # h1 has no bias: the contributions of all prototypes to a class sum to its margin logit
+    np.testing.assert_allclose(e.contributions.sum(axis=1), e.margin_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(e.margin_prob, torch.softmax(out.margin_logits[0], 0).numpy(), atol=1e-6)
+    assert e.predicted_class == int(np.argmax(e.margin_prob)) == e.explained_class
+    assert abs(e.malignancy_prob - torch.sigmoid(out.malignancy_logit[0]).item()) < 1e-6
+    # top prototypes: sorted by contribution to the predicted class, similarity × weight each
+    assert len(e.prototypes) == 4
+    contribs = [p.contribution for p in e.prototypes]
+    assert contribs == sorted(contribs, reverse=True)
+    assert contribs[0] == pytest.approx(e.contributions[e.predicted_class].max(), rel=1e-6)
+    size = run.preset.model.image_size
+    pam = activation_map(out.similarity_maps, size)[0].numpy()
+    for p in e.prototypes:
+        assert p.contribution == pytest.approx(p.similarity * p.weight, rel=1e-6)
+        assert p.weight == pytest.approx(w[e.predicted_class, p.index], rel=1e-6)
+        np.testing.assert_allclose(p.activation, pam[p.index], rtol=1e-5, atol=1e-5)
+        rec = run.push[p.index]
+        assert p.source_id == rec["source_id"] and p.cls == rec["class"]
+        np.testing.assert_array_equal(p.source_image, run.push_arrays["source_image"][p.index])
+        np.testing.assert_array_equal(p.self_activation, run.push_arrays["self_activation"][p.index])
+        assert p.patch_image is not None and p.patch_image.size > 0
+
+
+def test_explain_case_accepts_ids_images_and_another_class(run, data):
+    i = 5
+    by_index = explain_case(run, i)
+    by_id = explain_case(run, data.ids[i])
+    by_image = explain_case(run, data.images[i])
+    np.testing.assert_allclose(by_id.margin_logits, by_index.margin_logits)
+    np.testing.assert_allclose(by_image.margin_logits, by_index.margin_logits, atol=1e-5)
+    assert by_image.case_id is None and by_index.true_margin == int(data.labels[i])
+    other = (by_index.predicted_class + 1) % 3
+    e = explain_case(run, i, explained_class=other, top=2)
+    assert e.explained_class == other and all(
+        p.weight == pytest.approx(e.weights[other, p.index]) for p in e.prototypes)
+    with pytest.raises(ValueError, match="not an id"):
+        explain_case(run, "no-such-case")
+
+
+def test_explanation_costs_under_half_a_second(run, data):
+    explain_case(run, 0)                                  # warm-up (dataset cache, first call)
+    times = []
+    for i in range(8):
+        t0 = time.perf_counter()
+        explain_case(run, i % len(data))
+        times.append(time.perf_counter() - t0)
+    median = float(np.median(times))
+    print(f"explain_case: median {1000 * median:.1f} ms, max {1000 * max(times):.1f} ms per case")
+    assert median < 0.5
+
+
+def test_class_activation_map_is_the_weighted_sum_of_the_class_pams(run, data):
+    ts = to_tensors(data.select(np.arange(4)))
+    with torch.no_grad():
+        out = run.model(ts.images)
+    pam = activation_map(out.similarity_maps, 64).numpy()                # (4, m, 64, 64)
+    w = run.model.margin_head.weight.detach().numpy()
+    pclass = run.model.prototype_class.numpy()
+    for c in range(3):
+        own = pclass == c
+        expected = np.einsum("j,bjhw->bhw", w[c, own], pam[:, own])
+        np.testing.assert_allclose(class_activation_map(run, ts, c), expected, rtol=1e-4, atol=1e-4)
+    # one class per image; grey crops work too
+    cls = np.array([0, 1, 2, 1])
+    cam = class_activation_map(run, data.images[:4], cls)
+    for b, c in enumerate(cls):
+        np.testing.assert_allclose(cam[b], class_activation_map(run, ts.images[b:b + 1], int(c))[0],
+                                   rtol=1e-4, atol=1e-4)
+    everything = class_activation_map(run, ts, 0, own_class_only=False)
+    np.testing.assert_allclose(everything, np.einsum("j,bjhw->bhw", w[0], pam), rtol=1e-4, atol=1e-4)
+
+
+def test_prototype_gallery_finds_each_prototype_in_its_source(run, data):
+    gallery = prototype_gallery(run, n_nearest=3, same_class=True)
+    assert len(gallery) == run.model.num_prototypes
+    for entry in gallery:
+        assert len(entry.neighbours) == 3
+        d = [n.sq_distance for n in entry.neighbours]
+        assert d == sorted(d)
+        assert all(data.labels[n.index] == entry.cls for n in entry.neighbours)
+        # the push projected the prototype onto a patch of its source: distance ~ 0 there
+        assert d[0] < 1e-3
+        assert data.split[entry.neighbours[0].index] == "train"
+        n0 = entry.neighbours[0]
+        assert n0.image.shape == n0.activation.shape == (64, 64)
+    everywhere = prototype_gallery(run, n_nearest=2, prototypes=[0, 1])
+    assert [e.index for e in everywhere] == [0, 1]
+
+
+def test_case_text_reads_like_a_report(run):
+    e = explain_case(run, 2, top=2)
+    text = case_text(e)
+    assert MARGINS[e.predicted_class] in text
+    assert f"prototype {e.prototypes[0].index}" in text
+    assert "This mass's margin looks most like" in text
+    assert f"{e.prototypes[0].similarity:.2f} × weight" in text
+    assert "malignancy" in text
+    assert "tensor" not in text and "[" not in text
+
+
+# --- the `explain` command (report.py) ----------------------------------------------------------
+
+
+def manifest_rows(prepared: Path) -> list[dict]:
+    with open(Path(prepared) / "manifest.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_self_contained(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    sources = re.findall(r"""src\s*=\s*["']([^"']*)""", text)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<script" not in text and "<link" not in text and "http://" not in text
+    assert "url(" not in text
+    assert "Research tool" in text and "not for clinical use" in text
+    assert "tensor(" not in text and "array(" not in text
+    return text
+
+
+def test_explain_cli_prepared_id(tiny_run, prepared):
+    from iaiabl_lib.cli import main
+
+    case = next(r["id"] for r in manifest_rows(prepared) if r["split"] == "test")
+    assert main(["explain", "--run", str(tiny_run), case]) == 0
+    out = Path(tiny_run) / "explanations" / f"{case}.html"
+    text = assert_self_contained(out)
+    assert case in text and "probability of malignancy" in text
+    assert all(m in text for m in MARGINS)
+
+
+def test_explain_cli_raw_dicom_with_box_or_mask(tiny_run, prepared, synth_tree, tmp_path):
+    from iaiabl_lib.cli import main
+    from iaiabl_lib.report import crop_dicom_case
+
+    rows = manifest_rows(prepared)
+    i, row = next((k, r) for k, r in enumerate(rows) if r["split"] == "test")
+    dicom = Path(synth_tree) / row["image_path"]
+    mask = Path(synth_tree) / row["mask_path"]
+    box = ",".join(row["bbox"].split())
+    # the crop is the importer's: identical to the prepared image of this case
+    roi = crop_dicom_case(dicom, box=box, size=64)
+    data = load_prepared(prepared)
+    np.testing.assert_array_equal(roi["image"], data.images[i])
+    roi_mask = crop_dicom_case(dicom, mask_path=mask, size=64)
+    np.testing.assert_array_equal(roi_mask["image"], data.images[i])
+    np.testing.assert_array_equal(roi_mask["lesion_mask"], data.lesion_masks[i])
+    assert " ".join(map(str, roi_mask["crop_box"])) == row["crop_box"]
+
+    out = tmp_path / "box.html"
+    assert main(["explain", "--run", str(tiny_run), str(dicom), "--box", box, "--out", str(out)]) == 0
+    assert "DICOM file" in assert_self_contained(out)
+    out2 = tmp_path / "mask.html"
+    assert main(["explain", "--run", str(tiny_run), str(dicom), "--mask", str(mask), "--out", str(out2)]) == 0
+    assert_self_contained(out2)
+
+
+def test_explain_cli_clear_errors(tiny_run, prepared, synth_tree, tmp_path, capsys):
+    from cbis_fixtures import write_dicom
+
+    from iaiabl_lib.cli import main
+
+    row = next(r for r in manifest_rows(prepared) if r["split"] == "test")
+    dicom = Path(synth_tree) / row["image_path"]
+    run = ["explain", "--run", str(tiny_run), str(dicom)]
+
+    def error(args) -> str:
+        assert main(args) == 2
+        return capsys.readouterr().err
+
+    assert "y1 must be greater than y0" in error(run + ["--box", "50,10,20,40"])
+    assert "leaves the image" in error(run + ["--box", "0,0,10,99999"])
+    assert "four" in error(run + ["--box", "1,2,3"])
+    assert "--box" in error(run)                                     # no lesion location
+    small = write_dicom(tmp_path / "small_mask.dcm", np.pad(np.full((8, 8), 255, np.uint8), 8))
+    err = error(run + ["--mask", str(small)])
+    assert "24 × 24 px" in err and "full image's size" in err
+    grey = write_dicom(tmp_path / "grey.dcm", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    assert "not a binary mask" in error(run + ["--mask", str(grey)])
+    assert "neither a DICOM file nor a case id" in error(["explain", "--run", str(tiny_run), "P_NOPE"])
+    assert not list(tmp_path.glob("*.html"))

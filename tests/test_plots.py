@@ -1,0 +1,103 @@
+"""Every figure function returns a matplotlib Figure with the expected number of axes (and renders)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from iaiabl_lib import plots
+from iaiabl_lib.data.dataset import load_prepared, to_tensors
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    from iaiabl_lib.train import load_run
+
+    return load_run(tiny_run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def test_set(prepared):
+    ds = load_prepared(prepared, size=64).subset("test")
+    return ds, to_tensors(ds)
+
+
+def renders(fig: Figure) -> None:
+    png = plots.figure_png(fig, dpi=40)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_case_explanation(run):
+    from iaiabl_lib.explain import explain_case
+
+    e = explain_case(run, 0, top=3)
+    fig = plots.plot_case_explanation(e)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 3 * 5 + 1                                   # 5 per prototype + colour bar
+    renders(fig)
+    assert len(plots.plot_case_explanation(e, max_rows=2).axes) == 2 * 5 + 1
+
+
+def test_prototype_gallery(run):
+    from iaiabl_lib.explain import prototype_gallery
+
+    gallery = prototype_gallery(run, n_nearest=2, prototypes=[0, 5, 10])
+    fig = plots.plot_prototype_gallery(gallery)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * (1 + 2)
+    renders(fig)
+
+
+def test_cam_comparison(run, tiny_blackbox, test_set):
+    from iaiabl_lib.baselines import load_blackbox
+
+    ds, ts = test_set
+    bb = load_blackbox(tiny_blackbox, device="cpu")
+    fig = plots.plot_cam_comparison(run, bb, ts.images[:3], masks=ts.lesion_masks[:3])
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 4 + 1
+    renders(fig)
+    fig = plots.plot_cam_comparison(run, bb.model, ds.images[:2], target_class=1)  # grey crops
+    assert len(fig.axes) == 2 * 4 + 1
+
+
+def test_activation_precision(test_set):
+    ds, _ = test_set
+    yy, xx = np.mgrid[:64, :64]
+    amap = np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / 50.0)
+    mask = np.zeros((64, 64))
+    mask[20:44, 20:44] = 1
+    fig = plots.plot_activation_precision(amap, mask, tau=0.95, image=ds.images[0])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 + 1
+    assert "activation precision = 1.00" in fig.axes[1].get_title()
+    renders(fig)
+    assert len(plots.plot_activation_precision(amap, mask).axes) == 3
+    with pytest.raises(ValueError, match="differ in size"):
+        plots.plot_activation_precision(amap, mask[:10])
+
+
+def test_fine_vs_nofine(run, test_set):
+    _, ts = test_set
+    fig = plots.plot_fine_vs_nofine(run, run, ts.images[:2], ts.fine_masks[:2])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 * 3 + 1
+    renders(fig)
+
+
+def test_roc(run, test_set):
+    from iaiabl_lib.train import predict
+
+    ds, ts = test_set
+    out = predict(run.model, ts, batch_size=64, device="cpu")
+    fig = plots.plot_roc(ds.labels, out["margin_prob"])
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("spiculated: AUC") for t in labels)
+    renders(fig)
+    fig = plots.plot_roc(ds.malignant, out["malignancy_prob"])
+    assert len(fig.axes) == 1
+    assert any("malignant" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+
+def test_history(run, tiny_run, tiny_blackbox):
+    for history in (run.history, tiny_run, tiny_blackbox):
+        fig = plots.plot_history(history)
+        assert isinstance(fig, Figure) and len(fig.axes) == 2
+        renders(fig)

@@ -1,0 +1,278 @@
+"""Training stages, run files, determinism, exact resume, safe checkpoints and clear errors."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from iaiabl_lib.config import MARGINS, get_preset
+from iaiabl_lib.data.dataset import TensorSet, load_prepared, save_prepared, to_tensors
+from iaiabl_lib.model import IAIABL
+from iaiabl_lib.prune import prune_duplicates
+from iaiabl_lib.train import (HISTORY_COLUMNS, Batch, CheckpointError, add_cli, average_margin_auroc,
+                              fit_malignancy_head, load_run, load_state, make_optimizer, make_step, pick_device,
+                              predict, push_epochs, resolve_preset, save_state, set_stage, train,
+                              train_last_layer, train_step)
+
+# the tiny_run fixture's arguments (tests/conftest.py): runs compared with it must use the same
+RUN_KW = dict(epochs=4, seed=0, device="cpu", progress=False,
+              overrides={"train.warm_epochs": 1, "train.push_start": 2, "train.push_every": 2,
+                         "train.last_layer_epochs": 3})
+
+
+def _states_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _same_run(dir_a, dir_b) -> None:
+    _states_equal(load_state(dir_a / "model.pt"), load_state(dir_b / "model.pt"))
+    for name in ("push.json", "prune.json", "malignancy.json"):
+        assert json.loads((dir_a / name).read_text()) == json.loads((dir_b / name).read_text()), name
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(load_run(dir_a).history) == strip(load_run(dir_b).history)
+
+
+# ---------------------------------------------------------------------------------------------
+# small in-memory data
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def toy_set() -> TensorSet:
+    g = torch.Generator().manual_seed(0)
+    n, s = 12, 64
+    masks = (torch.rand(n, 1, s, s, generator=g) > 0.5).float()
+    return TensorSet(images=torch.randn(n, 3, s, s, generator=g), lesion_masks=masks, fine_masks=1 - masks,
+                     has_fine=torch.arange(n) % 2 == 0, labels=torch.arange(3).repeat(4),
+                     malignant=torch.arange(n) % 2)
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def _moved(model, before) -> set[str]:
+    return {k.split(".")[0] for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+
+
+@pytest.mark.parametrize("stage, expected", [("warm", {"add_on", "prototypes"}),
+                                             ("joint", {"backbone", "add_on", "prototypes"})])
+def test_a1_stages_train_only_their_parameters(toy_set, stage, expected):
+    torch.manual_seed(0)
+    preset = get_preset("tiny")
+    model = IAIABL(preset.model)
+    set_stage(model, stage)
+    opt = make_optimizer(model, preset, stage)
+    before = _snapshot(model)
+    batch = Batch(toy_set.images, toy_set.labels, toy_set.lesion_masks, 0)
+    terms = train_step(model, preset, opt, batch)
+    assert set(terms) == {"ce", "clst", "sep", "fine", "loss", "margin_logits"}
+    assert all(torch.isfinite(v).all() for v in terms.values())
+    assert float(terms["fine"]) > 0
+    assert _moved(model, before) == expected       # warm: backbone frozen; both: h1 and h2 fixed
+
+
+def test_last_layer_trains_only_h1_and_stage_b_only_h2(toy_set):
+    torch.manual_seed(0)
+    preset = get_preset("tiny")
+    model = IAIABL(preset.model)
+    before = _snapshot(model)
+    rows = []
+    auc = train_last_layer(model, preset, toy_set, toy_set, torch.Generator().manual_seed(0), epochs=2,
+                           on_epoch=rows.append)
+    assert _moved(model, before) == {"margin_head"}
+    assert len(rows) == 2 and set(rows[0]) == {"ce", "l1", "loss", "train_auroc", "val_auroc", "lr"}
+    assert 0 <= auc <= 1
+    before = _snapshot(model)
+    logits = predict(model, toy_set)["margin_logits"]
+    report = fit_malignancy_head(model, logits, toy_set.malignant.numpy())
+    assert _moved(model, before) == {"malignancy_head"}
+    assert model.malignancy_head.weight[0].tolist() == pytest.approx(list(report["coefficients"].values()))
+    assert float(model.malignancy_head.bias) == pytest.approx(report["offset"])
+    assert report["equation"].startswith("P(malignant) = σ(") and "spiculated" in report["equation"]
+
+
+def test_reference_and_fast_step_agree_on_cpu(toy_set):
+    """On the CPU the fast path has nothing to switch on except channels_last: same numbers."""
+    preset = get_preset("tiny")
+    preset.train.channels_last = True
+    out = []
+    for reference in (True, False):
+        torch.manual_seed(0)
+        model = IAIABL(preset.model)
+        set_stage(model, "joint")
+        step = make_step(model, preset, make_optimizer(model, preset, "joint", reference), reference=reference)
+        out.append(step(Batch(toy_set.images, toy_set.labels, toy_set.fine_masks[6:], 6)))
+    assert torch.allclose(out[0]["loss"], out[1]["loss"], rtol=1e-4)
+
+
+def test_average_margin_auroc():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    assert average_margin_auroc(labels, np.eye(3)[labels] * 5) == 1.0
+    assert np.isnan(average_margin_auroc(np.array([0, 1, 0]), np.zeros((3, 3))))
+
+
+def test_push_schedule():
+    t = get_preset("tiny").train
+    t.epochs, t.push_start, t.push_every = 16, 8, 8
+    assert push_epochs(t) == [8, 16]
+    t.epochs, t.push_start, t.push_every = 10, 3, 4
+    assert push_epochs(t) == [3, 7, 10]        # the last epoch is always pushed
+
+
+def test_resolve_preset_overrides():
+    p = resolve_preset("tiny", {"train.warm_epochs": "0", "loss.fine": 0, "train.amp": "false"}, epochs=3)
+    assert (p.train.warm_epochs, p.loss.fine, p.train.amp, p.train.epochs) == (0, 0, False, 3)
+    with pytest.raises(ValueError, match="has no field 'warm'"):
+        resolve_preset("tiny", {"train.warm": 1})
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_preset("huge")
+
+
+def test_pick_device():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            pick_device("cuda")
+
+
+def test_cli_registration():
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--data", "D", "--preset", "tiny-protopnet", "--out", "R", "--epochs", "3",
+                              "--seed", "1", "--device", "cpu", "--no-resume", "--set", "train.warm_epochs=1"])
+    assert (args.data, args.preset, args.out, args.epochs, args.seed, args.no_resume) == \
+        ("D", "tiny-protopnet", "R", 3, 1, True)
+    assert args.func.__name__ == "run_cli"
+
+
+# ---------------------------------------------------------------------------------------------
+# whole runs on the shared prepared dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def test_run_files(tiny_run, prepared):
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"config.json", "model.pt", "push.json", "push.npz", "prune.json", "malignancy.json",
+            "history.csv"} <= names
+    assert "resume.pt" not in names
+    run = load_run(tiny_run)
+    assert not run.model.training
+    assert list(run.history[0]) == list(HISTORY_COLUMNS)
+    stages = [r["stage"] for r in run.history]
+    assert stages[:2] == ["warm", "joint"] and stages.count("push") == 2
+    assert stages.count("last_layer") >= 6
+    assert run.prune["before"] == 15 and run.prune["after"] == run.model.num_prototypes == len(run.push)
+    assert run.config["prototype_class"] == run.model.prototype_class.tolist()
+    assert run.malignancy["equation"].startswith("P(malignant) = σ(")
+    assert run.model.malignancy_head.weight[0].tolist() == \
+        pytest.approx([run.malignancy["coefficients"][m] for m in MARGINS])
+    assert 0 <= run.config["val_average_margin_auroc"] <= 1
+    assert run.push_arrays["self_activation"].shape == (run.model.num_prototypes, 64, 64)
+    # each prototype is the latent patch its push record names, of a training image of its class
+    ds = load_prepared(prepared, size=64)
+    src = np.array([r["source_index"] for r in run.push])
+    assert set(ds.split[src]) == {"train"}
+    assert ds.labels[src].tolist() == run.model.prototype_class.tolist()
+    with torch.no_grad():
+        z = run.model.features(to_tensors(ds.select(src)).images)             # (m, C, H, W)
+    for j, rec in enumerate(run.push):
+        row, col = rec["patch"]
+        assert torch.allclose(run.model.prototypes[j], z[j, :, row, col], atol=1e-5)
+
+
+def test_determinism_and_load_run_round_trip(tiny_run, prepared, tmp_path):
+    run = train(prepared, "tiny", tmp_path / "again", **RUN_KW)
+    _same_run(tiny_run, tmp_path / "again")
+    # load_run round trip: the same predictions, bit for bit
+    val = to_tensors(load_prepared(prepared, size=64).subset("val"))
+    a, b = predict(run.model, val), predict(load_run(tiny_run).model, val)
+    assert a.keys() == {"margin_logits", "margin_prob", "malignancy_prob", "similarity", "similarity_maps"}
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    m = run.model.num_prototypes
+    assert a["similarity"].shape == (len(val), m) and a["similarity_maps"].shape == (len(val), m, 8, 8)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_run, prepared, tmp_path):
+    out = tmp_path / "interrupted"
+
+    def stop_after_3(info):
+        if info["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(prepared, "tiny", out, callback=stop_after_3, **RUN_KW)
+    assert (out / "resume.pt").is_file() and not (out / "model.pt").exists()
+    with pytest.raises(FileNotFoundError, match="re-run the same"):
+        load_run(out)
+    epochs_seen = []
+    train(prepared, "tiny", out, callback=lambda info: epochs_seen.append(info["epoch"]), **RUN_KW)
+    assert epochs_seen == [4]                  # resumed after epoch 3
+    assert not (out / "resume.pt").exists()
+    _same_run(tiny_run, out)
+
+
+class Evil:
+    """Any class: pickling an instance makes the checkpoint a pickle, not a state dict."""
+
+
+def test_checkpoint_with_a_pickled_object_is_refused(tiny_run, tmp_path):
+    run_dir = tmp_path / "tampered"
+    shutil.copytree(tiny_run, run_dir)
+    state = load_state(run_dir / "model.pt")
+    state["extra"] = Evil()
+    torch.save(state, run_dir / "model.pt")
+    with pytest.raises(CheckpointError, match=r"model\.pt: refusing to load it: it carries a pickled Python object"):
+        load_run(run_dir)
+
+
+def test_pruned_model_round_trip(tiny_run, prepared, tmp_path):
+    run_dir = tmp_path / "pruned"
+    shutil.copytree(tiny_run, run_dir)
+    run = load_run(run_dir)
+    model = run.model
+    with torch.no_grad():
+        model.prototypes[1] = model.prototypes[0]
+    records = [dict(r) for r in run.push]
+    records[1].update(source_index=records[0]["source_index"], patch=records[0]["patch"])
+    report = prune_duplicates(model, records, 1e-6)
+    assert report["after"] == run.model.num_prototypes == len(run.push) - 1
+    save_state(model.state_dict(), run_dir / "model.pt")
+    config = dict(run.config, prototype_class=model.prototype_class.tolist())
+    (run_dir / "config.json").write_text(json.dumps(config))
+    val = to_tensors(load_prepared(prepared, size=64).subset("val"))
+    again = load_run(run_dir)
+    assert again.model.num_prototypes == model.num_prototypes
+    a, b = predict(model, val), predict(again.model, val)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_wrong_shape_input_is_refused(tiny_run):
+    model = load_run(tiny_run).model
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, S, S\)"):
+        predict(model, torch.zeros(2, 1, 64, 64))
+
+
+def test_dataset_missing_a_class_is_refused(prepared, tmp_path):
+    ds = load_prepared(prepared)
+    keep = ~((ds.split == "val") & (ds.labels == 2))
+    part = ds.select(keep)
+    out = tmp_path / "no_spiculated_val"
+    out.mkdir()
+    save_prepared(out, part.manifest, part.images, part.lesion_masks, part.fine_masks, part.summary)
+    with pytest.raises(ValueError, match="split 'val' has no 'spiculated' example"):
+        train(out, "tiny", tmp_path / "run", **RUN_KW)
+
+
+def test_missing_data_dir_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data directory .* not found"):
+        train(tmp_path / "nowhere", "tiny", tmp_path / "run", **RUN_KW)
