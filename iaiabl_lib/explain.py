@@ -74,8 +74,10 @@ def _dataset_for(run, data):
     if isinstance(data, (str, Path)):
         return load_dataset(data, size)
     if data.images.shape[-1] != size:
-        from .data.dataset import resize_images, resize_masks
         import copy
+
+        from .data.dataset import resize_images, resize_masks
+
         data = copy.copy(data)
         data.images = resize_images(data.images, size)
         data.lesion_masks = resize_masks(data.lesion_masks, size)
@@ -221,7 +223,11 @@ def _hot_box(pam: np.ndarray, percentile: float = 95.0) -> tuple[int, int, int, 
 def _resolve_case(run, case, data):
     """(case_id, grey uint8, normalised tensor, lesion mask or None, margin or None, malignant or None)."""
     size = int(run.preset.model.image_size)
-    if isinstance(case, (int, np.integer, str)) and not (isinstance(case, str) and Path(case).suffix.lower() == ".dcm"):
+    if isinstance(case, (str, Path)) and (Path(case).suffix.lower() in (".dcm", ".dicom") or Path(case).is_file()):
+        raise ValueError(f"{case}: explain_case takes a prepared case (id or index) or an ROI crop; "
+                         "for a raw DICOM cut the ROI first with report.crop_dicom_case (or use "
+                         "`iaiabl explain --run RUN FILE.dcm --box ...`)")
+    if isinstance(case, (int, np.integer, str)):
         ds = _dataset_for(run, data)
         if isinstance(case, str):
             try:
@@ -443,6 +449,10 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
     k = min(int(n_nearest), len(ds))
     best_d, best_i = dmin.topk(k, dim=0, largest=False)                    # (k, m)
     chosen = list(range(model.num_prototypes)) if prototypes is None else [int(j) for j in prototypes]
+    bad = [j for j in chosen if not 0 <= j < model.num_prototypes]
+    if bad:
+        raise ValueError(f"prototype(s) {bad} do not exist: this model has {model.num_prototypes} "
+                         f"prototypes (0..{model.num_prototypes - 1}) after pruning")
     needed = sorted({int(i) for j in chosen for i in best_i[:, j].tolist()})
     where = {i: r for r, i in enumerate(needed)}
     pam = np.zeros((0, model.num_prototypes, size, size), np.float32)

@@ -101,12 +101,11 @@ def test_class_activation_map_is_the_weighted_sum_of_the_class_pams(run, data):
         own = pclass == c
         expected = np.einsum("j,bjhw->bhw", w[c, own], pam[:, own])
         np.testing.assert_allclose(class_activation_map(run, ts, c), expected, rtol=1e-4, atol=1e-4)
-    # one class per image; grey crops work too
+    # one class per image; grey crops (normalised inside) give the same maps
     cls = np.array([0, 1, 2, 1])
     cam = class_activation_map(run, data.images[:4], cls)
     for b, c in enumerate(cls):
-        np.testing.assert_allclose(cam[b], class_activation_map(run, ts.images[b:b + 1], int(c))[0],
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(cam[b], class_activation_map(run, ts, int(c))[b], rtol=1e-4, atol=1e-4)
     everything = class_activation_map(run, ts, 0, own_class_only=False)
     np.testing.assert_allclose(everything, np.einsum("j,bjhw->bhw", w[0], pam), rtol=1e-4, atol=1e-4)
 
@@ -126,6 +125,8 @@ def test_prototype_gallery_finds_each_prototype_in_its_source(run, data):
         assert n0.image.shape == n0.activation.shape == (64, 64)
     everywhere = prototype_gallery(run, n_nearest=2, prototypes=[0, 1])
     assert [e.index for e in everywhere] == [0, 1]
+    with pytest.raises(ValueError, match="do not exist"):
+        prototype_gallery(run, prototypes=[run.model.num_prototypes])
 
 
 def test_case_text_reads_like_a_report(run):

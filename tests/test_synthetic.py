@@ -77,10 +77,13 @@ def _marker_fully_inside(full: np.ndarray, maxv: int, mask: np.ndarray) -> bool:
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
-    """Three small trees: two identical runs (confounder 1.0) and one without the confounder."""
+    """Three small trees: two runs with the same arguments (confounder 1.0; "a" with two
+    threads, "b" on one) and one without the confounder ("c")."""
     base = tmp_path_factory.mktemp("synthetic")
     a = syn.make_synthetic(base / "a", **ARGS)
-    b = syn.make_synthetic(base / "b", **ARGS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(syn.os, "cpu_count", lambda: 1)                  # serial generation
+        b = syn.make_synthetic(base / "b", **ARGS)
     c = syn.make_synthetic(base / "c", **{**ARGS, "confounder": 0.0})
     return {"a": (base / "a", a), "b": (base / "b", b), "c": (base / "c", c)}
 
@@ -237,6 +240,7 @@ def test_summary_counts_match_csv(trees):
 # ------------------------------------------------------------------------------- determinism
 
 def test_deterministic_per_seed(trees):
+    """Same seed and arguments -> the same bytes everywhere (and threads change nothing)."""
     (a, sa), (b, sb) = trees["a"], trees["b"]
     for name in list(syn.CSV_NAMES.values()) + ["CBIS-DDSM/metadata.csv"]:
         assert (a / name).read_bytes() == (b / name).read_bytes()

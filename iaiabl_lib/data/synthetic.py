@@ -48,10 +48,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1015,6 +1017,24 @@ class _TreeWriter:
         return cells
 
 
+def _write_breast(writer: _TreeWriter, seed: int, breast: Breast, H: int, W: int,
+                  image_of: dict, rows_of: dict) -> dict[int, dict[str, str]]:
+    """Render both views of one breast, burn in its confounder markers, write its DICOM files.
+    -> CSV path cells of its rows, keyed by id(row)."""
+    cells = {}
+    for view, rendered in _render_breast(seed, breast, H, W).items():
+        key = (breast.number, breast.side, view)
+        view_rows = rows_of[key]
+        _place_markers(seed, breast, view, rendered, view_rows)
+        flip = (lambda a: a[:, ::-1]) if breast.side == "RIGHT" else (lambda a: a)
+        stored = np.ascontiguousarray(flip(_to_stored(rendered.image, image_of[key])))
+        writer.full_image(image_of[key], stored)
+        for i, row in enumerate(view_rows):
+            cells[id(row)] = writer.roi(row, stored, flip(rendered.lesion_masks[i]),
+                                        flip(rendered.fine_masks[i]))
+    return cells
+
+
 # ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
@@ -1033,6 +1053,7 @@ def _prepare_out_dir(out: Path) -> None:
 
 
 def _main_name(margin: str) -> str:
+    """CBIS-DDSM margin cell -> our class name, "other" for everything else."""
     inverse = {v: k for k, v in MARGIN_NAMES.items()}
     return inverse.get(margin, "other")
 
@@ -1090,29 +1111,32 @@ def make_synthetic(out_dir, patients: int = 180, size: int = 512, seed: int = 0,
         row.confounder = bool(row.split == "train" and row.lesion.margin == target
                               and draw < confounder)
 
-    writer = _TreeWriter(out, seed, H)
-    cells: dict[int, dict[str, str]] = {}
     rows_of: dict[tuple[int, str, str], list[RoiRow]] = {}
     for row in rows:
         b = row.image.breast
         rows_of.setdefault((b.number, b.side, row.image.view), []).append(row)
     image_of = {(im.breast.number, im.breast.side, im.view): im for im in images}
     ordered = sorted(breasts, key=lambda b: (b.number, b.side))
-    for k, breast in enumerate(ordered):
-        views = _render_breast(seed, breast, H, W)
-        for view, rendered in views.items():
-            key = (breast.number, breast.side, view)
-            view_rows = rows_of[key]
-            _place_markers(seed, breast, view, rendered, view_rows)
-            flip = (lambda a: a[:, ::-1]) if breast.side == "RIGHT" else (lambda a: a)
-            stored = np.ascontiguousarray(flip(_to_stored(rendered.image, image_of[key])))
-            writer.full_image(image_of[key], stored)
-            for i, row in enumerate(view_rows):
-                cells[id(row)] = writer.roi(row, stored, flip(rendered.lesion_masks[i]),
-                                            flip(rendered.fine_masks[i]))
-        if progress and ((k + 1) % 20 == 0 or k + 1 == len(ordered)):
-            print(f"synth: {k + 1}/{len(ordered)} breasts, {time.perf_counter() - t0:.1f} s",
-                  file=sys.stderr, flush=True)
+
+    def work(breast: Breast) -> tuple[_TreeWriter, dict[int, dict[str, str]]]:
+        writer = _TreeWriter(out, seed, H)
+        return writer, _write_breast(writer, seed, breast, H, W, image_of, rows_of)
+
+    # Breasts are independent (own random streams, own files): two threads overlap numpy/scipy
+    # work (which releases the GIL) with DICOM writing; results are merged in breast order, so
+    # the output does not depend on the number of threads.
+    workers = min(2, os.cpu_count() or 1) if len(ordered) >= 8 else 1
+    metadata: list[dict] = []
+    cells: dict[int, dict[str, str]] = {}
+    n_files = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for k, (writer, breast_cells) in enumerate(pool.map(work, ordered)):
+            metadata += writer.metadata
+            n_files += writer.n_files
+            cells.update(breast_cells)
+            if progress and ((k + 1) % 20 == 0 or k + 1 == len(ordered)):
+                print(f"synth: {k + 1}/{len(ordered)} breasts, "
+                      f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
     for split in ("train", "test"):
         with open(out / CSV_NAMES[split], "w", newline="", encoding="utf-8") as fh:
@@ -1130,9 +1154,9 @@ def make_synthetic(out_dir, patients: int = 180, size: int = 512, seed: int = 0,
     with open(out / "CBIS-DDSM" / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=METADATA_COLUMNS)
         w.writeheader()
-        w.writerows(writer.metadata)
+        w.writerows(metadata)
 
-    summary = _summary(rows, writer.n_files, seed, patients, size, confounder, target)
+    summary = _summary(rows, n_files, seed, patients, size, confounder, target)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     with open(out / "synthetic.json", "w", encoding="utf-8") as fh:
         json.dump({k: v for k, v in summary.items() if k != "seconds"}, fh, indent=1,
@@ -1142,6 +1166,7 @@ def make_synthetic(out_dir, patients: int = 180, size: int = 512, seed: int = 0,
 
 def _summary(rows: list[RoiRow], n_files: int, seed: int, patients: int, size: int,
              confounder: float, target: str) -> dict:
+    """The summary make_synthetic returns (see its docstring)."""
     counts = {s: {"circumscribed": 0, "indistinct": 0, "spiculated": 0, "other": 0, "total": 0}
               for s in ("train", "test")}
     margins = {s: Counter() for s in ("train", "test")}
