@@ -115,11 +115,11 @@ class TinyBackbone(nn.Sequential):
 
 
 def _check_hash_prefix(path: Path) -> None:
-    stem = path.name.rsplit(".", 1)[0]
-    prefix = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+    """A file named like torchvision's download (``vgg16-<8 hex>.pth``) must have a SHA-256 that
+    starts with those 8 hex digits (torch.hub's convention); other names are the user's own files."""
     expected = VGG16_FILENAME.rsplit("-", 1)[-1].split(".")[0]
-    if prefix and prefix != expected:
-        return  # a user's own file with another name: check below by content
+    if path.name != VGG16_FILENAME:
+        return
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     if not sha.startswith(expected):
         raise ValueError(
@@ -156,16 +156,27 @@ def load_vgg16_state_dict(source: str) -> dict[str, Tensor]:
 
 
 def vgg16_features(pretrained: str) -> nn.Sequential:
-    """VGG-16's convolutional layers with the last max-pool removed (stride 16: 14 × 14 at 224 px)."""
-    from torchvision.models import vgg16
+    """VGG-16's convolutional layers with the last max-pool removed (stride 16: 14 × 14 at 224 px).
 
-    net = vgg16(weights=None)
+    Built with torchvision's own layer recipe (``make_layers(cfgs["D"])``, the ``features`` part of
+    ``torchvision.models.vgg16``) so that its parameter names match torchvision's state dict; the
+    120 M-parameter classifier is never built. ImageNet weights: see ``load_vgg16_state_dict``.
+    """
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["D"], batch_norm=False)                    # (B, 512, S/32, S/32)
     if pretrained == "none":
         warnings.warn("VGG-16 backbone initialised at random (pretrained='none'): use ImageNet "
                       "weights for real training", stacklevel=3)
+        for m in features.modules():   # torchvision's VGG initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
     else:
-        net.load_state_dict(load_vgg16_state_dict(pretrained))
-    features = net.features[:-1]
+        state = load_vgg16_state_dict(pretrained)
+        prefix = "features."
+        features.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    features = features[:-1]                                               # drop the last max-pool
     features.out_channels = 512
     return features
 

@@ -320,7 +320,7 @@ def make_step(model: IAIABL, preset: Preset, optimizer: torch.optim.Optimizer, r
     channels_last = (not reference) and t.channels_last
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
-    fwd = forward or model
+    fwd = forward if forward is not None else model
 
     def step(batch: Batch) -> dict[str, Tensor]:
         images = batch.images

@@ -155,3 +155,14 @@ def test_baseline_cli(prepared, tmp_path, capsys):
     assert main(["baseline", "--data", str(prepared), "--model", "blackbox", "--preset", "nope",
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_train_protopnet_uses_the_protopnet_preset(prepared, tmp_path):
+    from iaiabl_lib.baselines import train_protopnet
+
+    run = train_protopnet(prepared, "tiny", tmp_path / "ppn", epochs=1, device="cpu", progress=False,
+                          overrides={"train.warm_epochs": 0, "train.push_start": 1,
+                                     "train.last_layer_epochs": 1})
+    assert run.preset.name == "tiny-protopnet"
+    assert run.model.cfg.topk == 1 and not run.preset.train.use_fine_loss
+    assert json.loads((tmp_path / "ppn" / "config.json").read_text())["preset_name"] == "tiny-protopnet"
