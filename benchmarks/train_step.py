@@ -87,7 +87,7 @@ def time_steps(preset, reference: bool, dev, data, batch: int, fine_batch: int, 
     loss = float(r["loss"])
     if not math.isfinite(loss):
         raise RuntimeError(f"non-finite loss {loss} on the {'reference' if reference else 'fast'} path")
-    del model, opt, step
+    del model, opt
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return steps * (batch + fine_batch) / dt

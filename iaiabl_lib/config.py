@@ -131,12 +131,17 @@ class Preset:
 
 
 def _tiny() -> Preset:
+    # λf = 0.01 at tiny scale: measured on the confounded synthetic set (30 epochs, seed 0),
+    # λf = 0.001 gave lesion-scale activation precision 0.34, λf = 0.01 gave 0.89 (AUROC 0.94)
     return Preset(
         name="tiny",
+        loss=LossWeights(fine=0.01),
         model=ModelConfig(backbone="tiny", pretrained="none", image_size=64,
                           prototype_channels=32, topk=3),
-        train=TrainConfig(epochs=16, warm_epochs=2, push_start=8, push_every=8,
-                          last_layer_epochs=20, batch_size=40, fine_batch_size=8,
+        # 60 short epochs of 24 + 8, pushes after epochs 20, 40, 60: on the default synthetic set
+        # (266 training ROIs) all stages take about 45 s on 2 CPU cores (92 CPU-seconds on 1)
+        train=TrainConfig(epochs=60, warm_epochs=2, push_start=20, push_every=20,
+                          last_layer_epochs=10, batch_size=24, fine_batch_size=8,
                           lr_warm_add_on=3e-3, lr_warm_prototypes=3e-3,
                           lr_joint_backbone=2e-3, lr_joint_add_on=3e-3,
                           lr_joint_prototypes=3e-3, lr_last_layer=1e-2,

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model import activation_map
 
 REFERENCE_SIZE = 224
 """Image side at which the paper's λf = 0.001 was set; see ``fine_annotation_loss``."""

@@ -97,13 +97,18 @@ VGG16_FILENAME = "vgg16-397923af.pth"
 
 class TinyBackbone(nn.Sequential):
     """A small VGG-style backbone for the CPU preset: four 3×3 conv blocks, three 2×2 max-pools
-    (stride 8: 64 px → an 8 × 8 latent grid)."""
+    (stride 8: 64 px → an 8 × 8 latent grid).
+
+    Replicate padding, not zeros: zero padding lets a small network recognise the border cells of
+    the grid (their receptive fields reach into the black padding), and on 64 px crops it then
+    parks prototypes on the image border. Replicate padding removes that position cue."""
 
     def __init__(self, width: int = 32):
         layers: list[nn.Module] = []
         chans = [3, width // 2, width, width * 2, width * 2]
         for i in range(4):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, padding_mode="replicate"),
+                       nn.ReLU(inplace=True)]
             if i < 3:
                 layers.append(nn.MaxPool2d(2))
         super().__init__(*layers)

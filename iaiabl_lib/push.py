@@ -20,7 +20,7 @@ For every prototype the push records where it came from:
                         sizes, strides and paddings of the backbone; clipped to the image)
     high_activation_box the bounding box of the prototype's self-activation map (its PAM on its own
                         source image, upsampled to image size) at or above its 95th percentile
-    sq_distance         ‖p_j(before) − z‖²: how far the prototype moved
+    sq_distance         ‖p_j − z‖² before the projection: how far the prototype moved
     self_activation     (S, S) that PAM; source_image (S, S) uint8 the grey ROI
 
 Boxes are ``[y0, x0, y1, x1]`` in image pixels, end-exclusive (``image[y0:y1, x0:x1]``).
@@ -203,7 +203,6 @@ def push_prototypes(
     model.eval()
     try:
         near = nearest_patches(model, images, labels, batch_size)
-        before = model.prototypes.detach().clone()
         model.prototypes.data.copy_(near.vector.to(model.prototypes.dtype))
         m = model.num_prototypes
         s = images.shape[-1]
@@ -214,7 +213,6 @@ def push_prototypes(
         own = maps[torch.arange(m), torch.arange(m)]                          # (m, H, W)
         pam = activation_map(own[:, None], s)[:, 0]                           # (m, S, S)
         hot = high_activation_box(pam).cpu().numpy()
-        moved = ((before.float() - near.vector) ** 2).sum(dim=1)              # (m,)
     finally:
         model.train(was_training)
 
@@ -237,7 +235,6 @@ def push_prototypes(
             "rf_box": rf_box(rf, int(rows[j]), int(cols[j]), s),
             "high_activation_box": [int(v) for v in hot[j]],
             "sq_distance": float(sq[j]),
-            "moved_sq_distance": float(moved[j]),
         }
         if epoch is not None:
             rec["epoch"] = int(epoch)

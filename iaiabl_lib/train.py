@@ -34,7 +34,6 @@ import json
 import math
 import os
 import pickle
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .config import MARGINS, PRESET_NAMES, Preset, get_preset
@@ -664,7 +662,7 @@ class _Trainer:
         logits = self.model.margin_head(sim)
         return average_margin_auroc(self.val.labels.cpu().numpy(), logits.detach().cpu().numpy())
 
-    def _batches(self) -> list[Batch]:
+    def _batches(self) -> list[tuple[Tensor, int]]:
         """This epoch's A1 batches (index tensors drawn up front, moved to the device in one copy)."""
         t = self.t
         fine_bs = t.fine_batch_size if t.use_fine_loss else 0
@@ -956,5 +954,6 @@ def run_cli(args: argparse.Namespace) -> int:
           f"({run.prune.get('before')} → {run.prune.get('after')} after pruning), best pushed epoch "
           f"{cfg.get('best_epoch')}, validation average margin AUROC {cfg.get('val_average_margin_auroc'):.3f}, "
           f"{time.perf_counter() - t0:.0f} s")
-    print("malignancy head h2 (Eq. 10):\n" + run.malignancy.get("equation", ""))
+    if args.quiet:   # with progress output the trainer has printed it already
+        print("malignancy head h2 (Eq. 10):\n" + run.malignancy.get("equation", ""))
     return 0

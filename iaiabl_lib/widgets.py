@@ -119,27 +119,30 @@ def resolve_mode(mode: str = "auto") -> str:
 
 
 class Explorer(W.VBox):
-    """What every explorer function returns: a VBox (title, mode line, controls, view) with handles
-    for programs and tests.
+    """What every explorer function returns: a VBox (title, mode line, optional intro, labelled
+    controls, view; DOM class ``iaiabl-explorer``) with handles for programs and tests.
 
-    mode      "live" or "static"
-    controls  {name: widget} (e.g. "case", "tau", "dismiss")
-    view      live: the ``HTML`` widget that callbacks redraw; static: the outer ``Stack``
-    views     static: every precomputed view widget (``HTML``), flat, in stack order
-    links     static: the ``jslink`` objects tying controls to stacks
+    mode        "live" or "static"
+    mode_line   the HTML widget saying which mode the reader is in
+    controls    {name: widget} (e.g. "case", "tau", "prototype", "dismiss")
+    view        live: the ``HTML`` widget that callbacks redraw; static: the outer ``Stack``
+    views       static: every precomputed view widget (``HTML``), flat, in stack order
+    links       static: the ``jslink`` objects tying controls to stacks
+    prototypes  (dismiss_reasoning only) the prototype indices offered, in button order
     """
 
     def __init__(self, title: str, mode: str, note: str, controls: dict[str, W.Widget],
                  view: W.Widget, views: Sequence[W.Widget] = (), links: Sequence[Any] = (),
-                 intro: str = "", **kwargs):
-        header = W.HTML(f"<div style='font-weight:600;font-size:1.05em'>{html.escape(title)}</div>"
-                        + (f"<div style='margin:2px 0 4px 0'>{intro}</div>" if intro else ""))
+                 intro: str = "", labels: dict[str, str] | None = None, **kwargs):
+        header = W.HTML(f"<div style='font-weight:600;font-size:1.05em'>{html.escape(title)}</div>")
         line = STATIC_LINE if mode == "static" else LIVE_LINE
         colour = "#6a3d9a" if mode == "static" else "#1b7837"
         self.mode_line = W.HTML(
             f"<div class='iaiabl-mode iaiabl-mode-{mode}' style='font-size:0.85em;color:{colour}'>"
             f"<b>{line}.</b> {note}</div>")
-        super().__init__([header, self.mode_line, *controls.values(), view], **kwargs)
+        rows = [_labelled((labels or {}).get(name, ""), ctl) for name, ctl in controls.items()]
+        intro_w = [W.HTML(f"<div style='margin:2px 0 4px 0'>{intro}</div>")] if intro else []
+        super().__init__([header, self.mode_line, *intro_w, *rows, view], **kwargs)
         self.add_class("iaiabl-explorer")
         self.mode = mode
         self.controls = dict(controls)
@@ -155,6 +158,16 @@ class Explorer(W.VBox):
         if isinstance(w, W.Box):           # a view made of several widgets
             return "".join(c.value for c in w.children if isinstance(c, W.HTML))
         return w.value
+
+
+def _labelled(label: str, control: W.Widget) -> W.Widget:
+    """``control`` with ``label`` in front, as an HTML widget rather than the control's own
+    ``description``: the embedded widget manager typesets descriptions with MathJax 2's API
+    (``MathJax.Hub.Queue``), which fails on a page that loads MathJax 3 (the book's)."""
+    if not label:
+        return control
+    return W.HBox([W.HTML(f"<b>{html.escape(label)}</b>", layout=W.Layout(margin="0 0.5em 0 0")),
+                   control], layout=W.Layout(align_items="center"))
 
 
 def _stack(children: Sequence[W.Widget]) -> W.Stack:
@@ -181,9 +194,8 @@ def _one_control_views(mode: str, control: W.Widget, render: Callable[[int], str
     return view, [], []
 
 
-def _dropdown(labels: Sequence[str], description: str, width: str = "34em") -> W.Dropdown:
+def _dropdown(labels: Sequence[str], width: str = "30em") -> W.Dropdown:
     return W.Dropdown(options=[(lab, i) for i, lab in enumerate(labels)], value=0,
-                      description=description, style={"description_width": "initial"},
                       layout=W.Layout(width=width))
 
 
@@ -193,19 +205,14 @@ def _dropdown(labels: Sequence[str], description: str, width: str = "34em") -> W
 
 
 def _figure_rgb(fig, dpi: int) -> np.ndarray:
-    """Draw ``fig`` once at ``dpi``: (H, W, 3) uint8, the white margins cropped."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    """Render ``fig`` at ``dpi`` with a tight bounding box (nothing clipped): (H, W, 3) uint8."""
+    from PIL import Image
 
-    fig.set_dpi(dpi)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-    ink = (rgb < 250).any(axis=2)
-    if ink.any():
-        ys, xs = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-        pad = 3
-        rgb = rgb[max(0, ys[0] - pad):ys[-1] + pad + 1, max(0, xs[0] - pad):xs[-1] + pad + 1]
-    return rgb
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.04, facecolor="white",
+                pil_kwargs={"compress_level": 1})
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
 
 
 def _png(rgb: np.ndarray, scale: float, colours: int | None) -> bytes:
@@ -418,7 +425,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, mode: str = "auto",
     weights = run.model.margin_head.weight.detach().float().cpu().numpy()
     labels = [f"prototype {e.index} · {e.class_name}" + (f" · from {e.source_id}" if e.source_id else "")
               for e in entries]
-    control = _dropdown(labels, "Prototype:")
+    control = _dropdown(labels)
 
     def render(k: int) -> str:
         e = entries[k]
@@ -445,7 +452,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, mode: str = "auto",
     view, views, links = _one_control_views(mode, control, render, len(entries))
     note = (f"All {len(entries)} prototypes are precomputed." if mode == "static" else "")
     return Explorer("Prototype gallery: what each prototype is", mode, note, {"prototype": control},
-                    view, views, links)
+                    view, views, links, labels={"prototype": "Prototype:"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,7 +498,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
     mode = resolve_mode(mode)
     ds = _dataset(run, data)
     rows = pick_cases(ds, split, max_cases, cases=cases)
-    control = _dropdown([_case_label(ds, i) for i in rows], "Case:")
+    control = _dropdown([_case_label(ds, i) for i in rows])
     cache: dict[int, str] = {}
 
     def render(k: int) -> str:
@@ -503,7 +510,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
     note = (f"{len(rows)} {split} cases precomputed." if mode == "static" else
             f"{len(rows)} {split} cases.")
     return Explorer("Case explorer: what the model says about a mass, and why", mode, note,
-                    {"case": control}, view, views, links)
+                    {"case": control}, view, views, links, labels={"case": "Case:"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,7 +548,7 @@ def _dismiss_view(expl, after: dict, dismissed: Sequence[int]) -> str:
             f"<td style='text-align:right'><span class='iaiabl-before'>{_pct(before_p[c])}</span></td>"
             f"<td style='text-align:right'>{_bar(after_p[c], _class_colour(c))}"
             f"<b class='iaiabl-after'>{_pct(after_p[c])}</b></td>"
-            f"<td style='text-align:right'>{d:+.0f} points</td></tr>")
+            f"<td style='text-align:right'>{d:+.0f} percentage points</td></tr>")
     if expl.malignancy_prob is not None and after["malignancy_prob"] is not None:
         d = 100 * (after["malignancy_prob"] - expl.malignancy_prob)
         rows.append(
@@ -549,7 +556,7 @@ def _dismiss_view(expl, after: dict, dismissed: Sequence[int]) -> str:
             f"<td style='text-align:right'><span class='iaiabl-before'>{_pct(expl.malignancy_prob)}</span></td>"
             f"<td style='text-align:right'>{_bar(after['malignancy_prob'], '#b2182b')}"
             f"<b class='iaiabl-after'>{_pct(after['malignancy_prob'])}</b></td>"
-            f"<td style='text-align:right'>{d:+.0f} points</td></tr>")
+            f"<td style='text-align:right'>{d:+.0f} percentage points</td></tr>")
     new_call = int(np.argmax(after_p))
     if dismissed:
         names = ", ".join(f"prototype {j}" for j in dismissed)
@@ -595,8 +602,7 @@ def dismiss_reasoning(run, data=None, case: int | str = 0, mode: str = "auto", t
     if mode == "static":
         options = [("keep all", 0)] + [(f"dismiss prototype {j} ({MARGINS[int(expl.prototype_class[j])]})", k + 1)
                                        for k, j in enumerate(protos)]
-        control = W.ToggleButtons(options=options, value=0, description="",
-                                  style={"button_width": "auto"})
+        control = W.ToggleButtons(options=options, value=0, style={"button_width": "auto"})
         views = [_html(render([]))] + [_html(render([j])) for j in protos]
         stack = _stack(views)
         links = [W.jslink((control, "index"), (stack, "selected_index"))]
@@ -659,11 +665,10 @@ def activation_precision_explorer(run, data=None, split: str = "test", taus: Seq
     ds = _dataset(run, data)
     rows = pick_cases(ds, split, max_cases, prefer_fine=True, cases=cases)
     taus = [float(t) for t in taus]
-    case_ctl = _dropdown([_case_label(ds, i) for i in rows], "Case:")
+    case_ctl = _dropdown([_case_label(ds, i) for i in rows])
     default = taus.index(0.95) if 0.95 in taus else len(taus) // 2
     tau_ctl = W.SelectionSlider(options=[(f"{t:g}", t) for t in taus], value=taus[default],
-                                description="τ (threshold):", style={"description_width": "initial"},
-                                continuous_update=False, layout=W.Layout(width="30em"))
+                                continuous_update=False, layout=W.Layout(width="24em"))
     expls: dict[int, Any] = {}
 
     def expl_of(k: int):
@@ -675,6 +680,7 @@ def activation_precision_explorer(run, data=None, split: str = "test", taus: Seq
         return _ap_view(run, ds, rows[k], expl_of(k), taus[t])
 
     controls = {"case": case_ctl, "tau": tau_ctl}
+    labels = {"case": "Case:", "tau": "τ (threshold):"}
     if mode == "static":
         inner, views, links = [], [], []
         for k in range(len(rows)):
@@ -688,7 +694,7 @@ def activation_precision_explorer(run, data=None, split: str = "test", taus: Seq
         links.insert(0, W.jslink((case_ctl, "index"), (outer, "selected_index")))
         note = f"{len(rows)} cases × {len(taus)} thresholds precomputed."
         return Explorer("Activation precision: does the model look where the radiologist annotated?",
-                        mode, note, controls, outer, views, links)
+                        mode, note, controls, outer, views, links, labels=labels)
     view = _html(render(0, default))
 
     def redraw(_change=None):
@@ -697,7 +703,7 @@ def activation_precision_explorer(run, data=None, split: str = "test", taus: Seq
     case_ctl.observe(redraw, names="index")
     tau_ctl.observe(redraw, names="index")
     return Explorer("Activation precision: does the model look where the radiologist annotated?",
-                    mode, f"{len(rows)} cases; any τ of the slider.", controls, view)
+                    mode, f"{len(rows)} cases; any τ of the slider.", controls, view, labels=labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -736,7 +742,7 @@ def fine_annotation_comparison(run_with, run_without, data=None, split: str = "t
     mode = resolve_mode(mode)
     ds = _dataset(run_with, data)
     rows = pick_cases(ds, split, max_cases, prefer_fine=True, cases=cases)
-    control = _dropdown([_case_label(ds, i) for i in rows], "Case:")
+    control = _dropdown([_case_label(ds, i) for i in rows])
     cache: dict[int, str] = {}
 
     def render(k: int) -> str:
@@ -747,7 +753,7 @@ def fine_annotation_comparison(run_with, run_without, data=None, split: str = "t
     view, views, links = _one_control_views(mode, control, render, len(rows))
     note = f"{len(rows)} cases precomputed." if mode == "static" else f"{len(rows)} cases."
     return Explorer("With and without the fine-annotation loss", mode, note, {"case": control},
-                    view, views, links)
+                    view, views, links, labels={"case": "Case:"})
 
 
 # ---------------------------------------------------------------------------------------------

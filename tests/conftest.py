@@ -3,6 +3,9 @@ tiny trained run, built once per test session and reused by every test module.""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IAIABL_SHARED", REPO_ROOT.parent / "shared"))
 REAL_CBIS = SHARED / "cbis-ddsm"
+REPO = REPO_ROOT
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = Path("/usr/bin/chromium")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -55,3 +61,39 @@ def tiny_blackbox(prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "blackbox"
     return Path(train_blackbox(prepared, "tiny", out, task="margin", epochs=2, seed=0, device="cpu",
                                progress=False))
+
+
+# The book, built once per session (tests/test_book.py, tests/test_widgets_browser.py)
+@pytest.fixture(scope="session")
+def book_html(tmp_path_factory) -> Path:
+    existing = os.environ.get("IAIABL_BOOK_HTML")
+    if existing:
+        html = Path(existing)
+        if not (html / "index.html").is_file():
+            pytest.fail(f"IAIABL_BOOK_HTML={existing} holds no index.html: point it at _build/html")
+        return html
+    out = tmp_path_factory.mktemp("book")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(REPO), "-W", "-n", "--keep-going",
+           "--path-output", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (out / "build.log").write_text(log)
+    if proc.returncode != 0:
+        pytest.fail(f"jupyter-book build failed (exit {proc.returncode}); last lines:\n{log[-6000:]}")
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    if not CHROMIUM.exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env, capture_output=True)
+        if not CHROMIUM.exists():
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env, capture_output=True)
+    if not CHROMIUM.exists():
+        if ON_CI:
+            pytest.fail("/usr/bin/chromium is missing on CI and could not be installed (apt-get install chromium)")
+        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium) and not on CI")
+    return CHROMIUM

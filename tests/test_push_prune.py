@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from iaiabl_lib.config import get_preset
-from iaiabl_lib.model import IAIABL, squared_distances
+from iaiabl_lib.model import IAIABL
 from iaiabl_lib.prune import duplicate_groups, prune_duplicates, resize_prototypes
 from iaiabl_lib.push import (ReceptiveField, high_activation_box, nearest_patches, push_prototypes,
                              receptive_field, rf_box, select)

@@ -289,7 +289,7 @@ def test_confounder_only_in_train_rows_of_class(trees):
 
 
 def test_confounder_changes_only_the_markers(trees):
-    (a, sa), (c, sc) = trees["a"], trees["c"]
+    (a, _), (c, sc) = trees["a"], trees["c"]
     assert sc["confounder"]["placed"] == 0
     assert (a / syn.CSV_NAMES["train"]).read_bytes() == (c / syn.CSV_NAMES["train"]).read_bytes()
     n_diff = 0

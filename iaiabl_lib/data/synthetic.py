@@ -630,6 +630,10 @@ def _render_mass(rng: np.random.Generator, spec: MassSpec, cy: float, cx: float,
         patch = 1.0 + 0.5 * _smooth_noise(rng, yy.shape, max(1.0, spec.radius / 4))
         intensity = intensity + spec.obscuring * spec.contrast * blob * np.clip(patch, 0, None)
     footprint = intensity > 0.25 * spec.contrast                       # the visible mass
+    # The lesion-scale annotation outlines the whole mass with its margin, as a radiologist's ROI
+    # does: the core, the boundary band and the spicules. So the fine (margin-relevant) region lies
+    # inside the lesion region, the hierarchy the fine-annotation loss and Eq. 9 assume.
+    lesion = lesion | fine
     return (slice(y0, y1), slice(x0, x1)), intensity.astype(np.float32), lesion, fine, footprint
 
 

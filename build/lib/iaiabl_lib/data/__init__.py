@@ -1,1 +1,0 @@
-"""Data: DICOM reading, CBIS-DDSM import, prepared-dataset I/O and batching."""
