@@ -239,10 +239,14 @@ def test_pruned_model_round_trip(tiny_run, prepared, tmp_path):
     shutil.copytree(tiny_run, run_dir)
     run = load_run(run_dir)
     model = run.model
+    pclass = model.prototype_class.tolist()
+    pairs = [(i, j) for i in range(len(pclass)) for j in range(i + 1, len(pclass)) if pclass[i] == pclass[j]]
+    assert pairs, f"the tiny run kept no two prototypes of one class: {pclass}"
+    i, j = pairs[0]
     with torch.no_grad():
-        model.prototypes[1] = model.prototypes[0]
+        model.prototypes[j] = model.prototypes[i]
     records = [dict(r) for r in run.push]
-    records[1].update(source_index=records[0]["source_index"], patch=records[0]["patch"])
+    records[j].update(source_index=records[i]["source_index"], patch=records[i]["patch"])
     report = prune_duplicates(model, records, 1e-6)
     assert report["after"] == run.model.num_prototypes == len(run.push) - 1
     save_state(model.state_dict(), run_dir / "model.pt")
