@@ -61,7 +61,7 @@ def load_dataset(path: str | Path, size: int):
     return _DATASETS[key]
 
 
-def _dataset_for(run, data):
+def dataset_for(run, data):
     """A PreparedDataset at the run's image size: ``data`` (a PreparedDataset or a path) or the
     run's own prepared dataset."""
     size = int(run.preset.model.image_size)
@@ -228,7 +228,7 @@ def _resolve_case(run, case, data):
                          "for a raw DICOM cut the ROI first with report.crop_dicom_case (or use "
                          "`iaiabl explain --run RUN FILE.dcm --box ...`)")
     if isinstance(case, (int, np.integer, str)):
-        ds = _dataset_for(run, data)
+        ds = dataset_for(run, data)
         if isinstance(case, str):
             try:
                 i = ds.ids.index(case)
@@ -417,7 +417,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
     from .push import receptive_field, rf_box
 
     model = run.model
-    full = _dataset_for(run, data)
+    full = dataset_for(run, data)
     if split:
         names = (split,) if isinstance(split, str) else tuple(split)
         rows = np.flatnonzero(np.isin(full.split, names))

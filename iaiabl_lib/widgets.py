@@ -51,7 +51,6 @@ import base64
 import html
 import io
 import os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import ipywidgets as W
@@ -341,26 +340,10 @@ def _case_header(ds, i: int) -> str:
 
 
 def _dataset(run, data):
-    """The prepared dataset at the run's image size: ``data`` (a path or a PreparedDataset) or the
-    run's own."""
+    """The prepared dataset at the run's image size (``explain.dataset_for``)."""
     from . import explain
-    from .data.dataset import resize_images, resize_masks
 
-    size = int(run.preset.model.image_size)
-    if data is None:
-        data = getattr(run, "data_dir", None)
-        if data is None:
-            raise FileNotFoundError("the run does not name its prepared dataset: pass data=PATH")
-    if isinstance(data, (str, Path)):
-        return explain.load_dataset(data, size)
-    if data.images.shape[-1] != size:
-        import copy
-
-        data = copy.copy(data)
-        data.images = resize_images(data.images, size)
-        data.lesion_masks = resize_masks(data.lesion_masks, size)
-        data.fine_masks = resize_masks(data.fine_masks, size)
-    return data
+    return explain.dataset_for(run, data)
 
 
 def pick_cases(ds, split: str | None = "test", max_cases: int = MAX_CASES,
