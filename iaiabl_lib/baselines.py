@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import MARGINS, ModelConfig, Preset, get_preset
+from .fastpath import autocast_dtype, needs_scaler
 from .model import build_backbone
 
 __all__ = [
@@ -359,12 +360,12 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
     cuda = dev.type == "cuda"
     if cuda and tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype(dev)
 
     def autocast():
         return torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=bool(cuda and tc.amp))
 
-    scaler = torch.amp.GradScaler("cuda", enabled=bool(cuda and tc.amp and amp_dtype == torch.float16))
+    scaler = torch.amp.GradScaler("cuda", enabled=bool(cuda and tc.amp and needs_scaler(amp_dtype)))
     fused = {"fused": True} if cuda else {}
     opt = torch.optim.Adam([
         {"params": model.backbone.parameters(), "lr": tc.lr_joint_backbone},

@@ -10,7 +10,8 @@ Presets:
                batches 75 + 10, 50 epochs, push every 10 epochs, published learning rates.
     protopnet  the ProtoPNet baseline at paper scale: k = 1 (max pooling), no fine-annotation
                loss, incorrect-class weight -0.5.
-    colab      the paper preset sized for a 16 GB T4 (smaller batch, fp16 with scaling).
+    colab      the paper preset with the batch of a 16 GB T4 (40 + 8) fixed up front; the paper
+               preset itself also fits a T4, by shrinking its batch if a step runs out of memory.
     tiny-protopnet  the ProtoPNet baseline at tiny scale.
 """
 from __future__ import annotations
@@ -99,6 +100,8 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    fit_batch_to_memory: bool = True   # CUDA: shrink the A1 batch until a step fits (fastpath.fit_batch)
+    estimate_steps: int = 3            # A1 steps timed before training for the run-time estimate (0: none)
     eval_batch_size: int = 256
     log_every: int = 0                 # 0: log once per epoch
 

@@ -27,6 +27,7 @@ Boxes are ``[y0, x0, y1, x1]`` in image pixels, end-exclusive (``image[y0:y1, x0
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,11 +132,18 @@ class NearestPatches:
 
 
 @torch.no_grad()
-def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: int = 256) -> NearestPatches:
+def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: int = 256,
+                    autocast: torch.dtype | None = None) -> NearestPatches:
     """For each prototype, its nearest latent patch among the images of its own class.
 
     images (N, 3, S, S), labels (N,) -> NearestPatches. One matrix product per chunk of images;
     the running minimum is kept on the device (no host synchronisation inside the loop).
+
+    ``autocast`` (bf16/fp16, the GPU fast path): the search runs the network in that precision
+    (channels_last), then the winners' images, at most m of them, go through it again in fp32, so
+    that each returned ``vector`` is exactly the fp32 latent patch of the returned (image, patch)
+    and ``sq_distance`` its fp32 distance. Only near-ties (within the low precision's rounding) can
+    pick a different patch than an fp32 search would; the pick is a real training patch either way.
     """
     protos = model.prototypes.detach().float()                                # (m, C)
     pclass = model.prototype_class                                            # (m,)
@@ -148,7 +156,11 @@ def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: i
     grid = (0, 0)
     for s in range(0, images.shape[0], batch_size):
         x = images[s:s + batch_size].to(dev, non_blocking=True)
-        z = model.features(x).float()                                         # (b, C, H, W)
+        if autocast is not None:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=autocast) if autocast is not None else nullcontext():
+            z = model.features(x)
+        z = z.float()                                                         # (b, C, H, W)
         b, _, h, w = z.shape
         grid = (h, w)
         d = squared_distances(z, protos)                                      # (b, m, H, W)
@@ -167,6 +179,12 @@ def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: i
         absent = sorted({MARGINS[int(k)] for k in pclass[missing].tolist()})
         raise ValueError(f"push: the training set has no image of class {', '.join(absent)}; "
                          "every class needs training examples to project its prototypes onto")
+    if autocast is not None:   # the winners again, in fp32
+        uniq, pos = torch.unique(best_img, return_inverse=True)              # (u,), (m,)
+        z = model.features(images[uniq.to(images.device)].to(dev).contiguous()).float()  # (u, C, H, W)
+        z = z.flatten(2)                                                      # (u, C, HW)
+        best_vec = z[pos, :, best_patch]                                      # (m, C)
+        best_d = ((best_vec - protos) ** 2).sum(dim=1)                        # (m,)
     return NearestPatches(best_d, best_img, best_patch, best_vec, grid)
 
 
@@ -191,18 +209,19 @@ def push_prototypes(
     source_index: np.ndarray | None = None,
     batch_size: int = 256,
     epoch: int | None = None,
+    autocast: torch.dtype | None = None,
 ) -> PushResult:
     """Stage A2: project every prototype onto its nearest same-class training patch (in place) and
     record where it came from (see the module docstring).
 
     images (N, 3, S, S) un-augmented, ImageNet-normalised training images; labels (N,);
     ids: their manifest ids; source_index (N,): their row numbers in the prepared dataset
-    (default 0..N-1).
+    (default 0..N-1); autocast: the search's precision on the fast path (``nearest_patches``).
     """
     was_training = model.training
     model.eval()
     try:
-        near = nearest_patches(model, images, labels, batch_size)
+        near = nearest_patches(model, images, labels, batch_size, autocast)
         model.prototypes.data.copy_(near.vector.to(model.prototypes.dtype))
         m = model.num_prototypes
         s = images.shape[-1]

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import fastpath
 from .config import MARGINS, PRESET_NAMES, Preset, get_preset
 from .losses import cluster_separation, cross_entropy, fine_annotation_loss, l1_off_class
 from .model import IAIABL, IAIABLOutput
@@ -296,28 +297,28 @@ def a1_objective(out: IAIABLOutput, batch: Batch, prototype_class: Tensor, prese
     return {"ce": ce, "clst": clst, "sep": sep, "fine": fine, "loss": loss}
 
 
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU supports it, else fp16 (with a GradScaler)."""
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def make_step(model: IAIABL, preset: Preset, optimizer: torch.optim.Optimizer, reference: bool = False,
-              forward: Callable | None = None) -> Callable[[Batch], dict[str, Tensor]]:
+              forward: Callable | None = None, amp: bool | None = None) -> Callable[[Batch], dict[str, Tensor]]:
     """A stage-A1 training step ``step(batch) -> {ce, clst, sep, fine, loss, margin_logits}``
     (detached tensors on the device; nothing is synchronised with the host).
 
-    Fast path (``reference=False``, on CUDA): autocast bf16 (fp16 + GradScaler where bf16 is
-    missing) when ``train.amp``; channels_last when ``train.channels_last`` (the model is converted
-    here). ``reference=True``: fp32, contiguous, whatever the preset says: the same code, for
-    benchmarks. ``forward``: a compiled ``model`` (torch.compile) to call instead of ``model``.
+    Fast path (``reference=False``): autocast in ``fastpath.autocast_dtype`` (bf16; fp16 + a
+    GradScaler on GPUs without native bf16) when ``amp`` is on, by default ``train.amp`` on CUDA
+    only (``amp=True`` switches it on for a CPU too, for tests); channels_last when
+    ``train.channels_last`` (the model is converted here). ``reference=True``: fp32, contiguous,
+    whatever the preset says: the same code, for benchmarks. ``forward``: a compiled ``model``
+    (torch.compile) to call instead of ``model``. The loss terms are computed in fp32 from the
+    autocast network outputs (``a1_objective`` runs outside the autocast region).
     """
     dev = model.prototypes.device
     t = preset.train
-    use_amp = (not reference) and t.amp and dev.type == "cuda"
-    dtype = amp_dtype(dev) if use_amp else torch.float32
+    if amp is None:
+        amp = t.amp and dev.type == "cuda"
+    use_amp = (not reference) and amp
+    dtype = fastpath.autocast_dtype(dev) if use_amp else torch.float32
     channels_last = (not reference) and t.channels_last
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(dev.type) if use_amp and fastpath.needs_scaler(dtype) else None
     fwd = forward if forward is not None else model
 
     def step(batch: Batch) -> dict[str, Tensor]:
@@ -633,8 +634,9 @@ class _Trainer:
         self.opt = {s: make_optimizer(self.model, preset, s) for s in ("warm", "joint")}
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt["joint"], step_size=self.t.lr_step_size,
                                                      gamma=self.t.lr_gamma)
-        forward = torch.compile(self.model) if self.t.compile else None
-        self.steps = {s: make_step(self.model, preset, self.opt[s], forward=forward) for s in ("warm", "joint")}
+        self.forward = torch.compile(self.model) if self.t.compile else None
+        self.steps = {s: make_step(self.model, preset, self.opt[s], forward=self.forward) for s in ("warm", "joint")}
+        self.timing: tuple[float, float, float | None] | None = None   # probe(): step s, eval images/s, GiB
         self.epoch = 0
         self.history: list[dict] = []
         self.best: dict | None = None     # state, val_auroc, epoch, push records/arrays
@@ -665,14 +667,16 @@ class _Trainer:
     def _batches(self) -> list[tuple[Tensor, int]]:
         """This epoch's A1 batches (index tensors drawn up front, moved to the device in one copy)."""
         t = self.t
-        fine_bs = t.fine_batch_size if t.use_fine_loss else 0
         plan = list(self._BatchPlan(self.a1_set.labels, self.a1_set.has_fine, batch_size=t.batch_size,
-                                    fine_batch_size=fine_bs, generator=self.gen))
+                                    fine_batch_size=self._fine_batch_size(), generator=self.gen))
         sizes = [(len(a), len(b)) for a, b in plan]
         flat = torch.cat([torch.cat([a, b]) for a, b in plan]).to(self.dev, non_blocking=True)
         return [(idx, na) for idx, (na, _) in zip(torch.split(flat, [a + b for a, b in sizes]), sizes)]
 
-    def _make_batch(self, idx: Tensor, n_lesion: int) -> Batch:
+    def _fine_batch_size(self) -> int:
+        return self.t.fine_batch_size if self.t.use_fine_loss else 0
+
+    def _make_batch(self, idx: Tensor, n_lesion: int, generator: torch.Generator | None = None) -> Batch:
         t, ts = self.t, self.a1_set
         images, labels = ts.images[idx], ts.labels[idx]                       # (B, 3, S, S), (B,)
         need_mask = (t.use_lesion_masks or t.use_fine_loss) and self.preset.loss.fine != 0
@@ -680,10 +684,84 @@ class _Trainer:
         if need_mask:   # lesion masks on the lesion-scale rows, fine masks on the fine rows
             masks = torch.cat([ts.lesion_masks[idx[:n_lesion]], ts.fine_masks[idx[n_lesion:]]])
         if t.augment:
-            images, masks = self._augment(images, masks if masks is not None else [], self.gen)
+            images, masks = self._augment(images, masks if masks is not None else [], generator or self.gen)
             masks = masks if isinstance(masks, Tensor) else None
         start = 0 if t.use_lesion_masks else n_lesion
         return Batch(images, labels, masks[start:] if masks is not None else None, start)
+
+    # -- before the first epoch: batch fitting and the run-time estimate (fastpath.py) ----------
+
+    def _probe_indices(self, b: int, f: int, gen: torch.Generator) -> tuple[Tensor, int]:
+        """Random rows of the A1 set for a probe batch: b lesion-scale rows, f fine-annotated rows."""
+        ts = self.a1_set
+        lesion = torch.randint(len(ts), (b,), device=self.dev, generator=gen)
+        pool = torch.nonzero(ts.has_fine.to(self.dev)).flatten()
+        fine = pool[torch.randint(len(pool), (f,), device=self.dev, generator=gen)] if f and len(pool) else pool[:0]
+        return torch.cat([lesion, fine]), b
+
+    def probe(self) -> None:
+        """Fit the A1 batch into the GPU's memory (``train.fit_batch_to_memory``, CUDA) and time
+        ``train.estimate_steps`` steps and one evaluation batch on the real data. Runs on the
+        model itself with a throw-away optimiser and generator; the weights are restored
+        afterwards, so the run is exactly what it would have been without the probe."""
+        t, dev, model = self.t, self.dev, self.model
+        fit = t.fit_batch_to_memory and fastpath.fits_batches(dev)
+        if not fit and t.estimate_steps <= 0:
+            return
+        saved = _clone_state(model)
+        gen = torch.Generator(device=dev).manual_seed(self.seed + 2)
+        model.train()
+        set_stage(model, "joint")
+        opt = make_optimizer(model, self.preset, "joint")
+        step = make_step(model, self.preset, opt, forward=self.forward)
+
+        def run(b: int, f: int):
+            return step(self._make_batch(*self._probe_indices(b, f, gen), generator=gen))
+
+        try:
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            if fit:
+                before = (t.batch_size, self._fine_batch_size())
+                b, f = fastpath.fit_batch(run, *before, dev, log=print)
+                if (b, f) != before:
+                    t.batch_size = b
+                    t.fine_batch_size = f if t.use_fine_loss else t.fine_batch_size
+                    self.run_config["batch_fitted"] = {"preset": list(before), "used": [b, f],
+                                                       "device": fastpath.device_name(dev)}
+                    self.run_config["preset"] = self.preset.to_dict()
+                    print(f"training with A1 batches of {b} + {f} (the preset's {before[0]} + {before[1]} "
+                          f"do not fit in this GPU's memory)")
+            if t.estimate_steps > 0:
+                fine = self._fine_batch_size()
+                step_s = fastpath.time_calls(lambda: run(t.batch_size, fine), dev, t.estimate_steps,
+                                             warmup=0 if fit else 1)
+                peak = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else None
+                n = min(len(self.plain), t.eval_batch_size)
+                fwd_s = fastpath.time_calls(lambda: similarities(model, self.plain.images[:n], t.eval_batch_size),
+                                            dev, 1, warmup=1)
+                self.timing = (step_s, n / fwd_s, peak)
+        finally:
+            model.load_state_dict(saved)
+            set_stage(model, "frozen")
+            del opt, step
+            fastpath.free_memory(dev)
+
+    def estimate(self) -> fastpath.RunEstimate | None:
+        """The expected wall time of the epochs still to run (after ``probe``; None without it)."""
+        if self.timing is None:
+            return None
+        t = self.t
+        step_s, rate, peak = self.timing
+        left = range(self.epoch + 1, t.epochs + 1)
+        pushes = len(set(push_epochs(t)) & set(left))
+        n_plain, n_val = len(self.plain), len(self.val)
+        steps = len(left) * math.ceil(len(self.a1_set) / t.batch_size)
+        # validation every epoch; per push: the search, A3's caches of train and val, validation;
+        # at the end: validation and stage B's pass over the training split
+        forward = len(left) * n_val + pushes * (2 * n_plain + 2 * n_val) + (n_plain + n_val)
+        return fastpath.RunEstimate(fastpath.device_name(self.dev), t.batch_size, self._fine_batch_size(),
+                                    steps, step_s, forward, rate, None if peak is None else round(peak, 2))
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -728,8 +806,9 @@ class _Trainer:
         """A2 push, A3 last layer, then model selection on the validation AUROC."""
         t0 = time.perf_counter()
         set_stage(self.model, "frozen")
+        autocast = fastpath.autocast_dtype(self.dev) if (self.t.amp and self.dev.type == "cuda") else None
         result = push_prototypes(self.model, self.plain.images, self.plain.labels, self.ids, self.index,
-                                 self.t.eval_batch_size, epoch=self.epoch)
+                                 self.t.eval_batch_size, epoch=self.epoch, autocast=autocast)
         self._row("push", t0, val_auroc=self._val_auroc())
         auc = self.last_layer()
         self._log(f"epoch {self.epoch}: pushed; validation average margin AUROC {auc:.3f}")
@@ -796,8 +875,16 @@ class _Trainer:
 
     def run(self, resume: bool) -> None:
         t = self.t
-        if resume:
-            self.try_resume()
+        t_start = time.perf_counter()
+        self.probe()             # may change the batch size, which the resume check compares
+        start_epoch = self.epoch
+        if resume and self.try_resume():
+            start_epoch = self.epoch
+        est = self.estimate()
+        if est is not None:
+            self.run_config["estimate"] = est.to_dict()
+            self._log(est.describe())
+        atomic_write_json(self.out / "config.json", self.run_config)
         pushes = set(push_epochs(t))
         outer = range(self.epoch + 1, t.epochs + 1)
         if self.progress:
@@ -815,10 +902,12 @@ class _Trainer:
             _write_history(self.out / "history.csv", self.history)
             if self.callback is not None:
                 self.callback({"epoch": epoch, "history": self.history, "model": self.model})
-        self.finish()
+        self.run_config["started_at_epoch"] = start_epoch
+        self.finish(t_start)
 
-    def finish(self) -> None:
-        """Best pushed model → prune → (A3) → stage B → the run files; the resume file goes."""
+    def finish(self, t_start: float | None = None) -> None:
+        """Best pushed model → prune → (A3) → stage B → the run files; the resume file goes.
+        ``t_start``: when ``run`` began (config.json's ``wall_seconds``, to set against the estimate)."""
         t, model, best = self.t, self.model, self.best
         assert best is not None, "no pushed model (push_epochs always includes the last epoch)"
         self.epoch = t.epochs
@@ -847,6 +936,8 @@ class _Trainer:
         config = dict(self.run_config, num_prototypes=model.num_prototypes,
                       prototype_class=model.prototype_class.tolist(), best_epoch=best["epoch"],
                       val_average_margin_auroc=val_auc, complete=True)
+        if t_start is not None:
+            config["wall_seconds"] = round(time.perf_counter() - t_start, 1)
         out = self.out
         save_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
         atomic_write_json(out / "push.json", records)
@@ -915,6 +1006,24 @@ def train(data: str | Path, preset: str | Preset, out: str | Path, epochs: int |
     return load_run(out, device=dev)
 
 
+def estimate(data: str | Path, preset: str | Preset, epochs: int | None = None, seed: int = 0, device=None,
+             overrides: dict[str, Any] | None = None) -> fastpath.RunEstimate:
+    """How long ``train(data, preset, ...)`` would take on ``device``, without training: the
+    trainer's probe (``fastpath``: fit the batch to the GPU's memory, time
+    ``train.estimate_steps`` A1 steps and one evaluation batch on this data set) and nothing else.
+    ``RunEstimate.describe()`` says it in words; ``iaiabl train --estimate-only`` prints it."""
+    preset = resolve_preset(preset, overrides, epochs)
+    if preset.train.estimate_steps <= 0:
+        preset.train.estimate_steps = 3
+    dev = pick_device(device)
+    train_set, val_set, ids, index = _load_splits(data, preset, dev)
+    trainer = _Trainer(preset, train_set, val_set, ids, index, Path("."), dev, seed, False, {}, None)
+    trainer.probe()
+    est = trainer.estimate()
+    assert est is not None
+    return est
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
@@ -928,7 +1037,7 @@ def add_cli(subparsers) -> None:
                     "then the malignancy head. Resumes an interrupted run in the same --out.")
     p.add_argument("--data", required=True, help="prepared dataset (from `iaiabl prepare`)")
     p.add_argument("--preset", default="tiny", choices=PRESET_NAMES, help="tiny (CPU) | paper (GPU) | ...")
-    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--out", default=None, help="run directory to write (required unless --estimate-only)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
@@ -936,6 +1045,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field, e.g. --set train.warm_epochs=1 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="print how long the run would take on this device (a few timed steps) and exit")
     p.set_defaults(func=run_cli)
 
 
@@ -946,6 +1057,13 @@ def run_cli(args: argparse.Namespace) -> int:
         if not eq:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. train.warm_epochs=1")
         overrides[key.strip()] = value
+    if args.estimate_only:
+        est = estimate(args.data, args.preset, epochs=args.epochs, seed=args.seed, device=args.device,
+                       overrides=overrides)
+        print(est.describe())
+        return 0
+    if args.out is None:
+        raise ValueError("--out is required: the run directory to write (or pass --estimate-only)")
     t0 = time.perf_counter()
     run = train(args.data, args.preset, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
                 progress=not args.quiet, overrides=overrides, resume=not args.no_resume)
@@ -953,7 +1071,7 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"run {run.dir}: preset {run.preset.name}, {cfg.get('num_prototypes')} prototypes "
           f"({run.prune.get('before')} → {run.prune.get('after')} after pruning), best pushed epoch "
           f"{cfg.get('best_epoch')}, validation average margin AUROC {cfg.get('val_average_margin_auroc'):.3f}, "
-          f"{time.perf_counter() - t0:.0f} s")
+          f"{time.perf_counter() - t0:.0f} s" + (f" (estimated {cfg['estimate']['seconds']:.0f} s)" if "estimate" in cfg else ""))
     if args.quiet:   # with progress output the trainer has printed it already
         print("malignancy head h2 (Eq. 10):\n" + run.malignancy.get("equation", ""))
     return 0
