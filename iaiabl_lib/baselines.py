@@ -360,7 +360,7 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
     cuda = dev.type == "cuda"
     if cuda and tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp_dtype = autocast_dtype(dev)
+    amp_dtype = autocast_dtype(dev, tc.amp_dtype)
 
     def autocast():
         return torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=bool(cuda and tc.amp))

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = [
-    "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "CPU_SCHEDULE", "repo_root", "book_dir", "preset_for",
+    "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
     "ensure_synth", "ensure_data", "ensure_run", "ensure_metrics", "load", "clear",
 ]
 
@@ -69,12 +69,6 @@ BOOK_OVERRIDES: dict[str, dict[str, Any]] = {
     "blackbox": {},
 }
 """Overrides of the preset per run kind (``train.train(..., overrides=...)``)."""
-
-CPU_SCHEDULE: dict[str, Any] = {"train.epochs": 24, "train.push_start": 12, "train.push_every": 12}
-"""The book's schedule for the CPU presets ("tiny", "tiny-protopnet"): fewer epochs than the preset
-(two pushes instead of three), so that the whole book, four models included, executes on 2 CPU
-cores in about 10 minutes. Everything else is the preset's. ``IAIABL_BOOK_FULL_SCHEDULE=1`` trains
-with the preset's own schedule. GPU presets are never shortened."""
 
 SEED = 0
 
@@ -257,9 +251,10 @@ def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded
     device = str(device if device is not None else train_mod.pick_device())
     preset = preset_for(device, kind)
     data_path = ensure_data(data, device)
+    # the preset's own schedule, never shortened: the tiny IAIA-BL on the confounded set needs it
+    # (measured, seed 0: 24 epochs gave test AUROC 0.70 and lesion activation precision 0.00,
+    # 30 epochs 0.89, the preset's 60 epochs AUROC 0.999 and precision 0.92)
     overrides = dict(BOOK_OVERRIDES[kind])
-    if preset.startswith("tiny") and os.environ.get("IAIABL_BOOK_FULL_SCHEDULE") != "1":
-        overrides = {**CPU_SCHEDULE, **overrides}
     params = {"kind": kind, "preset": preset, "data": data_path.name, "overrides": overrides,
               "seed": SEED, "device_type": device.split(":")[0]}
     target = book_dir() / "runs" / f"{kind}-{data}-{preset}-{_key(params, _RUN_SOURCES)}"

@@ -98,6 +98,7 @@ class TrainConfig:
     prune_tolerance: float = 1e-3      # prototypes closer than this (sq. L2) count as duplicates
     # fast path (GPU): bf16/fp16 autocast, channels_last, fused optimiser, optional compile
     amp: bool = True
+    amp_dtype: str = "auto"            # auto (bf16 where native, else fp16 + loss scaling) | bf16 | fp16
     channels_last: bool = True
     compile: bool = False
     fit_batch_to_memory: bool = True   # CUDA: shrink the A1 batch until a step fits (fastpath.fit_batch)

@@ -39,8 +39,18 @@ def native_bf16(device: torch.device) -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype:
-    """The autocast dtype of the fast path on ``device`` (module docstring)."""
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(device: torch.device, choice: str = "auto") -> torch.dtype:
+    """The autocast dtype of the fast path on ``device`` (module docstring). ``choice``
+    (``train.amp_dtype``): "auto", or "bf16" / "fp16" to force one (e.g. fp16 on an H100 to
+    reproduce a T4's numerics)."""
+    if choice != "auto":
+        try:
+            return AMP_DTYPES[choice]
+        except KeyError:
+            raise ValueError(f"train.amp_dtype {choice!r}: use auto, bf16 or fp16") from None
     if device.type == "cuda":
         return torch.bfloat16 if native_bf16(device) else torch.float16
     return torch.bfloat16

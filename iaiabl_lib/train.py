@@ -315,7 +315,7 @@ def make_step(model: IAIABL, preset: Preset, optimizer: torch.optim.Optimizer, r
     if amp is None:
         amp = t.amp and dev.type == "cuda"
     use_amp = (not reference) and amp
-    dtype = fastpath.autocast_dtype(dev) if use_amp else torch.float32
+    dtype = fastpath.autocast_dtype(dev, t.amp_dtype) if use_amp else torch.float32
     channels_last = (not reference) and t.channels_last
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     scaler = torch.amp.GradScaler(dev.type) if use_amp and fastpath.needs_scaler(dtype) else None
@@ -719,8 +719,6 @@ class _Trainer:
             return step(self._make_batch(*self._probe_indices(b, f, gen), generator=gen))
 
         try:
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
             if fit:
                 before = (t.batch_size, self._fine_batch_size())
                 b, f = fastpath.fit_batch(run, *before, dev, log=print)
@@ -734,6 +732,8 @@ class _Trainer:
                           f"do not fit in this GPU's memory)")
             if t.estimate_steps > 0:
                 fine = self._fine_batch_size()
+                if dev.type == "cuda":       # the peak of the timed steps, not of failed fits
+                    torch.cuda.reset_peak_memory_stats(dev)
                 step_s = fastpath.time_calls(lambda: run(t.batch_size, fine), dev, t.estimate_steps,
                                              warmup=0 if fit else 1)
                 peak = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else None
@@ -744,7 +744,7 @@ class _Trainer:
         finally:
             model.load_state_dict(saved)
             set_stage(model, "frozen")
-            del opt, step
+            opt.state.clear()            # the throw-away optimiser's moments, before freeing memory
             fastpath.free_memory(dev)
 
     def estimate(self) -> fastpath.RunEstimate | None:
@@ -806,7 +806,7 @@ class _Trainer:
         """A2 push, A3 last layer, then model selection on the validation AUROC."""
         t0 = time.perf_counter()
         set_stage(self.model, "frozen")
-        autocast = fastpath.autocast_dtype(self.dev) if (self.t.amp and self.dev.type == "cuda") else None
+        autocast = fastpath.autocast_dtype(self.dev, self.t.amp_dtype) if (self.t.amp and self.dev.type == "cuda") else None
         result = push_prototypes(self.model, self.plain.images, self.plain.labels, self.ids, self.index,
                                  self.t.eval_batch_size, epoch=self.epoch, autocast=autocast)
         self._row("push", t0, val_auroc=self._val_auroc())

@@ -25,14 +25,18 @@ def _batch(n: int, size: int, n_fine: int) -> Batch:
     return Batch(images, torch.arange(n) % 3, masks, 0)
 
 
-@pytest.mark.parametrize("preset_name, size, n", [("tiny", 64, 12), ("paper", 64, 6)])
-def test_bf16_fast_path_agrees_with_fp32_reference(preset_name, size, n):
-    """Issue 7: the loss of the same batch, the fast path (bf16 autocast, channels_last) vs the fp32
-    reference, within bf16 tolerance; the paper preset is VGG-16 (random weights) at 64 px."""
+@pytest.mark.parametrize("preset_name, size, n, amp_dtype", [("tiny", 64, 12, "bf16"), ("paper", 64, 6, "bf16"),
+                                                              ("tiny", 64, 12, "fp16")])
+def test_mixed_precision_fast_path_agrees_with_fp32_reference(preset_name, size, n, amp_dtype):
+    """Issue 7: the loss of the same batch, the fast path (bf16 autocast, or fp16 with a
+    GradScaler as on a T4; channels_last) vs the fp32 reference, within bf16 tolerance; the paper
+    preset is VGG-16 (random weights) at 64 px."""
     preset = get_preset(preset_name)
     preset.model.pretrained = "none"
     preset.model.image_size = size
     preset.train.channels_last = True
+    preset.train.amp_dtype = amp_dtype
+    dtype = fastpath.AMP_DTYPES[amp_dtype]
     batch = _batch(n, size, n_fine=2)
     out, grads, dtypes = [], [], []
     for reference in (True, False):
@@ -43,10 +47,11 @@ def test_bf16_fast_path_agrees_with_fp32_reference(preset_name, size, n):
         opt = make_optimizer(model, preset, "joint", reference)
         before = model.prototypes.detach().clone()
         step = make_step(model, preset, opt, reference=reference, amp=True)
+        assert (step.scaler is not None) == (not reference and amp_dtype == "fp16")
         out.append(step(batch))
         hook.remove()
         grads.append(model.prototypes.detach() - before)          # Adam's first update ∝ sign(grad)
-    assert dtypes == [torch.float32, torch.bfloat16]              # the fast path really ran in bf16
+    assert dtypes == [torch.float32, dtype]                       # the fast path really ran in bf16/fp16
     ref, fast = out
     for term in ("loss", "ce", "clst", "sep"):
         assert torch.isfinite(fast[term])
@@ -68,6 +73,9 @@ def test_autocast_dtype_policy(monkeypatch):
     assert fastpath.autocast_dtype(torch.device("cuda")) == torch.float16
     assert calls == [False]             # native support asked for, not emulation
     assert fastpath.needs_scaler(torch.float16) and not fastpath.needs_scaler(torch.bfloat16)
+    assert fastpath.autocast_dtype(torch.device("cuda"), "bf16") == torch.bfloat16   # forced
+    with pytest.raises(ValueError, match="train.amp_dtype 'fp8'"):
+        fastpath.autocast_dtype(torch.device("cpu"), "fp8")
 
 
 def test_mixed_precision_push_returns_exact_fp32_patches():

@@ -73,9 +73,9 @@ def browser(chromium):
             b.close()
 
 
-@pytest.fixture(scope="module")
-def chapter(served, browser):
-    """The chapter's page, loaded with every off-host request refused; the widgets rendered."""
+def _offline_page(browser, served: str, name: str):
+    """A new page with the chapter ``name`` loaded and every request that leaves the local server
+    refused; returns (page, refused urls, page errors, [(status, url)] of the responses)."""
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     refused, errors, loaded = [], [], []
 
@@ -89,7 +89,14 @@ def chapter(served, browser):
     page.route("**/*", route)
     page.on("pageerror", lambda e: errors.append(f"{e.message}\n{e.stack or ''}"))
     page.on("response", lambda r: loaded.append((r.status, r.url)))
-    page.goto(f"{served}book/{CHAPTER}.html", wait_until="load")
+    page.goto(f"{served}book/{name}.html", wait_until="load")
+    return page, refused, errors, loaded
+
+
+@pytest.fixture(scope="module")
+def chapter(served, browser):
+    """The chapter's page, loaded with every off-host request refused; the widgets rendered."""
+    page, refused, errors, loaded = _offline_page(browser, served, CHAPTER)
     expected = _explorer_cells()
     assert expected >= 3, f"chapter {CHAPTER} shows {expected} explorers; expected at least 3"
     page.wait_for_function(f"document.querySelectorAll('.iaiabl-explorer').length >= {expected}",
@@ -211,3 +218,27 @@ def test_dismissing_a_prototype_changes_the_probabilities(chapter):
     assert f"prototype {after[0][0]}" in label
     assert _visible(ex, ".iaiabl-dismiss-table", "class") != table_before, "the probabilities did not change"
     assert "one at a time" in ex.inner_text()
+
+
+def test_equations_typeset_without_internet(served, browser):
+    """The equations of chapter 3 are typeset by the vendored MathJax (book/_static/mathjax), with
+    every request that leaves the local server refused: no raw LaTeX on the page."""
+    page, refused, errors, loaded = _offline_page(browser, served, "03_prototype_similarity")
+    try:
+        n_math = page.evaluate("document.querySelectorAll('span.math, div.math').length")
+        assert n_math >= 3, f"chapter 3 has {n_math} equations; expected several"
+        try:
+            page.wait_for_function(f"document.querySelectorAll('mjx-container').length >= {n_math}", timeout=30_000)
+        except Exception:   # playwright's TimeoutError: say what the reader would see
+            done = page.evaluate("document.querySelectorAll('mjx-container').length")
+            pytest.fail(f"{done} of {n_math} equations typeset after 30 s; requests refused: {refused[:3]}")
+        assert any(s == 200 and "/_static/mathjax/tex-chtml.js" in u for s, u in loaded), \
+            "the vendored MathJax (_static/mathjax/tex-chtml.js) was not loaded"
+        assert not [u for u in refused if "mathjax" in u.lower()], f"MathJax fetched from the internet: {refused}"
+        assert any(s == 200 and "/_static/mathjax/output/chtml/fonts/" in u for s, u in loaded), "no MathJax font"
+        failed = [(s, u) for s, u in loaded if s >= 400 and "mathjax" in u]
+        assert not failed, f"missing MathJax files: {failed[:5]}"
+        text = page.inner_text("article")
+        assert "\\frac" not in text and "\\lVert" not in text, "raw LaTeX is visible on the page"
+    finally:
+        page.close()
