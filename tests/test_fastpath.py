@@ -218,3 +218,34 @@ def test_estimate_only(prepared, tmp_path, capsys, monkeypatch):
     assert not list(tmp_path.iterdir())          # nothing written
     assert main(["train", "--data", str(prepared), "--preset", "tiny"]) == 2
     assert "--out is required" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fast_step_loop_never_waits_for_the_gpu():
+    """Issue 7: no host synchronisation inside the A1 step loop (augmentation, forward, five loss
+    terms, backward, fused Adam), checked by CUDA's sync debug mode, which raises on any sync."""
+    from iaiabl_lib.data.dataset import augment_batch
+
+    dev = torch.device("cuda")
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    model = IAIABL(preset.model).to(dev)
+    set_stage(model, "joint")
+    step = make_step(model, preset, make_optimizer(model, preset, "joint"), amp=True)
+    batch = _batch(12, 64, n_fine=2)
+    images, masks, labels = batch.images.to(dev), batch.relevant_mask.to(dev), batch.labels.to(dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def one():
+        x, m = augment_batch(images, masks, gen)
+        return step(Batch(x, labels, m, 0))
+
+    one()                                   # warm-up: lazy initialisation may synchronise once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            out = one()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out["loss"]).item()
