@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iaiabl_lib import fastpath  # noqa: E402
 from iaiabl_lib.data.cbis_ddsm import prepare  # noqa: E402
 from iaiabl_lib.data.synthetic import make_synthetic  # noqa: E402
 from iaiabl_lib.train import estimate  # noqa: E402
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
                   f"peak {est.peak_memory_gib} GiB; {est.describe()}")
             results.append({"cap_gib": gib, **est.to_dict()})
     torch.cuda.set_per_process_memory_fraction(1.0, dev)
-    print(json.dumps({"device": torch.cuda.get_device_name(dev), "amp_dtype": args.amp_dtype, "results": results}))
+    print(json.dumps({"device": fastpath.device_name(dev), "amp_dtype": args.amp_dtype, "results": results}))
     return 0
 
 

@@ -157,10 +157,7 @@ def main(argv=None) -> int:
     warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
     n_push = args.push_images or (20000 if gpu else 32)
     torch.set_num_threads(os.cpu_count() or 1)
-    if gpu:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    fastpath.configure_backends(dev)
 
     preset = get_preset("paper")
     preset.model.pretrained = "none"   # timing only: random weights are allowed

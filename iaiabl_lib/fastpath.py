@@ -61,6 +61,15 @@ def needs_scaler(dtype: torch.dtype) -> bool:
     return dtype == torch.float16
 
 
+def configure_backends(device: torch.device) -> None:
+    """The fast path's global switches on CUDA: cuDNN autotuning, TF32 matrix products and
+    convolutions (fp32 work on Ampere and later). Nothing on a CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device (timing only; never inside the training loop)."""
     if device.type == "cuda":

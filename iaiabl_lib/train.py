@@ -621,10 +621,7 @@ class _Trainer:
         self.run_config, self.callback = run_config, callback
         torch.manual_seed(seed)
         np.random.seed(seed)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        fastpath.configure_backends(device)
         self.model = build_model(preset).to(device)
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.a1_set = train_set
