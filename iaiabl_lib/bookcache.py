@@ -75,6 +75,7 @@ SEED = 0
 # modules whose source decides the content of a cache entry
 _DATA_SOURCES = ("data/synthetic.py", "data/dicom.py", "data/cbis_ddsm.py", "data/dataset.py",
                  "config.py")
+_METRIC_SOURCES = ("evaluate.py", "metrics.py", "baselines.py", "model.py")
 _RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "train.py", "push.py", "prune.py",
                                 "baselines.py")
 
@@ -206,33 +207,35 @@ def _call(func: Callable, *args, **kwargs):
 # ---------------------------------------------------------------------------------------------
 
 
-def _dataset_params(name: str) -> dict[str, Any]:
+def _dataset_params(name: str, seed: int = SEED) -> dict[str, Any]:
     if name not in DATASETS:
         raise ValueError(f"unknown book data set {name!r}; choose one of {', '.join(DATASETS)}")
-    return dict(DATASETS[name], seed=SEED)
+    return dict(DATASETS[name], seed=int(seed))
 
 
-def ensure_synth(name: str = "confounded") -> Path:
-    """The synthetic CBIS-DDSM-shaped tree of data set ``name`` (generated once)."""
+def ensure_synth(name: str = "confounded", seed: int = SEED) -> Path:
+    """The synthetic CBIS-DDSM-shaped tree of data set ``name`` drawn with ``seed`` (generated once)."""
     from .data.synthetic import make_synthetic
 
-    params = _dataset_params(name)
-    target = book_dir() / "synth" / f"{name}-{_key(params, _DATA_SOURCES)}"
+    params = _dataset_params(name, seed)
+    target = book_dir() / "synth" / f"{name}-s{seed}-{_key(params, _DATA_SOURCES)}"
     return _build_once(target, lambda tmp: _call(make_synthetic, tmp, **params), params)
 
 
-def ensure_data(name: str = "confounded", device: Any = None, size: int | None = None) -> Path:
-    """The prepared data set ``name`` at the image size of the device's preset (or ``size``)."""
+def ensure_data(name: str = "confounded", device: Any = None, size: int | None = None,
+                seed: int = SEED) -> Path:
+    """The prepared data set ``name`` (drawn and split with ``seed``) at the image size of the
+    device's preset (or ``size``)."""
     from . import config
     from .data.cbis_ddsm import prepare
 
     if size is None:
         size = config.get_preset(preset_for(device)).model.image_size
-    tree = ensure_synth(name)
-    params = dict(_dataset_params(name), size=size, split=SPLITS[name])
-    target = book_dir() / "data" / f"{name}-{size}px-{_key(params, _DATA_SOURCES)}"
+    tree = ensure_synth(name, seed)
+    params = dict(_dataset_params(name, seed), size=size, split=SPLITS[name])
+    target = book_dir() / "data" / f"{name}-s{seed}-{size}px-{_key(params, _DATA_SOURCES)}"
     return _build_once(target, lambda tmp: _call(prepare, tree, tmp, size=size, split=SPLITS[name],
-                                                 seed=SEED, verbose=False), params)
+                                                 seed=seed, verbose=False), params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,38 +244,40 @@ def ensure_data(name: str = "confounded", device: Any = None, size: int | None =
 
 
 def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded",
-               progress: bool = False) -> Path:
+               progress: bool = False, seed: int = SEED) -> Path:
     """A trained run of ``kind`` (one of ``RUN_KINDS``) on book data set ``data``, with the preset of
-    ``device``; trained on first use, loaded afterwards. Returns the run directory."""
+    ``device``; trained on first use, loaded afterwards. ``seed`` draws the data set and seeds the
+    training (the book uses seed 0; ``iaiabl science --seeds`` repeats the experiment over several).
+    Returns the run directory."""
     from . import train as train_mod
 
     if kind not in RUN_KINDS:
         raise ValueError(f"unknown run kind {kind!r}; choose one of {', '.join(RUN_KINDS)}")
     device = str(device if device is not None else train_mod.pick_device())
     preset = preset_for(device, kind)
-    data_path = ensure_data(data, device)
+    data_path = ensure_data(data, device, seed=seed)
     # the preset's own schedule, never shortened: the tiny IAIA-BL on the confounded set needs it
     # (measured, seed 0: 24 epochs gave test AUROC 0.70 and lesion activation precision 0.00,
     # 30 epochs 0.89, the preset's 60 epochs AUROC 0.999 and precision 0.92)
     overrides = dict(BOOK_OVERRIDES[kind])
     params = {"kind": kind, "preset": preset, "data": data_path.name, "overrides": overrides,
-              "seed": SEED, "device_type": device.split(":")[0]}
-    target = book_dir() / "runs" / f"{kind}-{data}-{preset}-{_key(params, _RUN_SOURCES)}"
+              "seed": int(seed), "device_type": device.split(":")[0]}
+    target = book_dir() / "runs" / f"{kind}-{data}-s{seed}-{preset}-{_key(params, _RUN_SOURCES)}"
 
     def build(tmp: Path) -> None:
         if kind == "blackbox":
             from .baselines import train_blackbox
 
-            _call(train_blackbox, data_path, out=tmp, preset=preset, seed=SEED, device=device,
+            _call(train_blackbox, data_path, out=tmp, preset=preset, seed=seed, device=device,
                   progress=progress, overrides=overrides or None)
         else:
-            _call(train_mod.train, data_path, preset, tmp, seed=SEED, device=device,
+            _call(train_mod.train, data_path, preset, tmp, seed=seed, device=device,
                   progress=progress, overrides=overrides or None)
 
     return _build_once(target, build, params)
 
 
-def load(kind: str = "iaiabl", device: Any = None, data: str = "confounded"):
+def load(kind: str = "iaiabl", device: Any = None, data: str = "confounded", seed: int = SEED):
     """The loaded run of :func:`ensure_run`: ``train.load_run`` (IAIA-BL, no-fine, ProtoPNet) or
     ``baselines.load_blackbox`` (black box)."""
     from . import train as train_mod
@@ -280,19 +285,25 @@ def load(kind: str = "iaiabl", device: Any = None, data: str = "confounded"):
     if kind == "blackbox":
         from .baselines import load_blackbox
 
-        return load_blackbox(ensure_run(kind, device, data), device=device)
-    return train_mod.load_run(ensure_run(kind, device, data), device=device)
+        return load_blackbox(ensure_run(kind, device, data, seed=seed), device=device)
+    return train_mod.load_run(ensure_run(kind, device, data, seed=seed), device=device)
 
 
-def ensure_metrics(kind: str = "iaiabl", device: Any = None, data: str = "confounded") -> dict:
+def ensure_metrics(kind: str = "iaiabl", device: Any = None, data: str = "confounded",
+                   seed: int = SEED) -> dict:
     """``evaluate.evaluate_run`` of :func:`ensure_run` on its test split, once: the metrics are
     written into the run directory (``metrics.json``) and read back on later calls."""
     from . import evaluate
 
-    run_dir = ensure_run(kind, device, data)
-    if not (run_dir / "metrics.json").is_file():
-        return _call(evaluate.evaluate_run, run_dir, data_dir=ensure_data(data, device), device=device)
-    return evaluate.load_metrics(run_dir)
+    run_dir = ensure_run(kind, device, data, seed=seed)
+    stamp = run_dir / "metrics.source"          # the evaluation code that wrote metrics.json
+    key = _source_hash(_METRIC_SOURCES)
+    if (run_dir / "metrics.json").is_file() and stamp.is_file() and stamp.read_text() == key:
+        return evaluate.load_metrics(run_dir)
+    result = _call(evaluate.evaluate_run, run_dir, data_dir=ensure_data(data, device, seed=seed),
+                   device=device)
+    stamp.write_text(key)
+    return result
 
 
 def clear() -> None:

@@ -5,18 +5,22 @@
 
 What is measured (Barnett et al. 2021, §4 and Tables 1-3), on the test split of the prepared data:
 
-* ``margin_auroc``: one-vs-rest AUROC of each margin class and their average, DeLong 95 % CIs
-  (``metrics.margin_auroc``; the average's CI from the joint DeLong covariance of the three).
+* ``margin_auroc``: one-vs-rest AUROC of each margin class; ``average``: their mean weighted by the
+  test class counts with the paper's interval (the paper's Table 1); ``macro``: the unweighted
+  mean with the joint DeLong covariance interval (``metrics.margin_auroc``).
 * ``kappa``: Cohen's κ (unweighted) between the predicted margin (argmax) and the label, overall,
   ``{value, ci_low, ci_high}`` with a percentile bootstrap CI over cases. DESIGN.md §5 says
   "same form": one overall κ in the ``{value, ci_low, ci_high}`` form, not one per class.
-* ``activation_precision``: Eq. 9 (``metrics.activation_precision``, τ = 0.95) per case, mean and
-  percentile bootstrap CI over cases. ``lesion``: against the lesion mask, every test case;
-  ``fine``: against the fine annotation, the test cases that have one. The map is, for IAIA-BL and
-  ProtoPNet runs, the prototype activation map (PAM, ``model.activation_map``: the similarity map
-  bilinearly upsampled to the image) of the most activated prototype of the predicted class; for
-  black-box runs the GradCAM map of the predicted class (``activation_precision``) and the
-  GradCAM++ map (``activation_precision_gradcampp``).
+* ``activation_precision``: Eq. 9 (``metrics.activation_precision``, τ = 0.95) with the paper's
+  protocol (and the authors' ``highlighting_precision.py``): for IAIA-BL and ProtoPNet runs, the
+  prototype activation map (PAM, ``model.activation_map``: the similarity map bilinearly upsampled
+  to the image) of EVERY prototype of the case's TRUE class, and the mean over all (case, prototype)
+  pairs (``true_class_pams``); for black-box runs the GradCAM map of the true class
+  (``activation_precision``) and the GradCAM++ map (``activation_precision_gradcampp``). The
+  bootstrap CI resamples cases (each with its pairs). ``lesion``: against the lesion mask, every
+  test case; ``fine``: against the fine annotation, the test cases that have one. The
+  predicted-class view (``predicted_class_pam``: the most activated prototype of the predicted
+  class) is what the explorer shows a reader; it is never used in the tables.
 * ``malignancy_auroc``: AUROC of the malignancy probability (h2, Eq. 10) against the pathology,
   DeLong 95 % CI; ``None`` values when the run has no malignancy output.
 * ``n_test`` (cases evaluated), ``n_fine``, and ``run``, ``preset``, ``kind``, ``split``, ``data``,
@@ -48,6 +52,7 @@ from .model import activation_map
 
 __all__ = [
     "RUN_FILES", "METRIC_KEYS", "Predictions", "EvalModel", "LOADERS", "predicted_class_pam",
+    "true_class_pams", "pair_activation_precision",
     "metrics_from_predictions", "evaluate_run", "load_metrics", "compare_runs", "format_metrics",
     "add_cli", "run_cli", "run_compare_cli",
 ]
@@ -79,8 +84,9 @@ class Predictions:
 
     margin_prob: np.ndarray | None          # (N, 3) softmax of the margin logits; None: no margin output
     malignancy_prob: np.ndarray | None      # (N,) or None when the run has no malignancy output
-    maps: dict[str, np.ndarray]             # metrics.json key -> (N, S, S) activation maps
+    maps: dict[str, np.ndarray]             # metrics.json key -> (N, S, S) or (N, P, S, S) maps
     map_kind: str                           # what the maps are, for metrics.json "settings"
+    map_valid: dict[str, np.ndarray] | None = None   # key -> (N, P) bool: which of the P maps count
 
 
 @dataclass
@@ -97,7 +103,9 @@ class EvalModel:
 
 
 def predicted_class_pam(similarity, similarity_maps, prototype_class, classes, size: int) -> np.ndarray:
-    """The PAM of the most activated prototype of each case's (predicted) class.
+    """The PAM of the most activated prototype of each case's (predicted) class: what a reader of
+    one case sees first (the explorer's view). Not the paper's Eq. 9 protocol, which averages over
+    every prototype of the true class (``true_class_pams``); never used in the tables.
 
     For case i with class c_i: j* = argmax_{j: class(p_j) = c_i} s_ij (Eq. 2 similarity), and the
     map is PAM_{i,j*}, the similarity map s_{i,j*,l} (Eq. 1) bilinearly upsampled to ``size``
@@ -118,6 +126,58 @@ def predicted_class_pam(similarity, similarity_maps, prototype_class, classes, s
     return activation_map(chosen[:, None].float(), size)[:, 0].numpy()      # (N, S, S)
 
 
+def true_class_pams(similarity_maps, prototype_class, labels, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 9's maps as the paper evaluates them: the PAM of every prototype of each case's TRUE class.
+
+    For case i with label y_i: PAM_{i,j} for each j with class(p_j) = y_i, the similarity map
+    s_{i,j,l} (Eq. 1) bilinearly upsampled to ``size`` (``model.activation_map``). Classes may hold
+    different numbers of prototypes after pruning: the P = max_c m_c slots of a case are filled in
+    prototype order and ``valid`` marks the used ones (a class left without prototypes gives a case
+    with no valid slot, which the metric leaves out).
+
+    similarity_maps (N, m, H, W), prototype_class (m,), labels (N,)
+    -> maps (N, P, size, size) float32, valid (N, P) bool
+    """
+    pclass = np.asarray(prototype_class.detach().cpu() if hasattr(prototype_class, "detach")
+                        else prototype_class).ravel()                       # (m,)
+    labels = np.asarray(labels).ravel().astype(np.int64)                    # (N,)
+    classes = np.unique(np.concatenate([pclass, labels]))
+    slots = {int(c): np.flatnonzero(pclass == c) for c in classes}          # class -> prototype indices
+    p = max(1, max(len(v) for v in slots.values()))
+    index = np.zeros((labels.size, p), dtype=np.int64)                      # (N, P)
+    valid = np.zeros((labels.size, p), dtype=bool)
+    for i, y in enumerate(labels):
+        own = slots[int(y)]
+        index[i, :len(own)], valid[i, :len(own)] = own, True
+    maps = torch.as_tensor(np.asarray(similarity_maps))                     # (N, m, H, W)
+    chosen = maps[torch.arange(maps.shape[0])[:, None], torch.as_tensor(index)]   # (N, P, H, W)
+    return activation_map(chosen.float(), size).numpy(), valid              # (N, P, S, S)
+
+
+def pair_activation_precision(maps, valid, masks, tau: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 9 for each valid (case, map) pair, summarised per case: (mean over the case's valid
+    pairs (NaN where none), number of valid pairs). The mean over all pairs is then
+    Σ_i n_i·mean_i / Σ_i n_i (``metrics.bootstrap_ci(..., weights=n)``).
+
+    maps (N, P, S, S) or (N, S, S) (one map per case), valid (N, P) bool or None, masks (N, S, S)
+    -> per-case mean (N,), count (N,)
+    """
+    maps = np.asarray(maps)
+    if maps.ndim == 3:
+        maps = maps[:, None]
+    n, p = maps.shape[:2]
+    valid = np.ones((n, p), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    masks = np.asarray(masks)
+    ap = np.full((n, p), np.nan)
+    if valid.any():
+        rows, cols = np.nonzero(valid)
+        ap[rows, cols] = activation_precision(maps[rows, cols], masks[rows], tau)
+    count = valid.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(count > 0, np.nansum(np.where(valid, ap, 0.0), axis=1) / np.maximum(count, 1), np.nan)
+    return mean, count
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics from predictions (pure)
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +190,8 @@ def metrics_from_predictions(labels, malignant, has_fine, lesion_masks, fine_mas
 
     labels, malignant (N,) int; has_fine (N,) bool; lesion_masks, fine_masks (N, S, S) {0,1}.
     Returns (metrics dict in the metrics.json form, per-case arrays: ``ap_<key>_lesion`` and
-    ``ap_<key>_fine`` (NaN where a case has no fine annotation) for each map).
+    ``ap_<key>_fine`` (the case's mean over its valid maps; NaN where a case has no fine
+    annotation) for each map). Activation precision is the mean over all valid (case, map) pairs.
     """
     labels = np.asarray(labels, dtype=np.int64)
     malignant = np.asarray(malignant, dtype=np.int64)
@@ -139,7 +200,7 @@ def metrics_from_predictions(labels, malignant, has_fine, lesion_masks, fine_mas
     undefined = {"value": None, "ci_low": None, "ci_high": None}
     out: dict = {"n_test": int(n), "n_fine": int(has_fine.sum())}
     if preds.margin_prob is None:                       # a malignancy-only model
-        out["margin_auroc"] = {c: dict(undefined) for c in (*MARGINS, "average")}
+        out["margin_auroc"] = {c: dict(undefined) for c in (*MARGINS, "average", "macro")}
         out["kappa"] = dict(undefined)
     else:
         if preds.margin_prob.shape != (n, len(MARGINS)):
@@ -154,12 +215,15 @@ def metrics_from_predictions(labels, malignant, has_fine, lesion_masks, fine_mas
         if maps is None:
             out[key] = {"lesion": dict(undefined), "fine": dict(undefined)}
             continue
-        ap_lesion = np.asarray(activation_precision(maps, lesion_masks, tau), dtype=np.float64)   # (N,)
-        ap_fine = np.full(n, np.nan)
+        valid = (preds.map_valid or {}).get(key)
+        ap_lesion, count = pair_activation_precision(maps, valid, lesion_masks, tau)   # (N,), (N,)
+        ap_fine, count_fine = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
         if has_fine.any():
-            ap_fine[has_fine] = activation_precision(maps[has_fine], np.asarray(fine_masks)[has_fine], tau)
-        out[key] = {"lesion": bootstrap_ci(ap_lesion, n_boot, alpha, seed),
-                    "fine": bootstrap_ci(ap_fine[has_fine], n_boot, alpha, seed)}
+            ap_fine[has_fine], count_fine[has_fine] = pair_activation_precision(
+                np.asarray(maps)[has_fine], None if valid is None else np.asarray(valid)[has_fine],
+                np.asarray(fine_masks)[has_fine], tau)
+        out[key] = {"lesion": bootstrap_ci(ap_lesion, n_boot, alpha, seed, weights=count),
+                    "fine": bootstrap_ci(ap_fine, n_boot, alpha, seed, weights=count_fine)}
         per_case[f"ap_{key}_lesion"], per_case[f"ap_{key}_fine"] = ap_lesion, ap_fine
     if preds.malignancy_prob is None:                   # a margin-only black box
         out["malignancy_auroc"] = dict(undefined)
@@ -254,11 +318,11 @@ def _load_iaiabl(run_dir: Path, cfg: dict, device) -> EvalModel:
     def predict_cases(ds: PreparedDataset) -> Predictions:
         out = predict(run.model, to_tensors(ds, "cpu"), batch_size=batch, device=device)
         prob = np.asarray(out["margin_prob"], dtype=np.float64)
-        pam = predicted_class_pam(out["similarity"], out["similarity_maps"],
-                                  run.model.prototype_class, prob.argmax(axis=1), size)
+        pams, valid = true_class_pams(out["similarity_maps"], run.model.prototype_class, ds.labels, size)
         return Predictions(prob, np.asarray(out["malignancy_prob"], dtype=np.float64),
-                           {"activation_precision": pam},
-                           "PAM of the most activated prototype of the predicted class")
+                           {"activation_precision": pams},
+                           "PAMs of every prototype of the true class, mean over (case, prototype) pairs "
+                           "(the paper's protocol)", {"activation_precision": valid})
 
     return EvalModel("iaiabl", preset.name, size, preset.model.num_classes, predict_cases,
                      _recorded_classes(cfg))
@@ -266,7 +330,7 @@ def _load_iaiabl(run_dir: Path, cfg: dict, device) -> EvalModel:
 
 def _load_blackbox(run_dir: Path, cfg: dict, device) -> EvalModel:
     """A black-box VGG-16 run (``baselines.load_blackbox``). Margin task: margin probabilities and
-    the GradCAM / GradCAM++ maps of the predicted class; malignancy task (the end-to-end baseline of
+    the GradCAM / GradCAM++ maps of the true class (the paper's protocol); malignancy task (the end-to-end baseline of
     Table 2): the malignancy probability only."""
     from .baselines import blackbox_predict, load_blackbox
 
@@ -277,14 +341,14 @@ def _load_blackbox(run_dir: Path, cfg: dict, device) -> EvalModel:
 
     def predict_cases(ds: PreparedDataset) -> Predictions:
         out = blackbox_predict(bb.model, to_tensors(ds, "cpu"), batch_size=batch, device=device,
-                               cams=margin_task)
+                               cams=margin_task, target_class=ds.labels if margin_task else None)
         if not margin_task:
             return Predictions(None, np.asarray(out["malignancy_prob"], dtype=np.float64), {},
                                "none (malignancy black box)")
         maps = {"activation_precision": np.asarray(out["gradcam"]),
                 GRADCAMPP_KEY: np.asarray(out["gradcampp"])}
         return Predictions(np.asarray(out["margin_prob"], dtype=np.float64), None, maps,
-                           "GradCAM and GradCAM++ maps of the predicted class")
+                           "GradCAM and GradCAM++ maps of the true class (the paper's protocol)")
 
     # a malignancy black box has no margin classes to disagree with the data
     num_classes = bb.preset.model.num_classes if margin_task else len(MARGINS)
@@ -446,7 +510,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def format_metrics(m: dict, digits: int = 2) -> str:
     """One run's metrics as a Markdown table (RUN/metrics.md)."""
     rows = [[f"margin AUROC, {c}", fmt(m["margin_auroc"][c], digits)] for c in MARGINS]
-    rows.append(["margin AUROC, average", fmt(m["margin_auroc"]["average"], digits)])
+    rows.append(["margin AUROC, average (weighted by test counts, the paper's)",
+                 fmt(m["margin_auroc"]["average"], digits)])
+    if "macro" in m["margin_auroc"]:
+        rows.append(["margin AUROC, macro (unweighted mean)", fmt(m["margin_auroc"]["macro"], digits)])
     rows.append(["Cohen's κ (margin)", fmt(m["kappa"], digits)])
     for key, label in (("activation_precision", "activation precision"),
                        (GRADCAMPP_KEY, "activation precision, GradCAM++")):
@@ -495,17 +562,17 @@ def _paired_tests(run_dirs: list[Path], names: list[str], split: str) -> str | N
         return None
     rows = []
     for name, p in zip(names[1:], preds[1:]):
-        margin = dict.fromkeys((*MARGINS, "average"))
+        margin = dict.fromkeys((*MARGINS, "average", "macro"))
         if np.isfinite(ref["margin_prob"]).all() and np.isfinite(p["margin_prob"]).all():
             margin = margin_auroc_test(ref["labels"], ref["margin_prob"], p["margin_prob"])
         mal = None
         both = np.isfinite(ref["malignancy_prob"]).all() and np.isfinite(p["malignancy_prob"]).all()
         if both and 0 < ref["malignant"].sum() < ref["malignant"].size:
             mal = delong_test(ref["malignant"], ref["malignancy_prob"], p["malignancy_prob"])
-        rows.append([f"{names[0]} vs {name}", *[_pvalue(margin[c]) for c in (*MARGINS, "average")],
+        rows.append([f"{names[0]} vs {name}", *[_pvalue(margin.get(c)) for c in (*MARGINS, "average", "macro")],
                      _pvalue(mal)])
     return ("Paired DeLong tests on the same cases (two-sided p-values)\n\n"
-            + _table(["comparison", *MARGINS, "average", "malignancy"], rows))
+            + _table(["comparison", *MARGINS, "average (weighted)", "macro", "malignancy"], rows))
 
 
 def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None,
@@ -532,7 +599,7 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
     margin_runs = [(name, m) for name, m in zip(names, metrics) if m.get("task", "margin") == "margin"]
     t1 = []
     for name, m in margin_runs:
-        aurocs = [fmt(m["margin_auroc"][c], digits) for c in (*MARGINS, "average")]
+        aurocs = [fmt(m["margin_auroc"].get(c), digits) for c in (*MARGINS, "average", "macro")]
         maps = [("activation_precision", "")]
         if m.get("kind") == "blackbox":
             maps = [("activation_precision", " + GradCAM"), (GRADCAMPP_KEY, " + GradCAM++")]
@@ -543,10 +610,12 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
     t3 = [[name, fmt(m["kappa"], digits), m["n_test"]] for name, m in margin_runs]
 
     parts = [
-        "Table 1. Mass-margin classification: AUROC (one vs rest, DeLong 95 % CI) and activation "
-        "precision (Eq. 9, τ = 0.95; mean, bootstrap 95 % CI)",
-        _table(["model", *MARGINS, "average AUROC", "activation precision (lesion)",
-                "activation precision (fine)"], t1),
+        "Table 1. Mass-margin classification: AUROC (one vs rest, DeLong 95 % CI; average weighted by "
+        "the test class counts as in the paper, macro = unweighted mean) and activation precision "
+        "(Eq. 9, τ = 0.95, the paper's protocol: every prototype of the true class, or the true "
+        "class's Grad-CAM; mean over pairs, bootstrap 95 % CI over cases)",
+        _table(["model", *MARGINS, "average AUROC (weighted, the paper's)", "macro AUROC",
+                "activation precision (lesion)", "activation precision (fine)"], t1),
         "Table 2. Malignancy prediction: AUROC (DeLong 95 % CI)",
         _table(["model", "malignancy AUROC", "n"], t2),
         "Table 3. Agreement of the predicted margin with the labels: Cohen's κ (bootstrap 95 % CI)",

@@ -92,9 +92,9 @@ def fine_annotation_loss(
     relevant_mask: Tensor,
     reference_size: int = REFERENCE_SIZE,
 ) -> Tensor:
-    """Eq. 7, the fine-annotation loss, vectorised over the batch.
+    """Eq. 7, the fine-annotation loss, exactly as printed in the paper: a sum over the batch's images.
 
-    Fine = mean_i [ Σ_{j: class(p_j) = y_i} ‖m_i ⊙ PAM_{i,j}‖₂ + Σ_{j: class(p_j) ≠ y_i} ‖PAM_{i,j}‖₂ ]
+    Fine = Σ_i [ Σ_{j: class(p_j) = y_i} ‖m_i ⊙ PAM_{i,j}‖₂ + Σ_{j: class(p_j) ≠ y_i} ‖PAM_{i,j}‖₂ ]
 
     with m_i the paper's mask (1 = irrelevant, 0 = relevant). We store the opposite,
     ``relevant_mask`` (1 = relevant), and convert here, once: m_i = 1 − relevant_mask.
@@ -102,12 +102,17 @@ def fine_annotation_loss(
     for lesion-scale masks; the spicules or the boundary band for fine masks); other-class
     prototypes are penalised for activation anywhere.
 
-    Norm convention: ‖·‖₂ is the Frobenius norm of the (S × S) activation map. That norm grows
-    linearly with the side S for the same relative pattern, so it is multiplied by
-    ``reference_size / S``: the loss has the size it would have at the paper's 224 px, and the
-    paper's λf = 0.001 keeps its meaning at any resolution (the tiny preset's 64 px included).
-    The paper sums over the annotated images; we average over the batch so that λf does not
-    depend on the batch size (the paper's batch holds 10 fine-annotated images).
+    Norm convention: ‖·‖₂ is the Frobenius norm of one prototype's (S × S) activation map (one
+    norm per prototype, as printed; the authors' code takes one norm per group of prototypes,
+    which is smaller). That norm grows linearly with the side S for the same relative pattern, so
+    it is multiplied by ``reference_size / S``: the loss has the size it would have at the paper's
+    224 px, and the paper's λf = 0.001 keeps its meaning at any resolution (the tiny preset's 64 px
+    included).
+
+    Sum, not mean, over the images (as Eq. 7 is printed): λf multiplies a term that grows with the
+    number of masked images in the batch, as in the paper, where a batch holds 75 + 10 images.
+    (Until 2026-11 this function averaged over the images, which made the paper's λf = 0.001 85
+    times weaker than the paper's at its batch size; see chapter 7.)
 
     activation_map_: either the PAMs (B, m, S, S) at the mask size, or the low-resolution
         similarity maps (B, m, H, W): then the norms of their bilinear upsampling (``activation_map``)
@@ -131,4 +136,4 @@ def fine_annotation_loss(
         weight = own[:, :, None, None] * irrelevant + (1 - own)[:, :, None, None]      # (B, m, S, S)
         norms = (weight * activation_map_).flatten(2).norm(dim=-1)     # (B, m)
     scale = reference_size / float(size[-1])
-    return norms.sum(dim=1).mean() * scale
+    return norms.sum() * scale                                           # Σ_i Σ_j

@@ -197,30 +197,44 @@ def _ovr_components(labels, probs, num_classes: int) -> tuple[np.ndarray, np.nda
     return defined, aucs, psi
 
 
+def class_weights(labels, num_classes: int) -> np.ndarray:
+    """Test-count weights n_c / N of the paper's average AUROC (Table 1). labels (N,) -> (C,)"""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_classes)[:num_classes]
+    return counts / max(counts.sum(), 1)
+
+
 def margin_auroc(labels, probs, alpha: float = 0.05, classes=MARGINS) -> dict[str, Summary]:
-    """One-vs-rest AUROC per margin class and their average (paper Table 1), DeLong CIs.
+    """One-vs-rest AUROC per margin class, their test-count-weighted average (the paper's Table 1)
+    and their unweighted (macro) mean, with DeLong CIs.
 
     Per class c: the binary AUROC of p_c for "class c" vs "any other class", with the DeLong
     interval of ``delong_auc_ci``.
 
-    Average: the unweighted mean of the C one-vs-rest AUROCs (the paper's "average AUROC"). Its
-    variance is 1ᵀΣ1 / C², where Σ is the C × C covariance of the one-vs-rest AUROCs. These share
-    the cases but not the positive sets (a circumscribed case is a positive of the first AUROC and a
-    negative of the other two), so Σ is not the "same labels, K scorings" covariance of DeLong's
-    paper. Σ is computed from per-case structural components (``structural_components``): ψ_c(i)
-    is case i's centred placement value in AUROC c, as a positive of c (V10) or as a negative of c
-    (V01), scaled by 1/√(m_c(m_c−1)) or 1/√(n_c(n_c−1)); AUC_c − E AUC_c ≈ Σ_i ψ_c(i), hence
-    Σ = ψ ψᵀ, i.e. var(mean) = Σ_i (mean_c ψ_c(i))². The diagonal of Σ is exactly DeLong's
-    variance of each class AUROC; the off-diagonal terms are the covariances of the same
-    first-order expansion with cases drawn i.i.d. (class counts random), which is the sampling
-    model of DeLong's variance as well. ``tests/test_metrics.py`` checks this variance against a
-    case-level bootstrap.
+    ``average``: Σ_c w_c AUC_c with w_c = n_c / N, the share of class c among the test cases. This
+    is the paper's "average AUROC": only the weighted mean reproduces its Table 1 (ProtoPNet 0.911
+    [0.848, 0.974]) from the per-class values of its Appendix B. Its interval is the paper's too:
+    the same weighted mean of the per-class DeLong limits, Σ_c w_c [low_c, high_c]. That interval
+    treats the three AUROCs' errors as perfectly correlated, so it is wider than the joint interval
+    of ``macro`` would be for the same weights (conservative).
 
-    If a class has no positive (or no negative) test case its AUROC is undefined (None) and so is
-    the average.
+    ``macro``: the unweighted mean (1/C) Σ_c AUC_c, the "average" of the authors' training code,
+    with the joint-covariance DeLong interval: variance 1ᵀΣ1 / C², where Σ is the C × C covariance
+    of the one-vs-rest AUROCs. These share the cases but not the positive sets (a circumscribed
+    case is a positive of the first AUROC and a negative of the other two), so Σ is not the "same
+    labels, K scorings" covariance of DeLong's paper. Σ is computed from per-case structural
+    components (``structural_components``): ψ_c(i) is case i's centred placement value in AUROC c,
+    as a positive of c (V10) or as a negative of c (V01), scaled by 1/√(m_c(m_c−1)) or
+    1/√(n_c(n_c−1)); AUC_c − E AUC_c ≈ Σ_i ψ_c(i), hence Σ = ψ ψᵀ, i.e.
+    var(mean) = Σ_i (mean_c ψ_c(i))². The diagonal of Σ is exactly DeLong's variance of each class
+    AUROC; the off-diagonal terms are the covariances of the same first-order expansion with cases
+    drawn i.i.d. (class counts random), which is the sampling model of DeLong's variance as well.
+    ``tests/test_metrics.py`` checks this variance against a case-level bootstrap.
+
+    If a class has no positive (or no negative) test case its AUROC is undefined (None) and so are
+    both averages.
 
     labels (N,) int in [0, C), probs (N, C) -> {"circumscribed": {value, ci_low, ci_high}, ...,
-    "average": {...}}
+    "average": {...}, "macro": {...}}
     """
     classes = tuple(classes)
     c = len(classes)
@@ -236,18 +250,23 @@ def margin_auroc(labels, probs, alpha: float = 0.05, classes=MARGINS) -> dict[st
         auc = float(roc_auc_score(onehot[k], np.asarray(probs, dtype=np.float64)[:, k]))
         out[name] = summary(auc, *_normal_ci(auc, float(cov[k, k]), alpha))
     if defined.all():
-        mean = float(np.mean([out[name]["value"] for name in classes]))
+        w = class_weights(labels, c)                                         # (C,)
+        per = np.array([[out[n]["value"], out[n]["ci_low"], out[n]["ci_high"]] for n in classes])  # (C, 3)
+        out["average"] = summary(*(w @ per))
+        mean = float(per[:, 0].mean())
         var = float(cov.sum()) / c**2                                        # 1ᵀΣ1 / C²
-        out["average"] = summary(mean, *_normal_ci(mean, var, alpha))
+        out["macro"] = summary(mean, *_normal_ci(mean, var, alpha))
     else:
         out["average"] = _undefined()
+        out["macro"] = _undefined()
     return out
 
 
 def margin_auroc_test(labels, probs_a, probs_b, classes=MARGINS) -> dict[str, float | None]:
     """Paired DeLong tests between two models' margin AUROCs on the same cases: two-sided p-value
-    per class and for the average (variance of the difference of averages from the joint
-    structural components, as in ``margin_auroc``). None where a class AUROC is undefined.
+    per class, for the weighted ``average`` and for the ``macro`` mean (the variance of a difference
+    of averages from the joint structural components, as in ``margin_auroc``: w·ψ_a − w·ψ_b per
+    case). None where a class AUROC is undefined.
     """
     c = len(tuple(classes))
     def_a, auc_a, psi_a = _ovr_components(labels, probs_a, c)
@@ -257,10 +276,11 @@ def margin_auroc_test(labels, probs_a, probs_b, classes=MARGINS) -> dict[str, fl
     for k, name in enumerate(classes):
         out[name] = _z_pvalue(auc_a[k] - auc_b[k], float(d[k] @ d[k])) if def_a[k] else None
     if def_a.all():
-        dm = d.mean(axis=0)
-        out["average"] = _z_pvalue(float(np.mean(auc_a) - np.mean(auc_b)), float(dm @ dm))
+        for key, w in (("average", class_weights(labels, c)), ("macro", np.full(c, 1.0 / c))):
+            dw = w @ d                                                       # (N,)
+            out[key] = _z_pvalue(float(w @ (auc_a - auc_b)), float(dw @ dw))
     else:
-        out["average"] = None
+        out["average"] = out["macro"] = None
     return out
 
 
@@ -291,16 +311,32 @@ def _percentile_ci(stats: np.ndarray, alpha: float) -> tuple[float, float]:
 
 
 def bootstrap_ci(values, n_boot: int = 5000, alpha: float = 0.05, seed: int = 0,
-                 statistic: Callable[..., np.ndarray] = np.mean) -> Summary:
+                 statistic: Callable[..., np.ndarray] = np.mean, weights=None) -> Summary:
     """Percentile bootstrap CI of ``statistic`` over cases, vectorised.
 
     ``statistic(array, axis=-1)`` must reduce the last axis (numpy reductions do: np.mean,
     np.median, ...): it is applied once to a (B, n) array of all resamples. Non-finite values
     (NaN) are dropped first. Empty input gives ``None`` everywhere.
 
+    ``weights`` (n,) ≥ 0: the weighted mean Σ w x / Σ w instead of ``statistic``, resampled by case
+    (e.g. a per-case mean over w_i pairs, so that the value is the mean over all pairs, Eq. 9's
+    protocol in ``evaluate``). Cases with weight 0 or a NaN value are dropped.
+
     values (n,) -> {value, ci_low, ci_high}
     """
     x = np.asarray(values, dtype=np.float64).ravel()
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        if w.shape != x.shape or (w < 0).any():
+            raise ValueError(f"weights must be {x.shape} and non-negative, got {w.shape}")
+        keep = np.isfinite(x) & (w > 0)
+        x, w = x[keep], w[keep]
+        if x.size == 0:
+            return _undefined()
+        value = float((w * x).sum() / w.sum())
+        stats = np.concatenate([(w[idx] * x[idx]).sum(axis=-1) / w[idx].sum(axis=-1)
+                                for idx in _bootstrap_index_chunks(x.size, n_boot, seed)])
+        return summary(value, *_percentile_ci(stats, alpha))
     x = x[np.isfinite(x)]
     if x.size == 0:
         return _undefined()

@@ -1,54 +1,185 @@
-"""The science check of the README: does the fine-annotation loss keep the model looking at the
-lesion when the training data carry a confounder?
+"""The science check of the README and the book: does the fine-annotation loss keep the model
+looking at the lesion when the training data carry a confounder, at no cost in accuracy?
 
 On the synthetic set with ``--confounder 0.9`` (a burned-in marker on 90 % of one class's training
 ROIs, never in the test split) it trains IAIA-BL, IAIA-BL without the fine-annotation loss, the
 ProtoPNet baseline and the black-box VGG-style classifier with the preset of the device (tiny on a
-CPU), evaluates each on the marker-free test split, and prints the paper's Tables 1-3 side by side.
-The runs are the book's cached runs (``bookcache``), so the book and this command agree.
+CPU), evaluates each on the marker-free test split with the paper's protocols (``evaluate``), and
+prints the paper's Tables 1-3 side by side, for each seed, then every figure over the seeds as
+mean [min, max], then the claims checked on every seed. A seed draws the data set, its split and
+the training: each seed is an independent repetition of the whole experiment. The runs are the
+book's cached runs (``bookcache``; the book itself uses seed 0), so the book and this command agree.
 
-    iaiabl science [--device D] [--out FILE.md]
+    iaiabl science [--seeds 0 1 2] [--device D] [--out FILE.md] [--json FILE.json]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ROWS", "CLAIMS", "seed_results", "confounder_experiment", "summarise", "claims",
+           "format_report", "add_cli", "run_cli"]
 
 ROWS = (("iaiabl", "IAIA-BL"), ("nofine", "IAIA-BL without fine-annotation loss"),
         ("protopnet", "ProtoPNet"), ("blackbox", "black-box VGG-style CNN"))
 
+FIGURES = (("average_auroc", "average AUROC (weighted)"), ("macro_auroc", "macro AUROC"),
+           ("lesion_ap", "activation precision, lesion"), ("fine_ap", "activation precision, fine"),
+           ("kappa", "Cohen's κ"), ("malignancy_auroc", "malignancy AUROC"),
+           ("min_prototypes_per_class", "fewest prototypes of a class after pruning"))
+"""Per-model figures of one seed (key, label)."""
 
-def confounder_experiment(device=None, data: str = "confounded") -> str:
-    """Train (or load) the four models on ``data`` and return the Markdown comparison."""
+CLAIMS = (
+    ("lesion_ap_at_least_0.85", "IAIA-BL lesion activation precision ≥ 0.85"),
+    ("lesion_ap_0.2_above_protopnet", "IAIA-BL lesion activation precision ≥ ProtoPNet's + 0.2"),
+    ("lesion_ap_0.2_above_gradcam", "IAIA-BL lesion activation precision ≥ Grad-CAM's + 0.2"),
+    ("lesion_ap_0.2_above_gradcampp", "IAIA-BL lesion activation precision ≥ Grad-CAM++'s + 0.2"),
+    ("auroc_within_0.02_of_protopnet", "IAIA-BL average AUROC ≥ ProtoPNet's − 0.02"),
+    ("three_prototypes_per_class", "IAIA-BL keeps ≥ 3 prototypes of every class after pruning"),
+)
+"""The claims of the book's chapter 7 and the README, each checked on every seed."""
+
+
+def _value(summary: dict | None) -> float | None:
+    return None if not summary else summary.get("value")
+
+
+def _min_per_class(run_dir: Path) -> int | None:
+    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    pclass = cfg.get("prototype_class")
+    if not pclass:
+        return None
+    return int(np.bincount(np.asarray(pclass), minlength=3).min())
+
+
+def seed_results(seed: int, device=None, data: str = "confounded") -> dict[str, dict]:
+    """Train (or load) the four models for ``seed`` and return their figures:
+    {row name: {figure key: value}}; the black box gives two rows (Grad-CAM, Grad-CAM++)."""
     from . import bookcache
-    from .evaluate import compare_runs
+    from .evaluate import GRADCAMPP_KEY
 
-    dirs, names = [], []
+    out: dict[str, dict] = {}
     for kind, name in ROWS:
-        bookcache.ensure_metrics(kind, device, data)
-        dirs.append(bookcache.ensure_run(kind, device, data))
-        names.append(name)
-    return compare_runs(dirs, names=names)
+        m = bookcache.ensure_metrics(kind, device, data, seed=seed)
+        run_dir = bookcache.ensure_run(kind, device, data, seed=seed)
+        base = {"average_auroc": _value(m["margin_auroc"]["average"]),
+                "macro_auroc": _value(m["margin_auroc"].get("macro")),
+                "kappa": _value(m["kappa"]), "malignancy_auroc": _value(m["malignancy_auroc"]),
+                "min_prototypes_per_class": _min_per_class(run_dir) if kind != "blackbox" else None,
+                "run": str(run_dir)}
+        maps = [("activation_precision", "")]
+        if kind == "blackbox":
+            maps = [("activation_precision", " + Grad-CAM"), (GRADCAMPP_KEY, " + Grad-CAM++")]
+        for key, tag in maps:
+            ap = m.get(key, {})
+            out[name + tag] = dict(base, lesion_ap=_value(ap.get("lesion")), fine_ap=_value(ap.get("fine")))
+    return out
+
+
+def claims(rows: dict[str, dict]) -> dict[str, bool | None]:
+    """The ``CLAIMS`` on one seed's rows (None where a figure is undefined)."""
+    iaiabl, proto = rows[ROWS[0][1]], rows[ROWS[2][1]]
+    cam, campp = rows[ROWS[3][1] + " + Grad-CAM"], rows[ROWS[3][1] + " + Grad-CAM++"]
+
+    def ok(a, b, margin):
+        return None if a is None or b is None else bool(a >= b + margin - 1e-12)
+
+    return {
+        "lesion_ap_at_least_0.85": ok(iaiabl["lesion_ap"], 0.85, 0.0),
+        "lesion_ap_0.2_above_protopnet": ok(iaiabl["lesion_ap"], proto["lesion_ap"], 0.2),
+        "lesion_ap_0.2_above_gradcam": ok(iaiabl["lesion_ap"], cam["lesion_ap"], 0.2),
+        "lesion_ap_0.2_above_gradcampp": ok(iaiabl["lesion_ap"], campp["lesion_ap"], 0.2),
+        "auroc_within_0.02_of_protopnet": ok(iaiabl["average_auroc"], proto["average_auroc"], -0.02),
+        "three_prototypes_per_class": ok(iaiabl["min_prototypes_per_class"], 3, 0.0),
+    }
+
+
+def summarise(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """{row: {figure: {"mean", "min", "max", "n"}}} over the seeds (undefined values left out)."""
+    out: dict[str, dict[str, dict]] = {}
+    names = list(next(iter(per_seed.values())))
+    for name in names:
+        out[name] = {}
+        for key, _ in FIGURES:
+            vals = [r[name][key] for r in per_seed.values() if r[name].get(key) is not None]
+            out[name][key] = ({"mean": float(np.mean(vals)), "min": float(np.min(vals)),
+                               "max": float(np.max(vals)), "n": len(vals)} if vals else None)
+    return out
+
+
+def _fmt(v, digits=2) -> str:
+    if v is None:
+        return "—"
+    return str(v) if isinstance(v, (int, np.integer)) else f"{v:.{digits}f}"
+
+
+def _table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def format_report(per_seed: dict[int, dict[str, dict]]) -> str:
+    """Markdown: one table per figure with a column per seed and mean [min, max], then the claims."""
+    summary = summarise(per_seed)
+    seeds = list(per_seed)
+    names = list(summary)
+    parts = [f"Confounder experiment over seeds {', '.join(map(str, seeds))} (each seed draws the data, "
+             "its split and the training); test split, the paper's protocols. Per seed, then "
+             "mean [min, max]."]
+    for key, label in FIGURES:
+        rows = []
+        for name in names:
+            if all(per_seed[s][name].get(key) is None for s in seeds):
+                continue
+            agg = summary[name][key]
+            rows.append([name, *[_fmt(per_seed[s][name].get(key)) for s in seeds],
+                         "—" if agg is None else f"{agg['mean']:.2f} [{agg['min']:.2f}, {agg['max']:.2f}]"])
+        parts.append(f"**{label}**\n\n" + _table(["model", *[f"seed {s}" for s in seeds], "mean [min, max]"], rows))
+    verdicts = {s: claims(per_seed[s]) for s in seeds}
+    rows = []
+    for key, label in CLAIMS:
+        marks = [{True: "yes", False: "**no**", None: "—"}[verdicts[s][key]] for s in seeds]
+        rows.append([label, *marks, "holds on every seed" if all(verdicts[s][key] for s in seeds)
+                     else "does not hold on every seed"])
+    parts.append("**Claims**\n\n" + _table(["claim", *[f"seed {s}" for s in seeds], "verdict"], rows))
+    return "\n\n".join(parts)
+
+
+def confounder_experiment(device=None, data: str = "confounded", seeds=(0,)) -> tuple[str, dict]:
+    """Train (or load) the four models for each seed; return (the Markdown report, the figures
+    {"seeds": {seed: rows}, "summary": ..., "claims": {seed: ...}})."""
+    per_seed = {int(s): seed_results(int(s), device, data) for s in seeds}
+    result = {"seeds": {str(s): r for s, r in per_seed.items()}, "summary": summarise(per_seed),
+              "claims": {str(s): claims(r) for s, r in per_seed.items()}}
+    return format_report(per_seed), result
 
 
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser(
-        "science", help="the confounder experiment: IAIA-BL vs no fine loss vs ProtoPNet vs black box",
+        "science", help="the confounder experiment over seeds: IAIA-BL vs no fine loss vs ProtoPNet vs black box",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
+                   help="seeds to repeat the whole experiment with (default: 0, the book's)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: CUDA if present)")
     p.add_argument("--data", default="confounded", help="book data set name (default: confounded)")
-    p.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    p.add_argument("--out", default=None, help="also write the report to this Markdown file")
+    p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from .train import atomic_write_bytes
+
     t0 = time.perf_counter()
-    table = confounder_experiment(args.device, args.data)
-    print(table)
+    report, result = confounder_experiment(args.device, args.data, args.seeds)
+    print(report)
     print(f"\n({time.perf_counter() - t0:.0f} s including any training)")
     if args.out:
-        from .train import atomic_write_bytes
-
-        atomic_write_bytes(Path(args.out), table.encode())
+        atomic_write_bytes(Path(args.out), (report + "\n").encode())
+    if args.json:
+        atomic_write_bytes(Path(args.json), (json.dumps(result, indent=1) + "\n").encode())
     return 0

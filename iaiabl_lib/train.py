@@ -53,8 +53,16 @@ from .push import push_prototypes
 from .push import select as select_push
 
 HISTORY_COLUMNS = ("epoch", "stage", "ce", "clst", "sep", "l1", "fine", "loss",
-                   "train_auroc", "val_auroc", "lr", "seconds")
-"""history.csv columns; ``stage`` is one of warm, joint, push, last_layer, prune."""
+                   "train_auroc", "val_auroc", "val_lesion_ap", "distinct_prototypes", "push_lesion_ap",
+                   "lr", "seconds")
+"""history.csv columns; ``stage`` is one of warm, joint, push, last_layer, prune.
+
+Diagnostics of where the prototypes look (issue: prototypes that leave the lesion or merge):
+``val_lesion_ap`` is Eq. 9 on the validation split with the paper's protocol (every prototype of
+the true class against the lesion mask, mean over pairs), after every warm/joint epoch and push;
+at push rows, ``distinct_prototypes`` counts the distinct training patches the prototypes were
+projected onto (fewer than m: some merged) and ``push_lesion_ap`` is the mean Eq. 9 of each
+prototype's self-activation map on its source image's lesion mask (where the pushed patches are)."""
 
 RESUME_FILE = "resume.pt"
 RUN_FILES = ("config.json", "model.pt", "push.json", "push.npz", "prune.json", "malignancy.json",
@@ -661,6 +669,31 @@ class _Trainer:
         logits = self.model.margin_head(sim)
         return average_margin_auroc(self.val.labels.cpu().numpy(), logits.detach().cpu().numpy())
 
+    def _validate(self) -> dict:
+        """Validation average margin AUROC and lesion activation precision (Eq. 9, the paper's
+        protocol), from one pass over the validation split."""
+        from .evaluate import pair_activation_precision, true_class_pams
+
+        out = predict(self.model, self.val.images, self.t.eval_batch_size)
+        labels = self.val.labels.cpu().numpy()
+        pams, valid = true_class_pams(out["similarity_maps"], self.model.prototype_class, labels,
+                                      self.val.images.shape[-1])
+        ap, count = pair_activation_precision(pams, valid, self.val.lesion_masks[:, 0].cpu().numpy())
+        keep = count > 0
+        lesion_ap = float((ap[keep] * count[keep]).sum() / count[keep].sum()) if keep.any() else float("nan")
+        return {"val_auroc": average_margin_auroc(labels, out["margin_logits"]), "val_lesion_ap": lesion_ap}
+
+    def _push_diagnostics(self, records: list[dict], arrays: dict) -> dict:
+        """How many distinct training patches the prototypes sit on, and how much of their
+        self-activation lies on the lesion of their source image."""
+        from .metrics import activation_precision
+
+        distinct = len({(r["source_index"], *r["patch"]) for r in records})
+        rows = torch.as_tensor(np.searchsorted(self.index, arrays["source_index"]))
+        masks = self.plain.lesion_masks[rows.to(self.plain.lesion_masks.device), 0].cpu().numpy()
+        ap = activation_precision(arrays["self_activation"], masks)
+        return {"distinct_prototypes": distinct, "push_lesion_ap": float(np.mean(ap))}
+
     def _batches(self) -> list[tuple[Tensor, int]]:
         """This epoch's A1 batches (index tensors drawn up front, moved to the device in one copy)."""
         t = self.t
@@ -785,7 +818,7 @@ class _Trainer:
         if stage == "joint":
             self.sched.step()
         return self._row(stage, t0, ce=ce, clst=clst, sep=sep, fine=fine, loss=loss,
-                         train_auroc=train_auc, val_auroc=self._val_auroc(), lr=lr)
+                         train_auroc=train_auc, lr=lr, **self._validate())
 
     def last_layer(self) -> float:
         """Stage A3 on the current model; history rows; returns the final validation AUROC."""
@@ -806,7 +839,7 @@ class _Trainer:
         autocast = fastpath.autocast_dtype(self.dev, self.t.amp_dtype) if (self.t.amp and self.dev.type == "cuda") else None
         result = push_prototypes(self.model, self.plain.images, self.plain.labels, self.ids, self.index,
                                  self.t.eval_batch_size, epoch=self.epoch, autocast=autocast)
-        self._row("push", t0, val_auroc=self._val_auroc())
+        self._row("push", t0, **self._validate(), **self._push_diagnostics(result.records, result.arrays))
         auc = self.last_layer()
         self._log(f"epoch {self.epoch}: pushed; validation average margin AUROC {auc:.3f}")
         best_auc = None if self.best is None else self.best["val_auroc"]

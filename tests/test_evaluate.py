@@ -12,7 +12,9 @@ import torch
 
 from iaiabl_lib.config import MARGINS
 from iaiabl_lib.evaluate import (METRIC_KEYS, Predictions, compare_runs, evaluate_run,
-                                 metrics_from_predictions, predicted_class_pam)
+                                 metrics_from_predictions, predicted_class_pam, true_class_pams)
+from iaiabl_lib.metrics import activation_precision
+from iaiabl_lib.model import activation_map
 
 SUMMARY_KEYS = {"value", "ci_low", "ci_high"}
 TOP_KEYS = {"run", "preset", "kind", "split", "data", "n_test", "n_fine", "margin_auroc", "kappa",
@@ -54,7 +56,7 @@ def check_summary(path: str, s: dict) -> None:
 def test_evaluate_writes_the_metrics_schema(run_copy, prepared):
     result = evaluate_run(run_copy, n_boot=N_BOOT, device="cpu")
     assert set(result) == TOP_KEYS and set(METRIC_KEYS) <= set(result)   # DESIGN.md §5 keys
-    assert list(result["margin_auroc"]) == [*MARGINS, "average"]
+    assert list(result["margin_auroc"]) == [*MARGINS, "average", "macro"]
     assert set(result["activation_precision"]) == {"lesion", "fine"}
     assert (result["kind"], result["preset"], result["split"]) == ("iaiabl", "tiny", "test")
     manifest = (prepared / "manifest.csv").read_text().splitlines()
@@ -71,7 +73,8 @@ def test_evaluate_writes_the_metrics_schema(run_copy, prepared):
     # files: metrics.json (the same dict), metrics.md, predictions.npz, no temporary leftovers
     assert json.loads((run_copy / "metrics.json").read_text()) == result
     md = (run_copy / "metrics.md").read_text()
-    assert "| margin AUROC, average |" in md and "| malignancy AUROC |" in md
+    assert "| margin AUROC, average (weighted by test counts, the paper's) |" in md
+    assert "| margin AUROC, macro (unweighted mean) |" in md and "| malignancy AUROC |" in md
     with np.load(run_copy / "predictions.npz") as z:
         assert z["margin_prob"].shape == (result["n_test"], 3)
         ap = z["ap_activation_precision_lesion"]
@@ -101,7 +104,8 @@ def test_cli_evaluate_then_compare(run_copy, tmp_path, capsys):
                    "Paired DeLong tests", "| IAIA-BL vs copy | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |"):
         assert needle in text, needle
     table1 = text.split("\n\n")[1].splitlines()
-    assert table1[0].startswith("| model | circumscribed | indistinct | spiculated | average AUROC |")
+    assert table1[0].startswith("| model | circumscribed | indistinct | spiculated | "
+                                "average AUROC (weighted, the paper's) | macro AUROC |")
     assert len(table1) == 2 + 2                           # header, rule, two runs
 
 
@@ -214,6 +218,35 @@ def test_predicted_class_pam_picks_the_most_activated_prototype_of_the_class():
     assert np.unravel_index(pam[0].argmax(), (8, 8)) >= (4, 4)          # bottom-right cell
     r, c = np.unravel_index(pam[1].argmax(), (8, 8))
     assert r >= 4 and c < 4                                              # bottom-left cell
+
+
+def test_eq9_paper_protocol_every_true_class_prototype_mean_over_pairs():
+    """The paper's protocol against a plain loop over (case, prototype of the true class) pairs,
+    with classes of unequal size (after pruning: 2, 1 and 3 prototypes) and one class without any."""
+    rng = np.random.default_rng(3)
+    n, m, h, size = 12, 6, 4, 16
+    pclass = np.array([0, 0, 1, 2, 2, 2])
+    labels = np.array([0, 1, 2] * 4)
+    maps = rng.random((n, m, h, h)).astype(np.float32)
+    lesion = (rng.random((n, size, size)) < 0.3).astype(np.uint8)
+    pams, valid = true_class_pams(maps, torch.as_tensor(pclass), labels, size)
+    assert pams.shape == (n, 3, size, size) and valid.sum(axis=1).tolist() == [2, 1, 3] * 4
+    pairs = [activation_precision(activation_map(torch.from_numpy(maps[i, j][None, None]), size)[0, 0].numpy(),
+                                  lesion[i]) for i in range(n) for j in range(m) if pclass[j] == labels[i]]
+    preds = Predictions(rng.dirichlet(np.ones(3), n), None, {"activation_precision": pams}, "pairs",
+                        {"activation_precision": valid})
+    out, per_case = metrics_from_predictions(labels, labels % 2, np.zeros(n, bool), lesion, lesion,
+                                             preds, n_boot=200)
+    assert len(pairs) == 24
+    assert out["activation_precision"]["lesion"]["value"] == pytest.approx(np.mean(pairs), abs=1e-12)
+    # per case: the mean over its own pairs; the total weights cases by their number of pairs
+    assert per_case["ap_activation_precision_lesion"][2] == pytest.approx(np.mean(pairs[3:6]), abs=1e-12)
+    assert np.mean(per_case["ap_activation_precision_lesion"]) != pytest.approx(np.mean(pairs), abs=1e-6)
+    low, high = out["activation_precision"]["lesion"]["ci_low"], out["activation_precision"]["lesion"]["ci_high"]
+    assert low < np.mean(pairs) < high
+    # a class left without prototypes: its cases have no valid pair and are left out
+    _, valid2 = true_class_pams(maps[:, :3], torch.as_tensor(pclass[:3]), labels, size)
+    assert not valid2[labels == 2].any()
 
 
 def test_metrics_from_predictions_without_fine_annotations():

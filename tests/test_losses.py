@@ -48,10 +48,10 @@ def test_fine_loss_toy_map_by_hand():
     # own prototype: ‖1 over the 12 irrelevant pixels‖ = √12; other: ‖2 everywhere‖ = √(16·4) = 8
     # scaled by 224 / S = 56
     assert float(loss) == pytest.approx(56 * (math.sqrt(12) + 8), rel=1e-6)
-    # mean over the batch, and the reference size is a parameter
+    # a sum over the batch's images (Eq. 7 as printed), and the reference size is a parameter
     two = fine_annotation_loss(pam.repeat(2, 1, 1, 1), torch.tensor([0, 0]), torch.tensor([0, 1]),
                                relevant.repeat(2, 1, 1, 1), reference_size=4)
-    assert float(two) == pytest.approx(math.sqrt(12) + 8, rel=1e-6)
+    assert float(two) == pytest.approx(2 * (math.sqrt(12) + 8), rel=1e-6)
     # a (B, S, S) mask is accepted too
     assert float(fine_annotation_loss(pam, torch.tensor([0]), torch.tensor([0, 1]), relevant[:, 0])) == \
         pytest.approx(float(loss))

@@ -158,17 +158,27 @@ def test_margin_auroc_per_class_and_average_variance():
     rng = np.random.default_rng(0)
     labels, probs = three_class_data(rng, n=60)
     out = margin_auroc(labels, probs)
-    assert list(out) == ["circumscribed", "indistinct", "spiculated", "average"]
+    assert list(out) == ["circumscribed", "indistinct", "spiculated", "average", "macro"]
     z = norm.ppf(0.975)
-    for k, name in enumerate(["circumscribed", "indistinct", "spiculated"]):
+    per_class = ["circumscribed", "indistinct", "spiculated"]
+    for k, name in enumerate(per_class):
         assert out[name]["value"] == pytest.approx(roc_auc_score(labels == k, probs[:, k]), abs=1e-12)
         # each class's CI is exactly the binary DeLong CI
         assert (out[name]["value"], out[name]["ci_low"], out[name]["ci_high"]) == pytest.approx(
             delong_auc_ci(labels == k, probs[:, k]), abs=1e-12)
-    assert out["average"]["value"] == pytest.approx(np.mean([out[c]["value"] for c in list(out)[:3]]))
+    # the paper's average is scikit-learn's prevalence-weighted one-vs-rest AUROC; macro the plain mean
+    assert out["average"]["value"] == pytest.approx(
+        roc_auc_score(labels, probs, multi_class="ovr", average="weighted"), abs=1e-12)
+    assert out["macro"]["value"] == pytest.approx(
+        roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-12)
+    assert out["average"]["value"] != pytest.approx(out["macro"]["value"], abs=1e-6)   # unequal classes
+    # the paper's interval: the same weighted mean of the per-class DeLong limits
+    w = np.bincount(labels, minlength=3) / labels.size
+    for key in ("ci_low", "ci_high"):
+        assert out["average"][key] == pytest.approx(sum(w[k] * out[n][key] for k, n in enumerate(per_class)))
     psi = brute_force_ovr_components(labels, probs)
     var_avg = float((psi.mean(axis=0) ** 2).sum())            # 1ᵀ Σ 1 / 9 with Σ = ψ ψᵀ
-    assert out["average"]["ci_high"] - out["average"]["value"] == pytest.approx(z * np.sqrt(var_avg), rel=1e-9)
+    assert out["macro"]["ci_high"] - out["macro"]["value"] == pytest.approx(z * np.sqrt(var_avg), rel=1e-9)
     _, psi_fast = structural_components(labels[None, :] == np.arange(3)[:, None], probs.T)
     np.testing.assert_allclose(psi_fast, psi, atol=1e-13)
 
@@ -200,7 +210,7 @@ def test_margin_auroc_missing_class_is_undefined():
     labels[labels == 2] = 1
     out = margin_auroc(labels, probs)
     assert out["spiculated"] == {"value": None, "ci_low": None, "ci_high": None}
-    assert out["average"]["value"] is None
+    assert out["average"]["value"] is None and out["macro"]["value"] is None
     assert out["circumscribed"]["value"] is not None
     with pytest.raises(ValueError, match="shape"):
         margin_auroc(labels, probs[:, :2])
@@ -213,7 +223,7 @@ def test_margin_auroc_test():
     same = margin_auroc_test(labels, probs, probs)
     assert all(p == 1.0 for p in same.values())
     p = margin_auroc_test(labels, probs, other)
-    assert set(p) == {"circumscribed", "indistinct", "spiculated", "average"}
+    assert set(p) == {"circumscribed", "indistinct", "spiculated", "average", "macro"}
     assert all(0 <= v <= 1 for v in p.values())
     for k, name in enumerate(["circumscribed", "indistinct", "spiculated"]):
         # per class it is the binary paired DeLong test
@@ -327,3 +337,20 @@ def test_bootstrap_chunks_do_not_change_the_resamples(monkeypatch):
     whole = bootstrap_ci(x, n_boot=300, seed=1)
     monkeypatch.setattr(metrics, "_BOOT_CHUNK", 50 * 7)            # 7 resamples per chunk
     assert bootstrap_ci(x, n_boot=300, seed=1) == whole
+
+
+def test_bootstrap_weighted_mean_is_the_mean_over_pairs():
+    """weights = pairs per case: the value is the mean over all pairs, the resampling is by case."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 4, 40)
+    pairs = [rng.random(c) for c in counts]
+    means = np.array([p.mean() if len(p) else np.nan for p in pairs])
+    out = bootstrap_ci(means, n_boot=2000, seed=1, weights=counts)
+    assert out["value"] == pytest.approx(np.concatenate(pairs).mean(), abs=1e-12)
+    assert out["ci_low"] < out["value"] < out["ci_high"]
+    # equal weights: the plain mean and the same resamples as the unweighted bootstrap
+    flat = rng.random(30)
+    assert bootstrap_ci(flat, n_boot=500, seed=2, weights=np.ones(30)) == pytest.approx(
+        bootstrap_ci(flat, n_boot=500, seed=2))
+    with pytest.raises(ValueError, match="non-negative"):
+        bootstrap_ci(flat, weights=-np.ones(30))
