@@ -40,9 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import MARGINS, ModelConfig, Preset, get_preset
-from .fastpath import autocast_dtype, needs_scaler
+from .atomic import atomic_write_json
+from .config import MARGINS, ModelConfig, Preset, get_preset, resolve_preset
+from .fastpath import autocast_dtype, needs_scaler, pick_device
 from .model import build_backbone
+from .rundir import load_state, read_history, save_state, write_history
 
 __all__ = [
     "TASKS", "BlackBox", "BlackBoxRun", "build_blackbox", "train_blackbox", "load_blackbox",
@@ -280,7 +282,7 @@ def _auroc(task: str, labels: np.ndarray, logits: np.ndarray) -> float | None:
     (``train.average_margin_auroc``), or the malignancy AUROC; None when undefined."""
     from sklearn.metrics import roc_auc_score
 
-    from .train import average_margin_auroc
+    from .predict import average_margin_auroc
 
     if len(labels) == 0:
         return None
@@ -325,16 +327,16 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
     validation AUROC are kept (the last epoch when the validation split is empty or undefined).
     Returns the run directory (written atomically: ``out.tmp-<pid>`` renamed into place).
     """
-    from . import train as train_mod
     from .data.dataset import (BatchPlan, augment_batch, check_classes, load_prepared,
                                pre_augment, to_tensors)
+    from .train.schedule import epoch_size
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    p = train_mod.resolve_preset(preset, overrides, epochs)
+    p = resolve_preset(preset, overrides, epochs)
     tc = p.train
     n_epochs = int(tc.epochs)
-    dev = train_mod.pick_device(device)
+    dev = pick_device(device)
     torch.manual_seed(seed)
     np.random.seed(seed)
     data = Path(data)
@@ -384,7 +386,8 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
         t0 = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
-        plan = BatchPlan(train_set, batch_size=tc.batch_size, fine_batch_size=0, generator=generator)
+        plan = BatchPlan(train_set, batch_size=tc.batch_size, fine_batch_size=0, generator=generator,
+                         epoch_size=epoch_size(tc, len(train_set)))     # the paper preset: 15 000
         for idx, _ in plan:
             idx = idx.to(dev)
             x = train_set.images[idx]
@@ -441,9 +444,9 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").unlink(missing_ok=True)     # a half-written run never looks complete
-    train_mod.save_state(best_state, out / "model.pt")
-    train_mod._write_history(out / "history.csv", history)
-    train_mod.atomic_write_json(out / "config.json", config)
+    save_state(best_state, out / "model.pt")
+    write_history(out / "history.csv", history)
+    atomic_write_json(out / "config.json", config)
     return out
 
 
@@ -455,12 +458,11 @@ def load_blackbox(run_dir: str | Path, device: str | torch.device | None = None)
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.json; not a run directory (train one with "
                                 "`iaiabl baseline --model blackbox ...`)")
-    from . import train as train_mod
 
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
     if config.get("kind") != "blackbox":
         raise ValueError(f"{run_dir}: config.json kind is {config.get('kind', 'iaiabl')!r}, not "
-                         "'blackbox'; load IAIA-BL and ProtoPNet runs with iaiabl_lib.train.load_run")
+                         "'blackbox'; load IAIA-BL and ProtoPNet runs with iaiabl_lib.rundir.load_run")
     preset = Preset.from_dict(config["preset"])
     cfg = copy.deepcopy(preset.model)
     cfg.pretrained = "none"
@@ -471,9 +473,9 @@ def load_blackbox(run_dir: str | Path, device: str | torch.device | None = None)
     weights = run_dir / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found; the run is incomplete: train it again")
-    model.load_state_dict(train_mod.load_state(weights))
-    model.to(train_mod.pick_device(device)).eval()
-    history = train_mod.read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
+    model.load_state_dict(load_state(weights))
+    model.to(pick_device(device)).eval()
+    history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
     data_dir = Path(config["data"]) if config.get("data") else None
     if data_dir is not None and not data_dir.is_dir():
         data_dir = None
@@ -630,8 +632,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(text)
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
-            from . import train as train_mod
-            train_mod.atomic_write_json(args.out / "radiologists.json", result)
+            atomic_write_json(args.out / "radiologists.json", result)
         return 0
     if args.out is None:
         raise ValueError("--out RUN is required to train a baseline")

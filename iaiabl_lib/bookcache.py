@@ -109,9 +109,10 @@ def book_dir() -> Path:
 def preset_for(device: Any = None, kind: str = "iaiabl") -> str:
     """The preset a chapter uses on ``device`` ("tiny" on a CPU, "paper" on a GPU), and for the
     ProtoPNet baseline its ProtoPNet twin ("tiny-protopnet", "protopnet")."""
-    from . import config, train
+    from . import config
+    from .fastpath import pick_device
 
-    name = config.default_preset_for(str(device if device is not None else train.pick_device()))
+    name = config.default_preset_for(str(device if device is not None else pick_device()))
     if kind == "protopnet":
         return "protopnet" if name == "paper" else f"{name}-protopnet"
     return name
@@ -250,10 +251,11 @@ def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded
     training (the book uses seed 0; ``iaiabl science --seeds`` repeats the experiment over several).
     Returns the run directory."""
     from . import train as train_mod
+    from .fastpath import pick_device
 
     if kind not in RUN_KINDS:
         raise ValueError(f"unknown run kind {kind!r}; choose one of {', '.join(RUN_KINDS)}")
-    device = str(device if device is not None else train_mod.pick_device())
+    device = str(device if device is not None else pick_device())
     preset = preset_for(device, kind)
     data_path = ensure_data(data, device, seed=seed)
     # the preset's own schedule, never shortened: the tiny IAIA-BL on the confounded set needs it
@@ -278,15 +280,15 @@ def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded
 
 
 def load(kind: str = "iaiabl", device: Any = None, data: str = "confounded", seed: int = SEED):
-    """The loaded run of :func:`ensure_run`: ``train.load_run`` (IAIA-BL, no-fine, ProtoPNet) or
+    """The loaded run of :func:`ensure_run`: ``rundir.load_run`` (IAIA-BL, no-fine, ProtoPNet) or
     ``baselines.load_blackbox`` (black box)."""
-    from . import train as train_mod
+    from .rundir import load_run
 
     if kind == "blackbox":
         from .baselines import load_blackbox
 
         return load_blackbox(ensure_run(kind, device, data, seed=seed), device=device)
-    return train_mod.load_run(ensure_run(kind, device, data, seed=seed), device=device)
+    return load_run(ensure_run(kind, device, data, seed=seed), device=device)
 
 
 def ensure_metrics(kind: str = "iaiabl", device: Any = None, data: str = "confounded",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,11 +77,12 @@ class LossWeights:
 class TrainConfig:
     """Schedule of stages A1 (warm-up + joint), A2 (push), A3 (last layer), B (malignancy)."""
 
-    epochs: int = 50
-    warm_epochs: int = 5
-    push_start: int = 10
+    epochs: int = 50                   # the paper's text
+    epoch_images: int = 15000          # images per A1 epoch (the paper: 5000 augmented per class); 0: one pass
+    warm_epochs: int = 10              # the authors' code (num_warm_epochs)
+    push_start: int = 11               # the authors' code pushes after (0-based) epochs 10, 20, ...
     push_every: int = 10
-    last_layer_epochs: int = 10
+    last_layer_epochs: int = 10        # A3 iterations over an epoch of images, per push
     batch_size: int = 75
     fine_batch_size: int = 10
     use_fine_loss: bool = True
@@ -143,7 +145,7 @@ def _tiny() -> Preset:
                           prototype_channels=32, topk=3),
         # 60 short epochs of 24 + 8, pushes after epochs 20, 40, 60: on the default synthetic set
         # (266 training ROIs) all stages take about 45 s on 2 CPU cores (92 CPU-seconds on 1)
-        train=TrainConfig(epochs=60, warm_epochs=2, push_start=20, push_every=20,
+        train=TrainConfig(epochs=60, epoch_images=0, warm_epochs=2, push_start=20, push_every=20,
                           last_layer_epochs=10, batch_size=24, fine_batch_size=8,
                           lr_warm_add_on=3e-3, lr_warm_prototypes=3e-3,
                           lr_joint_backbone=2e-3, lr_joint_add_on=3e-3,
@@ -197,3 +199,45 @@ def get_preset(name: str) -> Preset:
 def default_preset_for(device: str) -> str:
     """Tiny on a CPU, paper-scale on a GPU (the book's rule, DESIGN.md §6)."""
     return "tiny" if str(device).startswith("cpu") else "paper"
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    text = value.strip()
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"override {key}={value!r}: expected true/false")
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"override {key}={value!r}: not a number") from None
+
+
+def resolve_preset(preset: str | Preset, overrides: dict[str, Any] | None = None,
+                   epochs: int | None = None) -> Preset:
+    """A fresh Preset: ``preset`` (a name or a Preset, copied) with dotted ``overrides`` applied,
+    e.g. ``{"train.warm_epochs": 1, "model.topk": 1}``, and ``epochs`` (if given) as train.epochs."""
+    p = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(preset)
+    for key, value in (overrides or {}).items():
+        section, _, name = key.partition(".")
+        if section not in ("model", "loss", "train") or not name:
+            raise ValueError(f"override {key!r}: use 'model.X', 'loss.X' or 'train.X'")
+        obj = getattr(p, section)
+        if not hasattr(obj, name):
+            names = ", ".join(f.name for f in obj.__dataclass_fields__.values())
+            raise ValueError(f"override {key!r}: {type(obj).__name__} has no field {name!r} (fields: {names})")
+        setattr(obj, name, _coerce(value, getattr(obj, name), key))
+    if epochs is not None:
+        p.train.epochs = int(epochs)
+    t = p.train
+    if t.epochs < 1 or t.warm_epochs < 0 or t.push_every < 1 or t.last_layer_epochs < 0 or t.batch_size < 1:
+        raise ValueError(f"preset {p.name}: need epochs ≥ 1, warm_epochs ≥ 0, push_every ≥ 1, "
+                         f"last_layer_epochs ≥ 0, batch_size ≥ 1 (got {t.epochs}, {t.warm_epochs}, "
+                         f"{t.push_every}, {t.last_layer_epochs}, {t.batch_size})")
+    return p

@@ -304,8 +304,9 @@ def resolve_data_dir(run_dir: Path, cfg: dict, data_dir: str | Path | None) -> P
 
 
 def _load_iaiabl(run_dir: Path, cfg: dict, device) -> EvalModel:
-    """An IAIA-BL or ProtoPNet run (``train.load_run``), predicting with ``train.predict``."""
-    from .train import load_run, predict
+    """An IAIA-BL or ProtoPNet run (``rundir.load_run``), predicting with ``predict.predict``."""
+    from .predict import predict
+    from .rundir import load_run
 
     if cfg.get("complete") is False:
         raise FileNotFoundError(f"{run_dir}: training has not finished (config.json says "
@@ -452,7 +453,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     kind = run_kind(cfg)
     _check_run_files(run_dir, kind)
     data_dir = resolve_data_dir(run_dir, cfg, data_dir)          # fail fast, before loading weights
-    from .train import pick_device
+    from .fastpath import pick_device
     device = pick_device(device)
     model = LOADERS[kind](run_dir, cfg, device)
     recorded = _recorded_data_dir(cfg)

@@ -1,4 +1,8 @@
-"""The fast training path's device policy: precision, batch fitting and the run-time estimate.
+"""The fast training path's device policy: the device, precision, batch fitting and the run-time
+estimate.
+
+Device (``pick_device``)
+    CUDA when present, else the CPU; an explicit ``--device`` is checked against what exists.
 
 Precision (``autocast_dtype``)
     bf16 autocast on GPUs with native bf16 (Ampere and later: A100, H100, H200); fp16 with a
@@ -27,6 +31,17 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given (``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...), else CUDA when present, else CPU."""
+    if device is not None and str(device) != "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available here; "
+                               "use --device cpu (or leave it out to pick automatically)")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 MIN_BATCH = 8
 """The smallest lesion-scale batch ``fit_batch`` tries before giving up."""

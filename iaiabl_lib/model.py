@@ -14,6 +14,7 @@ and ``activation_map`` are what the book teaches; the module calls exactly these
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import warnings
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .config import ModelConfig, Preset
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions (DESIGN.md §4)
@@ -286,3 +287,23 @@ class IAIABL(nn.Module):
             dev = self.prototypes.device
             probe = torch.zeros(1, 3, self.cfg.image_size, self.cfg.image_size, device=dev)
             return int(self.backbone(probe).shape[-1])
+
+
+def build_model(preset: Preset, prototype_class: list[int] | None = None, pretrained: bool = True) -> IAIABL:
+    """IAIABL for ``preset``; ``pretrained=False`` skips loading ImageNet weights (they are about to
+    be overwritten by a state dict); ``prototype_class``: the classes of a pruned model."""
+    cfg = copy.deepcopy(preset.model)
+    if not pretrained:
+        cfg.pretrained = "none"
+    with warnings.catch_warnings():
+        if not pretrained:
+            warnings.simplefilter("ignore")
+        model = IAIABL(cfg)
+    model.cfg = copy.deepcopy(preset.model)          # the preset's settings, not the preset's object
+    if prototype_class is not None and list(prototype_class) != model.prototype_class.tolist():
+        from .prune import resize_prototypes      # prune imports this module
+
+        resize_prototypes(model, prototype_class)
+    return model
+
+

@@ -462,7 +462,7 @@ def plot_roc(labels, probs, class_names: Sequence[str] = MARGINS, title: str | N
 
 def _history_rows(history) -> list[dict]:
     if isinstance(history, (str, Path)):
-        from .train import read_history
+        from .rundir import read_history
 
         p = Path(history)
         return read_history(p / "history.csv" if p.is_dir() else p)

@@ -260,8 +260,8 @@ def _cam_figure_html(run, expl) -> str:
 
 
 def write_report(path: str | Path, text: str) -> Path:
-    """Write the HTML atomically (``train.atomic_write_bytes``)."""
-    from .train import atomic_write_bytes
+    """Write the HTML atomically (``atomic.atomic_write_bytes``)."""
+    from .atomic import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +290,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
                     top: int = 3, device=None) -> Path:
     """The whole ``iaiabl explain`` command as a function; returns the written HTML path."""
     from .explain import explain_case, load_dataset
-    from .train import load_run
+    from .rundir import load_run
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"

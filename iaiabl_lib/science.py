@@ -172,7 +172,7 @@ def add_cli(subparsers) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .train import atomic_write_bytes
+    from .atomic import atomic_write_bytes
 
     t0 = time.perf_counter()
     report, result = confounder_experiment(args.device, args.data, args.seeds)

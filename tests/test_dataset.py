@@ -8,7 +8,7 @@ import torch
 from iaiabl_lib.config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
 from iaiabl_lib.data.dataset import (MANIFEST_COLUMNS, BatchPlan, MissingClassError, PreparedDatasetError,
                                      TensorSet, augment_batch, check_classes, load_prepared, pre_augment,
-                                     save_prepared, to_tensors)
+                                     balanced_order, save_prepared, to_tensors)
 
 
 def write_dataset(path, n=30, size=32, splits=("train", "val", "test"), fine_every=3, seed=0):
@@ -211,3 +211,19 @@ def test_batch_plan_few_or_no_fine_and_tensorset(data):
     ts: TensorSet = to_tensors(load_prepared(data))
     lesion, fine = next(iter(BatchPlan(ts, batch_size=8, fine_batch_size=4)))
     assert len(lesion) == 8 and ts.has_fine[fine].all() and len(fine) == 4
+
+
+def test_batch_plan_epoch_of_paper_size_is_class_balanced():
+    """``epoch_size`` (the paper: 15 000): the epoch has that many rows, an equal share per class,
+    each example of a class used equally often (± 1) — the paper's offline set drawn on the fly."""
+    labels = torch.tensor([0] * 7 + [1] * 20 + [2] * 3)
+    plan = BatchPlan(labels, torch.zeros(30, dtype=torch.bool), batch_size=75, fine_batch_size=0,
+                     generator=torch.Generator().manual_seed(1), epoch_size=300)
+    rows = torch.cat([lesion for lesion, _ in plan])
+    assert len(plan) == 4 and len(rows) == 300
+    assert torch.bincount(labels[rows], minlength=3).tolist() == [100, 100, 100]
+    uses = torch.bincount(rows, minlength=30)
+    for c in range(3):
+        per = uses[labels == c]
+        assert int(per.max() - per.min()) <= 1
+    assert torch.bincount(labels[balanced_order(labels, 301)], minlength=3).tolist() == [101, 100, 100]

@@ -46,7 +46,9 @@ def test_mixed_precision_fast_path_agrees_with_fp32_reference(preset_name, size,
         hook = model.add_on.register_forward_hook(lambda m, i, o: dtypes.append(i[0].dtype))
         opt = make_optimizer(model, preset, "joint", reference)
         before = model.prototypes.detach().clone()
-        step = make_step(model, preset, opt, reference=reference, amp=True)
+        # fp16: start the loss scale low enough that this one compared step is taken (from 2¹⁶ the
+        # first steps of a run may be skipped while the scaler calibrates, as loss scaling does)
+        step = make_step(model, preset, opt, reference=reference, amp=True, init_scale=2.0 ** 10)
         assert (step.scaler is not None) == (not reference and amp_dtype == "fp16")
         out.append(step(batch))
         hook.remove()
@@ -166,7 +168,7 @@ def test_trainer_fits_its_batch_to_memory_and_records_it(prepared, tmp_path, mon
     shrinks the tiny preset's 24 + 8 by quarters to 13 + 4 before the first epoch, says so, trains
     with it, records it in config.json, and a rerun in the same directory resumes (the fitted
     batch is part of the settings the resume check compares)."""
-    import iaiabl_lib.train as train_mod
+    import iaiabl_lib.train.trainer as train_mod      # the loop's own reference to make_step
     from test_train import RUN_KW
 
     real_make_step = train_mod.make_step

@@ -33,7 +33,7 @@ def test_topk_average_hand_values():
 
 def test_topk_for_paper_value():
     cfg = get_preset("paper").model
-    assert topk_for(cfg, 196) == 9
+    assert topk_for(cfg, 196) == 5            # the paper's text (the authors' code passes 9)
     assert topk_for(get_preset("tiny").model, 64) == 3
 
 

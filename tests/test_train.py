@@ -13,7 +13,7 @@ from iaiabl_lib.config import MARGINS, get_preset
 from iaiabl_lib.data.dataset import TensorSet, load_prepared, save_prepared, to_tensors
 from iaiabl_lib.model import IAIABL
 from iaiabl_lib.prune import prune_duplicates
-from iaiabl_lib.train import (HISTORY_COLUMNS, Batch, CheckpointError, add_cli, average_margin_auroc,
+from iaiabl_lib.train import (HISTORY_COLUMNS, Batch, CheckpointError, add_cli, average_margin_auroc, make_batch,
                               fit_malignancy_head, load_run, load_state, make_optimizer, make_step, pick_device,
                               predict, push_epochs, resolve_preset, save_state, set_stage, train,
                               train_last_layer, train_step)
@@ -124,6 +124,37 @@ def test_push_schedule():
     assert push_epochs(t) == [8, 16]
     t.epochs, t.push_start, t.push_every = 10, 3, 4
     assert push_epochs(t) == [3, 7, 10]        # the last epoch is always pushed
+
+
+def test_paper_schedule_in_steps_matches_the_paper_and_the_authors_code():
+    """An epoch of the paper preset is 15 000 images (5000 per class) whatever the data set's size:
+    200 A1 steps of 75 + 10, 50 epochs (the paper's text), warm-up 10 epochs, pushes after epochs
+    11, 21, 31, 41 (the authors' code: 0-based 10, 20, ...) and the last one, 2000 A3 steps each."""
+    from iaiabl_lib.train.schedule import AUTHORS_CODE, schedule_table, steps_per_stage
+
+    s = steps_per_stage(get_preset("paper"), n_train=1100)
+    assert (s["epoch_images"], s["a1_steps_per_epoch"], s["a1_steps"]) == (15000, 200, 10000)
+    assert s["push_epochs"] == [11, 21, 31, 41, 50] and s["a3_steps_per_push"] == 2000
+    assert s["warm_epochs"] == AUTHORS_CODE["warm_epochs"] and s["lr_decay_every_steps"] == 1000
+    tiny = steps_per_stage(get_preset("tiny"), n_train=266)     # one pass over the split
+    assert (tiny["epoch_images"], tiny["a1_steps_per_epoch"]) == (266, 12)
+    table = schedule_table(get_preset("paper"), 1100)
+    assert "| A1 steps in all | 10000 | 10000 | 26000 |" in table
+
+
+def test_make_batch_masks_follow_the_preset(toy_set):
+    """The public batching function: IAIA-BL masks every row (lesion then fine); ProtoPNet none;
+    IAIA-BL without lesion masks only the fine rows (mask_start = the lesion-batch size)."""
+    idx = torch.arange(6)
+    for name, overrides, start, rows in (("tiny", {}, 0, 6), ("tiny-protopnet", {}, 4, None),
+                                         ("tiny", {"train.use_lesion_masks": False}, 4, 2)):
+        preset = resolve_preset(name, dict(overrides, **{"train.augment": False}))
+        b = make_batch(toy_set, idx, 4, preset)
+        assert b.images.shape[0] == 6 and b.mask_start == start
+        assert (b.relevant_mask is None) if rows is None else (b.relevant_mask.shape[0] == rows)
+    b = make_batch(toy_set, idx, 4, resolve_preset("tiny", {"train.augment": False}))
+    assert torch.equal(b.relevant_mask[:4], toy_set.lesion_masks[:4])
+    assert torch.equal(b.relevant_mask[4:], toy_set.fine_masks[4:6])
 
 
 def test_resolve_preset_overrides():

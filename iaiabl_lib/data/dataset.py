@@ -29,7 +29,8 @@ from iaiabl_lib.config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
 __all__ = [
     "MANIFEST_COLUMNS", "ARRAY_FILES", "SPLITS", "PreparedDatasetError", "MissingClassError",
     "PreparedDataset", "TensorSet", "load_prepared", "save_prepared", "resize_images",
-    "resize_masks", "to_tensors", "augment_batch", "BatchPlan", "pre_augment", "check_classes",
+    "resize_masks", "to_tensors", "augment_batch", "BatchPlan", "balanced_order", "pre_augment",
+    "check_classes",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -341,8 +342,7 @@ def pre_augment(ts: TensorSet, per_class: int, generator: torch.Generator | None
     parts: list[TensorSet] = []
     for cls in range(len(MARGINS)):
         members = torch.nonzero(ts.labels == cls).flatten()
-        order = members[_randperm(len(members), generator, device)]
-        index = order.repeat(math.ceil(per_class / len(members)))[:per_class]
+        index = _round_robin(members, per_class, generator, device)
         for start in range(0, per_class, chunk):
             part = ts.select(index[start:start + chunk])
             images, (lesion, fine) = augment_batch(part.images, [part.lesion_masks, part.fine_masks], generator)
@@ -357,25 +357,57 @@ def _randperm(n: int, generator: torch.Generator | None, device: torch.device | 
     return torch.randperm(n, generator=generator, device=where).to(device)
 
 
+def _round_robin(members: torch.Tensor, count: int, generator: torch.Generator | None,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """``count`` of ``members``, round-robin over one random order of them: each used equally
+    often (± 1), as in the paper's offline augmentation (5000 copies per class)."""
+    order = members.to(device)[_randperm(len(members), generator, device)]
+    return order.repeat(math.ceil(count / max(len(members), 1)))[:count]
+
+
+def balanced_order(labels, epoch_size: int, generator: torch.Generator | None = None,
+                   num_classes: int = len(MARGINS)) -> torch.Tensor:
+    """One epoch of ``epoch_size`` example indices, an equal share per class (the remainder to the
+    first classes), each class's examples used round-robin (``_round_robin``), in random order.
+
+    The paper's epoch is its offline-augmented training set, 5000 images of each class (15 000);
+    drawing an epoch this way and augmenting each batch on the fly gives the same composition and
+    the same number of steps without storing the 15 000 images. labels (N,) -> (epoch_size,) int64
+    on the CPU; classes without examples are left out (their share goes to the others)."""
+    labels = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels))
+    present = [c for c in range(num_classes) if bool((labels == c).any())]
+    if not present:
+        raise ValueError("balanced_order: no examples")
+    shares = [epoch_size // len(present) + (i < epoch_size % len(present)) for i in range(len(present))]
+    parts = [_round_robin(torch.nonzero(labels == c).flatten(), k, generator) for c, k in zip(present, shares)]
+    index = torch.cat(parts)
+    return index[_randperm(len(index), generator)]
+
+
 class BatchPlan:
     """One epoch of the paper's batches as index tensors.
 
     ``BatchPlan(labels, has_fine, batch_size=75, fine_batch_size=10, generator=None)`` or
     ``BatchPlan(tensorset_or_prepared, batch_size=..., ...)``. Iterating yields
     ``(lesion_idx, fine_idx)`` int64 CPU tensors: ``lesion_idx`` (batch_size,) walks a fresh
-    permutation of all examples (the last batch may be smaller unless ``drop_last``);
+    permutation of all examples (the last batch may be smaller unless ``drop_last``), or, with
+    ``epoch_size`` (the paper: 15 000), a fresh class-balanced draw of that many
+    (``balanced_order``);
     ``fine_idx`` (fine_batch_size,) is drawn from the examples with fine annotations — without
     replacement while enough remain in this epoch's shuffled pool, with replacement when there
     are fewer than ``fine_batch_size`` of them; empty (0,) when none has a fine annotation.
     """
 
     def __init__(self, labels, has_fine=None, batch_size: int = 75, fine_batch_size: int = 10,
-                 generator: torch.Generator | None = None, drop_last: bool = False):
+                 generator: torch.Generator | None = None, drop_last: bool = False,
+                 epoch_size: int | None = None):
         if has_fine is None and hasattr(labels, "has_fine"):
             labels, has_fine = labels.labels, labels.has_fine
         if has_fine is None:
             raise TypeError("BatchPlan needs has_fine (or a TensorSet / PreparedDataset)")
-        self.n = int(len(labels))
+        self.labels = labels
+        self.epoch_size = int(epoch_size) if epoch_size else None
+        self.n = self.epoch_size or int(len(labels))
         self.fine_pool = torch.nonzero(torch.as_tensor(np.asarray(has_fine.cpu() if isinstance(
             has_fine, torch.Tensor) else has_fine, dtype=bool))).flatten()
         if batch_size < 1 or fine_batch_size < 0:
@@ -409,7 +441,8 @@ class BatchPlan:
         return self.generator.device if self.generator is not None else "cpu"
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = _randperm(self.n, self.generator)
+        order = (balanced_order(self.labels, self.epoch_size, self.generator) if self.epoch_size
+                 else _randperm(self.n, self.generator))
         fine = self._fine_stream()
         for b in range(len(self)):
             yield order[b * self.batch_size:(b + 1) * self.batch_size], next(fine)

@@ -1,0 +1,84 @@
+"""Inference: a trained IAIA-BL network applied to images, in eval mode and fp32.
+
+    similarities(model, images)   s_j of Eq. 2 for every image            (N, m)
+    predict(model, images)        margin logits and probabilities (h1), the malignancy probability
+                                  (h2, Eq. 10), similarities and similarity maps (Eq. 1)
+    average_margin_auroc(...)     the unweighted mean one-vs-rest AUROC used to select models on
+                                  the validation split (as the authors' code selects them)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import MARGINS
+from .fastpath import pick_device
+from .model import IAIABL
+
+__all__ = ["similarities", "predict", "average_margin_auroc"]
+
+
+def _images_of(x) -> Tensor:
+    images = getattr(x, "images", x)
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, Tensor):
+        raise TypeError(f"expected images (a tensor or array (N, 3, S, S)) or a TensorSet, got {type(x).__name__}")
+    return images
+
+
+@torch.no_grad()
+def similarities(model: IAIABL, images: Tensor, batch_size: int = 256) -> Tensor:
+    """s_j (Eq. 2) of every image, in eval mode and fp32: (N, 3, S, S) -> (N, m) on the model's device."""
+    was = model.training
+    model.eval()
+    dev = model.prototypes.device
+    try:
+        parts = [model(images[i:i + batch_size].to(dev)).similarity for i in range(0, images.shape[0], batch_size)]
+    finally:
+        model.train(was)
+    return torch.cat(parts) if parts else torch.zeros(0, model.num_prototypes, device=dev)
+
+
+@torch.no_grad()
+def predict(model: IAIABL, images_or_tensorset, batch_size: int = 256, device=None) -> dict[str, np.ndarray]:
+    """Run the model (eval mode, fp32) on images (N, 3, S, S) ImageNet-normalised, or a TensorSet.
+
+    Returns numpy arrays: margin_logits (N, 3), margin_prob (N, 3), malignancy_prob (N,),
+    similarity (N, m), similarity_maps (N, m, H, W).
+    """
+    images = _images_of(images_or_tensorset)
+    dev = pick_device(device) if device is not None else model.prototypes.device
+    if dev != model.prototypes.device:
+        model.to(dev)
+    was = model.training
+    model.eval()
+    keys = ("margin_logits", "malignancy_logit", "similarity", "similarity_maps")
+    parts: dict[str, list] = {k: [] for k in keys}
+    try:
+        for i in range(0, images.shape[0], batch_size):
+            out = model(images[i:i + batch_size].to(dev).float())
+            for k in keys:
+                parts[k].append(getattr(out, k).float().cpu())
+    finally:
+        model.train(was)
+    res = {k: torch.cat(v).numpy() if v else np.zeros((0,)) for k, v in parts.items()}
+    logits = torch.from_numpy(res["margin_logits"])
+    res["margin_prob"] = torch.softmax(logits, dim=1).numpy() if len(logits) else np.zeros((0, 3))
+    res["malignancy_prob"] = torch.sigmoid(torch.from_numpy(res.pop("malignancy_logit"))).numpy()
+    return res
+
+
+def average_margin_auroc(labels: np.ndarray, margin_logits: np.ndarray) -> float:
+    """Average over the 3 margin classes of the one-vs-rest AUROC of the margin probabilities
+    (softmax of the margin logits); NaN when a class is missing from ``labels``."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < len(MARGINS):
+        return float("nan")
+    z = np.asarray(margin_logits, dtype=np.float64)
+    prob = np.exp(z - z.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    return float(np.mean([roc_auc_score(labels == c, prob[:, c]) for c in range(len(MARGINS))]))
