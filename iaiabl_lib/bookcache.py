@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 __all__ = [
     "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
-    "ensure_synth", "ensure_data", "ensure_run", "ensure_metrics", "load", "clear",
+    "ensure_synth", "ensure_data", "ensure_run", "ensure_metrics", "load", "glue", "clear",
 ]
 
 PACKAGE = Path(__file__).resolve().parent
@@ -306,6 +306,19 @@ def ensure_metrics(kind: str = "iaiabl", device: Any = None, data: str = "confou
                    device=device)
     stamp.write_text(key)
     return result
+
+
+def glue(name: str, value: Any, display: bool = False) -> Any:
+    """Hand ``value`` to the chapter's prose: ``myst_nb.glue`` when myst-nb is installed (the book's
+    build, where {glue:text}`name` in a Markdown cell shows it), nothing elsewhere (Colab, plain
+    Jupyter: the value is printed by the cell instead). Returns ``value``. A result quoted in a
+    chapter's prose always comes through here, never typed in (tests/test_book.py checks it)."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, value, display=display)
+    return value
 
 
 def clear() -> None:

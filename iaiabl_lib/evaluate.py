@@ -191,7 +191,8 @@ def metrics_from_predictions(labels, malignant, has_fine, lesion_masks, fine_mas
     labels, malignant (N,) int; has_fine (N,) bool; lesion_masks, fine_masks (N, S, S) {0,1}.
     Returns (metrics dict in the metrics.json form, per-case arrays: ``ap_<key>_lesion`` and
     ``ap_<key>_fine`` (the case's mean over its valid maps; NaN where a case has no fine
-    annotation) for each map). Activation precision is the mean over all valid (case, map) pairs.
+    annotation) and ``pairs_<key>_lesion`` / ``pairs_<key>_fine`` (how many maps each case has)
+    for each map). Activation precision is the mean over all valid (case, map) pairs.
     """
     labels = np.asarray(labels, dtype=np.int64)
     malignant = np.asarray(malignant, dtype=np.int64)
@@ -225,6 +226,7 @@ def metrics_from_predictions(labels, malignant, has_fine, lesion_masks, fine_mas
         out[key] = {"lesion": bootstrap_ci(ap_lesion, n_boot, alpha, seed, weights=count),
                     "fine": bootstrap_ci(ap_fine, n_boot, alpha, seed, weights=count_fine)}
         per_case[f"ap_{key}_lesion"], per_case[f"ap_{key}_fine"] = ap_lesion, ap_fine
+        per_case[f"pairs_{key}_lesion"], per_case[f"pairs_{key}_fine"] = count, count_fine
     if preds.malignancy_prob is None:                   # a margin-only black box
         out["malignancy_auroc"] = dict(undefined)
     else:

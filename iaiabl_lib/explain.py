@@ -38,7 +38,7 @@ from .model import activation_map
 __all__ = [
     "PrototypeEvidence", "CaseExplanation", "explain_case", "class_activation_map",
     "Neighbour", "PrototypeGalleryEntry", "prototype_gallery", "case_text", "load_dataset",
-    "prepare_image", "prototype_record",
+    "prepare_image", "prototype_record", "PrototypeHealth", "OFF_LESION_THRESHOLD", "prototype_health",
 ]
 
 
@@ -488,6 +488,77 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
             box=rec["activation_box"] or rec["rf_box"],
             self_activation=None if sa is None else sa[j], neighbours=neighbours))
     return entries
+
+
+@dataclass
+class PrototypeHealth:
+    """Where one prototype looks, measured: a reason to trust or to distrust the evidence it gives."""
+
+    index: int
+    cls: int
+    lesion_ap: float             # Eq. 9 on the lesion, mean over the split's cases of its class
+    self_ap: float | None        # Eq. 9 of its self-activation on its source case's lesion (push)
+    on_border: bool              # its source patch is a cell on the edge of the latent grid
+    merged: int                  # how many other prototypes were merged into it by pruning
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
+
+
+OFF_LESION_THRESHOLD = 0.5
+"""A prototype whose top 5 % activation lies mostly off the lesion (Eq. 9 below this) is flagged."""
+
+
+@torch.no_grad()
+def prototype_health(run, data=None, split: str = "train", threshold: float = OFF_LESION_THRESHOLD,
+                     batch_size: int = 256) -> list[PrototypeHealth]:
+    """For every prototype of ``run``: its lesion activation precision (Eq. 9, τ = 0.95) on the
+    ``split`` cases of its own class, that of its self-activation on its source case, whether its
+    source patch sits on the border of the latent grid, and how many prototypes pruning merged into
+    it. ``flags`` says in words why a reader should distrust it: mostly off the lesion (below
+    ``threshold``), or on the image border."""
+    from .metrics import activation_precision
+
+    model = run.model
+    ds = dataset_for(run, data).subset(split)
+    size = int(model.cfg.image_size)
+    x = _images_tensor(torch.from_numpy(np.ascontiguousarray(ds.images)), size)
+    dev = model.prototypes.device
+    was = model.training
+    model.eval()
+    try:
+        maps = torch.cat([model(x[i:i + batch_size].to(dev)).similarity_maps.float().cpu()
+                          for i in range(0, len(ds), batch_size)])          # (N, m, H, W)
+    finally:
+        model.train(was)
+    grid = int(maps.shape[-1])
+    pclass = model.prototype_class.cpu().numpy()
+    arrays = getattr(run, "push_arrays", None) or {}
+    merged = {int(g["kept"]): len(g["removed"]) for g in (getattr(run, "prune", None) or {}).get("merged", [])}
+    kept = (getattr(run, "prune", None) or {}).get("kept", list(range(len(pclass))))
+    out = []
+    for j, cls in enumerate(pclass):
+        rows = np.flatnonzero(ds.labels == cls)
+        pam = activation_map(maps[rows, j][:, None], size)[:, 0].numpy()     # (n, S, S)
+        ap = float(np.mean(activation_precision(pam, ds.lesion_masks[rows]))) if len(rows) else float("nan")
+        rec = prototype_record(run, j)
+        self_ap = None
+        if "self_activation" in arrays and rec["source_index"] is not None:
+            full = dataset_for(run, data)
+            self_ap = float(activation_precision(arrays["self_activation"][j],
+                                                 full.lesion_masks[int(rec["source_index"])]))
+        patch = rec["patch"]
+        border = patch is not None and (min(patch) == 0 or max(patch) == grid - 1)
+        flags = []
+        if np.isfinite(ap) and ap < threshold:
+            flags.append(f"most of its strongest activation ({100 * (1 - ap):.0f} %) lies off the lesion")
+        if border:
+            flags.append("it was taken from the border of its source image")
+        original = kept[j] if j < len(kept) else j
+        out.append(PrototypeHealth(j, int(cls), ap, self_ap, bool(border), merged.get(int(original), 0), flags))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

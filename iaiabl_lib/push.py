@@ -132,9 +132,23 @@ class NearestPatches:
 
 
 @torch.no_grad()
+def patch_mask_from(masks: Tensor, grid: tuple[int, int], threshold: float = 0.5) -> Tensor:
+    """Which latent-grid cells lie inside a region: the fraction of each cell's pixels inside the
+    mask (area average over the cell), at least ``threshold``; an image whose region covers no cell
+    that much keeps its single best-covered cell. masks (N, 1, S, S) {0, 1} -> (N, H, W) bool"""
+    frac = torch.nn.functional.adaptive_avg_pool2d(masks.float(), grid)[:, 0]       # (N, H, W)
+    keep = frac >= threshold
+    best = frac.flatten(1).argmax(dim=1)                                             # (N,)
+    empty = ~keep.flatten(1).any(dim=1) & (frac.flatten(1).max(dim=1).values > 0)
+    flat = keep.flatten(1).clone()
+    flat[empty, best[empty]] = True
+    return flat.view_as(keep)
+
+
 def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: int = 256,
-                    autocast: torch.dtype | None = None) -> NearestPatches:
-    """For each prototype, its nearest latent patch among the images of its own class.
+                    autocast: torch.dtype | None = None, patch_mask: Tensor | None = None) -> NearestPatches:
+    """For each prototype, its nearest latent patch among the images of its own class (and, with
+    ``patch_mask`` (N, H, W) bool, among the cells it allows: the push set of ``train.push_set``).
 
     images (N, 3, S, S), labels (N,) -> NearestPatches. One matrix product per chunk of images;
     the running minimum is kept on the device (no host synchronisation inside the loop).
@@ -166,6 +180,8 @@ def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: i
         d = squared_distances(z, protos)                                      # (b, m, H, W)
         own = labels[s:s + batch_size].to(dev)[:, None] == pclass[None, :]   # (b, m)
         d = d.masked_fill(~own[:, :, None, None], float("inf"))
+        if patch_mask is not None:                                            # (b, 1, H, W)
+            d = d.masked_fill(~patch_mask[s:s + batch_size].to(dev)[:, None], float("inf"))
         d = d.permute(1, 0, 2, 3).reshape(m, b * h * w)                      # (m, b·HW)
         dmin, arg = d.min(dim=1)                                              # (m,)
         vec = z.permute(0, 2, 3, 1).reshape(b * h * w, c)[arg]                # (m, C)
@@ -210,6 +226,7 @@ def push_prototypes(
     batch_size: int = 256,
     epoch: int | None = None,
     autocast: torch.dtype | None = None,
+    patch_mask: Tensor | None = None,
 ) -> PushResult:
     """Stage A2: project every prototype onto its nearest same-class training patch (in place) and
     record where it came from (see the module docstring).
@@ -221,7 +238,7 @@ def push_prototypes(
     was_training = model.training
     model.eval()
     try:
-        near = nearest_patches(model, images, labels, batch_size, autocast)
+        near = nearest_patches(model, images, labels, batch_size, autocast, patch_mask)
         model.prototypes.data.copy_(near.vector.to(model.prototypes.dtype))
         m = model.num_prototypes
         s = images.shape[-1]

@@ -156,6 +156,74 @@ def test_chapters_follow_the_template():
         assert "{cite}" in text, f"{path.name}: cites nothing"
 
 
+# Numbers a chapter's prose may type because they are definitions, settings or references, not
+# results: everything else (a measured AUROC, a precision, a count of cases) must be computed by the
+# chapter's cells and shown with myst-nb's {glue} roles, so that prose cannot drift from the outputs.
+DEFINITIONS = {
+    "0.5": "chance level of an AUROC; a threshold or a pixel value of a definition",
+    "99.5": "the 0.5-99.5 % intensity window of DICOM rendering (chapter 2)",
+    "5 %": "τ = 0.95 keeps the top 5 % of pixels (Eq. 9)",
+    "95 %": "confidence level of the intervals",
+    "0.95": "τ, the paper's activation-precision threshold",
+    "0.9": "the confounder setting --confounder 0.9, or a τ of an exercise",
+    "0.001": "λf, the paper's fine-annotation weight",
+    "0.8": "λc, the paper's cluster weight", "0.08": "λs, the paper's separation weight",
+    "15 %": "the paper's split proportions 73 / 12 / 15 %",
+    "3.0": "CC BY 3.0, the data licence", "10.7937": "a DOI prefix",
+    "3.3": "a section number of the paper", "3.4": "a section number of the paper",
+    "13.1": "the explorer's section number",
+    "2.6 %": "k = 5 of 196 patches (Eq. 2)", "4.6 %": "k = 9 of 196 patches (the authors' code)",
+}
+_NUMBER = re.compile(r"(?<![\w.{`])(\d+(?:\.\d+)?\s?%|\d+\.\d+)")
+
+
+def typed_numbers(markdown: str) -> list[str]:
+    """Decimal numbers and percentages typed in a Markdown cell's prose: math ($…$, $$…$$), code
+    (inline and fenced, where exercises show code), roles ({glue:text}`…`, {cite}`…`) and link
+    targets are left out."""
+    text = re.sub(r"```.*?```|````.*?````", "", markdown, flags=re.S)
+    text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.S)
+    text = re.sub(r"\$[^$\n]*\$", "", text)
+    text = re.sub(r"\{[\w:-]+\}`[^`]*`", "", text)
+    text = re.sub(r"`[^`]*`", "", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    return [n.replace("\u00a0", " ") for n in _NUMBER.findall(text)]
+
+
+def results_typed_in(markdown: str) -> list[str]:
+    return [n for n in typed_numbers(markdown) if n not in DEFINITIONS and n.replace(" ", "") not in
+            {d.replace(" ", "") for d in DEFINITIONS}]
+
+
+def test_typed_result_checker_finds_typed_results():
+    """The check below can fail: a typed measurement is caught, a glued one and definitions are not."""
+    assert results_typed_in("IAIA-BL reached 0.91 of its top activation on the lesion.") == ["0.91"]
+    assert results_typed_in("The model got 62 % right.") == ["62 %"]
+    assert results_typed_in("It reached {glue:text}`ap_fine:.2f` at τ = 0.95, $\\lambda_f = 0.002$, "
+                            "with `k = 0.3` and 95 % intervals.") == []
+
+
+def test_chapters_state_no_typed_results():
+    """Issue 11: every result a chapter's prose quotes is computed by its cells and glued
+    (``myst_nb.glue``), never typed in; each {glue} name used in the prose is glued by a cell."""
+    for path in [*chapter_notebooks(), *BOOK.glob("*.md")]:
+        if path.suffix == ".md":
+            cells, code = [path.read_text(encoding="utf-8")], ""
+        else:
+            nb = nbformat.read(path, as_version=4)
+            cells = [c.source for c in nb.cells if c.cell_type == "markdown"]
+            code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        for text in cells:
+            typed = results_typed_in(text)
+            assert not typed, (f"{path.name}: typed result(s) {typed} in the prose; compute them in a cell "
+                               "and show them with {glue:text}`name` (or add a definition to DEFINITIONS)")
+            glued = [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n))          # f"ap_{key}" -> ap_\w+
+                     for n in re.findall(r"glue\(\s*f?[\"']([^\"']+)[\"']", code)]
+            for name in re.findall(r"\{glue(?::\w+)?\}`([\w.-]+)", text):
+                assert any(re.fullmatch(g, name) for g in glued), \
+                    f"{path.name}: {{glue}}`{name}` is used in the prose but no cell glues it"
+
+
 def test_bookcache_location_and_atomic_entries(tmp_path, monkeypatch):
     """book_dir honours IAIABL_BOOK_CACHE; an entry appears only when its build finished; a failed
     build leaves nothing; a build directory of a dead process is cleaned up; a stale entry of the

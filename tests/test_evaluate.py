@@ -77,8 +77,11 @@ def test_evaluate_writes_the_metrics_schema(run_copy, prepared):
     assert "| margin AUROC, macro (unweighted mean) |" in md and "| malignancy AUROC |" in md
     with np.load(run_copy / "predictions.npz") as z:
         assert z["margin_prob"].shape == (result["n_test"], 3)
-        ap = z["ap_activation_precision_lesion"]
-        assert ap.mean() == pytest.approx(result["activation_precision"]["lesion"]["value"])
+        ap, pairs = z["ap_activation_precision_lesion"], z["pairs_activation_precision_lesion"]
+        # the mean over (case, prototype-of-its-true-class) pairs
+        pclass = np.asarray(json.loads((run_copy / "config.json").read_text())["prototype_class"])
+        assert pairs.tolist() == [int((pclass == y).sum()) for y in z["labels"]]
+        assert (ap * pairs).sum() / pairs.sum() == pytest.approx(result["activation_precision"]["lesion"]["value"])
     assert not [p for p in run_copy.iterdir() if ".tmp-" in p.name]
 
 

@@ -208,3 +208,27 @@ def test_explain_cli_clear_errors(tiny_run, prepared, synth_tree, tmp_path, caps
     assert "not a binary mask" in error(run + ["--mask", str(grey)])
     assert "neither a DICOM file nor a case id" in error(["explain", "--run", str(tiny_run), "P_NOPE"])
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_prototype_health_measures_each_prototype_against_a_direct_computation(run, data):
+    """Each prototype's training lesion precision equals Eq. 9 computed by hand on its class's
+    training cases; a prototype below the threshold is flagged in words; border cells are flagged."""
+    from iaiabl_lib.explain import prototype_health
+    from iaiabl_lib.metrics import activation_precision
+
+    health = prototype_health(run, data)
+    assert [h.index for h in health] == list(range(run.model.num_prototypes))
+    train = data.subset("train")
+    with torch.no_grad():
+        maps = run.model(to_tensors(train).images).similarity_maps
+    grid = maps.shape[-1]
+    for h in health:
+        rows = np.flatnonzero(train.labels == h.cls)
+        pam = activation_map(maps[rows, h.index][:, None], 64)[:, 0].numpy()
+        assert h.lesion_ap == pytest.approx(float(np.mean(activation_precision(pam, train.lesion_masks[rows]))))
+        patch = run.push[h.index]["patch"]
+        assert h.on_border == (min(patch) == 0 or max(patch) == grid - 1)
+        assert any("off the lesion" in f for f in h.flags) == (h.lesion_ap < 0.5)
+        assert h.flagged == bool(h.flags)
+    strict = prototype_health(run, data, threshold=1.01)          # every prototype is below 101 %
+    assert all(any("off the lesion" in f for f in h.flags) for h in strict)

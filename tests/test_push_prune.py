@@ -136,7 +136,7 @@ def test_prune_merges_duplicates_and_sums_h1_columns():
     with torch.no_grad():
         model.prototypes[1] = model.prototypes[0]                            # same patch (class 0)
         model.prototypes[3] = model.prototypes[0]                            # same patch, 3 members
-        model.prototypes[7] = model.prototypes[6] + 1e-3                     # within tolerance (class 1)
+        model.prototypes[7] = model.prototypes[6] + 1e-4                     # within tolerance (class 1)
         model.prototypes[10] = model.prototypes[4]                           # equal but other class: kept
         model.margin_head.weight.normal_()
     sources = [(j, 0, 0) for j in range(15)]
@@ -153,7 +153,8 @@ def test_prune_merges_duplicates_and_sums_h1_columns():
     ]
     keep = report["kept"]
     assert keep == [0, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14]
-    assert model.prototypes.shape == (12, 32) and model.margin_head.weight.shape == (3, 12)
+    c = get_preset("tiny").model.prototype_channels
+    assert model.prototypes.shape == (12, c) and model.margin_head.weight.shape == (3, 12)
     assert model.prototype_class.tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2]
     w = model.margin_head.weight
     assert torch.allclose(w[:, 0], w_before[:, 0] + w_before[:, 1] + w_before[:, 3])
@@ -201,6 +202,7 @@ def test_duplicate_groups_chain():
 def test_resize_prototypes_for_loading():
     model = IAIABL(get_preset("tiny").model)
     resize_prototypes(model, [0, 1, 1, 2])
-    assert model.prototypes.shape == (4, 32) and model.margin_head.weight.shape == (3, 4)
+    assert model.prototypes.shape == (4, get_preset("tiny").model.prototype_channels)
+    assert model.margin_head.weight.shape == (3, 4)
     assert "prototype_class" in dict(model.named_buffers())
     assert model.margin_head.weight[:, 0].tolist() == [1.0, -1.0, -1.0]

@@ -91,6 +91,7 @@ def test_last_layer_trains_only_h1_and_stage_b_only_h2(toy_set):
     assert 0 <= auc <= 1
     before = _snapshot(model)
     logits = predict(model, toy_set)["margin_logits"]
+    logits[:, 2] += toy_set.malignant.numpy()       # an untrained h1 says little: give h2 a signal to fit
     report = fit_malignancy_head(model, logits, toy_set.malignant.numpy())
     assert _moved(model, before) == {"malignancy_head"}
     assert model.malignancy_head.weight[0].tolist() == pytest.approx(list(report["coefficients"].values()))

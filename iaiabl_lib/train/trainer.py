@@ -64,6 +64,11 @@ class Trainer:
         fastpath.configure_backends(device)
         self.model = build_model(preset).to(device)
         self.gen = torch.Generator(device=device).manual_seed(seed)
+        if preset.model.prototype_init == "lesion_patches":
+            self._init_prototypes_on_lesion_patches(seed + 3)
+        elif preset.model.prototype_init != "uniform":
+            raise ValueError(f"model.prototype_init must be 'uniform' or 'lesion_patches', "
+                             f"got {preset.model.prototype_init!r}")
         self.a1_set = train_set
         if self.t.pre_augment_per_class > 0:  # offline augmentation (paper: 5000 per class), fixed by the seed
             g = torch.Generator(device=device).manual_seed(seed + 1)
@@ -114,6 +119,41 @@ class Trainer:
         keep = count > 0
         lesion_ap = float((ap[keep] * count[keep]).sum() / count[keep].sum()) if keep.any() else float("nan")
         return {"val_auroc": average_margin_auroc(labels, out["margin_logits"]), "val_lesion_ap": lesion_ap}
+
+    @torch.no_grad()
+    def _init_prototypes_on_lesion_patches(self, seed: int) -> None:
+        """``model.prototype_init = "lesion_patches"``: each prototype starts as the latent patch
+        (of the untrained network) of a random cell inside the lesion of a random training image of
+        its class, all distinct, instead of a uniform random vector (the paper's ``torch.rand``)."""
+        from ..push import patch_mask_from
+
+        g = torch.Generator().manual_seed(seed)
+        model = self.model
+        was = model.training
+        model.eval()
+        z = torch.cat([model.features(self.plain.images[i:i + self.t.eval_batch_size])
+                       for i in range(0, len(self.plain), self.t.eval_batch_size)]).float()   # (N, C, H, W)
+        model.train(was)
+        n, c, h, w = z.shape
+        allowed = patch_mask_from(self.plain.lesion_masks, (h, w)).to(z.device)              # (N, H, W)
+        labels = self.plain.labels.to(z.device)
+        for cls in range(model.cfg.num_classes):
+            cells = torch.nonzero(allowed & (labels == cls)[:, None, None])                # (K, 3)
+            slots = torch.nonzero(model.prototype_class == cls).flatten()
+            pick = cells[torch.randperm(len(cells), generator=g)[:len(slots)].to(cells.device)]
+            model.prototypes.data[slots] = z[pick[:, 0], :, pick[:, 1], pick[:, 2]].to(model.prototypes.dtype)
+
+    def _push_set(self) -> Tensor | None:
+        """The cells a prototype may be projected onto (``train.push_set``): every cell of its
+        class's training images ("all", the paper), or only cells inside the lesion ("lesion")."""
+        if self.t.push_set == "all":
+            return None
+        if self.t.push_set != "lesion":
+            raise ValueError(f"train.push_set must be 'all' or 'lesion', got {self.t.push_set!r}")
+        from ..push import patch_mask_from
+
+        grid = self.model.grid_size()
+        return patch_mask_from(self.plain.lesion_masks, (grid, grid))
 
     def _push_diagnostics(self, records: list[dict], arrays: dict) -> dict:
         """How many distinct training patches the prototypes sit on, and how much of their
@@ -262,7 +302,8 @@ class Trainer:
         set_stage(self.model, "frozen")
         autocast = fastpath.autocast_dtype(self.dev, self.t.amp_dtype) if (self.t.amp and self.dev.type == "cuda") else None
         result = push_prototypes(self.model, self.plain.images, self.plain.labels, self.ids, self.index,
-                                 self.t.eval_batch_size, epoch=self.epoch, autocast=autocast)
+                                 self.t.eval_batch_size, epoch=self.epoch, autocast=autocast,
+                                 patch_mask=self._push_set())
         self._row("push", t0, **self._validate(), **self._push_diagnostics(result.records, result.arrays))
         auc = self.last_layer()
         self._log(f"epoch {self.epoch}: pushed; validation average margin AUROC {auc:.3f}")
@@ -373,6 +414,10 @@ class Trainer:
             report = {"before": m, "after": m, "merged": [], "kept": list(range(m)),
                       "prototype_class": model.prototype_class.tolist(), "enabled": False}
         report["best_epoch"] = best["epoch"]
+        # how far each prototype (original numbering) was from every training patch before the
+        # selected push projected it: prototypes that had drifted away from all patches ("dead")
+        # are the ones that land on the same patch and merge (chapter 7)
+        report["sq_distance_before_push"] = [float(r["sq_distance"]) for r in best["push"]]
         val_auc = self._val_auroc()
         self._log(f"prune: {report['before']} → {report['after']} prototypes; "
                   f"validation average margin AUROC {val_auc:.3f} (pushed model of epoch {best['epoch']})")
