@@ -103,6 +103,8 @@ def test_toc_lists_every_chapter_and_only_existing_files():
 def test_notebooks_are_stripped():
     for path in chapter_notebooks():
         nb = nbformat.read(path, as_version=4)
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        assert all("id" in c for c in raw["cells"]), f"{path.name}: a cell without an id (nbformat 4.5)"
         for i, cell in enumerate(nb.cells):
             if cell.cell_type == "code":
                 assert not cell.get("outputs"), f"{path.name} cell {i} has outputs: strip them " \
