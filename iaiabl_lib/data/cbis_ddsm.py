@@ -1,8 +1,8 @@
 """CBIS-DDSM (or the synthetic look-alike) -> prepared dataset: ROI crops, lesion masks, fine masks.
 
 ``prepare(cbis_dir, out_dir)`` reads the two mass CSVs, finds each row's DICOM files in the NBIA
-or IDC download tree, windows the full mammogram, crops a square around the lesion and writes the arrays and the
-manifest of docs/INTERFACES.md §2. Every CSV row is either included or listed in
+or IDC download tree, windows the full mammogram, crops a square around the lesion and writes the
+arrays and the manifest of docs/INTERFACES.md §2. Every CSV row is either included or listed in
 ``summary["skipped"]`` with a reason (``n_included + len(skipped) == n_csv_rows``).
 
 The quirks of a real download it handles:

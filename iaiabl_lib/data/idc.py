@@ -32,7 +32,7 @@ import datetime as _dt
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -209,7 +209,8 @@ def select_series(csv_dir: str | Path = CSV_DIR, index: dict[str, IndexSeries] |
                           else "the index puts the series in another study" if index[uids[1]].study_uid != uids[0]
                           else "")
                 if reason:
-                    unresolved.append({"csv": row.csv, "row": row.row, "column": column, "cell": cell, "reason": reason})
+                    unresolved.append({"csv": row.csv, "row": row.row, "column": column, "cell": cell,
+                                       "reason": reason})
                 else:
                     kinds.setdefault(uids[1], set()).add(kind)
     series = sorted((index[u] for u in kinds), key=lambda s: (s.patient_id, s.series_uid))
@@ -421,7 +422,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "(offline), print their count and size, check the free disk space, download them "
                     "with idc-index (resumable: rerun to continue), verify every series against the index "
                     "and write the CSVs beside the images. Needs: pip install 'iaiabl_lib[real]'.")
-    c.add_argument("--out", required=True, type=Path, metavar="DIR", help="download folder (then: iaiabl prepare --cbis DIR)")
+    c.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="download folder (then: iaiabl prepare --cbis DIR)")
     c.add_argument("--dry-run", action="store_true", help="print the count, size and free space; download nothing")
     c.add_argument("--rois-only", action="store_true",
                    help="crops and ROI masks only: refused, with the reason (prepare needs the full mammograms)")
