@@ -10,6 +10,7 @@ import sys
 SUBCOMMAND_MODULES = (
     "iaiabl_lib.data.synthetic",   # synth
     "iaiabl_lib.data.cbis_ddsm",   # prepare
+    "iaiabl_lib.data.idc",         # download (real CBIS-DDSM from the Imaging Data Commons)
     "iaiabl_lib.train",            # train
     "iaiabl_lib.evaluate",         # evaluate, compare
     "iaiabl_lib.report",           # explain
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iaiabl",
         description="IAIA-BL: interpretable mass-margin classification for mammography "
-                    "(Barnett et al. 2021). Data flow: synth | your CBIS-DDSM download → prepare → "
+                    "(Barnett et al. 2021). Data flow: synth | download cbis-ddsm → prepare → "
                     "train → evaluate / explain.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

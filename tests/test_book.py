@@ -432,3 +432,75 @@ def test_setup_cell_installs_the_library_in_a_fresh_venv(tmp_path):
         f"the library was imported from {installed}, not from the fresh venv"
     assert "device: " in out and "preset: " in out, out[-2000:]
     assert "No GPU" in out, "the CPU note (how to switch Colab to a GPU) is missing"
+
+
+# --- chapter 14: the real-data cell, off by default ----------------------------------------------
+
+def _real_data_cell() -> str:
+    nb = nbformat.read(BOOK / "14_full_scale.ipynb", as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "USE_REAL_CBIS_DDSM" in c.source]
+    assert len(cells) == 1, "chapter 14 needs exactly one real-data cell"
+    source = cells[0].source
+    assert len(re.findall(r"^USE_REAL_CBIS_DDSM = False\b", source, re.M)) == 1, "one switch, off by default"
+    return source
+
+
+def _run_cell(source: str, namespace: dict) -> None:
+    from IPython.core.inputtransformer2 import TransformerManager
+    exec(TransformerManager().transform_cell(source), namespace)
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return _Described()
+        return record
+
+
+class _Described:
+    def describe(self):
+        return "ESTIMATE"
+
+
+def test_chapter_14_real_data_cell_is_off_by_default(monkeypatch, capsys):
+    from iaiabl_lib.data import idc
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the cell downloaded while USE_REAL_CBIS_DDSM was False")
+    monkeypatch.setattr(idc, "download_cbis_ddsm", must_not_run)
+    _run_cell(_real_data_cell(), {"device": "cpu", "get_ipython": lambda: _Recorder()})
+    out = capsys.readouterr().out
+    assert "USE_REAL_CBIS_DDSM is False: nothing is downloaded" in out
+    if idc.available():
+        assert "3391 series" in out and "82.5 GB" in out       # the packaged CSVs and index, offline
+    else:
+        assert "pip install 'iaiabl_lib[real]'" in out
+
+
+def test_chapter_14_real_data_cell_when_switched_on(monkeypatch, capsys, tmp_path):
+    """Switched on: refuses without a GPU; on one, prints the size and the time estimate, then
+    downloads, prepares, estimates on the real data and trains, in that order (all stubbed here)."""
+    from iaiabl_lib.data import cbis_ddsm, idc
+
+    source = _real_data_cell().replace("USE_REAL_CBIS_DDSM = False", "USE_REAL_CBIS_DDSM = True", 1)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    steps = []
+    monkeypatch.setattr(idc, "available", lambda: True)
+    monkeypatch.setattr(idc, "download_cbis_ddsm", lambda out, dry_run=False: steps.append(("download", dry_run)))
+    monkeypatch.setattr(cbis_ddsm, "prepare", lambda *a, **k: steps.append(("prepare", k["size"], k["split"])))
+    train_lib = _Recorder()
+    common = {"train_lib": train_lib, "epochs": 50, "n_cbis": 962.0, "per_image": 0.01,
+              "get_ipython": lambda: _Recorder()}
+    with pytest.raises(RuntimeError, match="needs a GPU"):
+        _run_cell(source, {**common, "device": "cpu"})
+    assert steps == [] and train_lib.calls == []
+    _run_cell(source, {**common, "device": "cuda"})          # a stand-in: nothing here touches a GPU
+    assert steps == [("download", True), ("download", False), ("prepare", 224, "paper")]
+    assert [(name, args[1]) for name, args, _ in train_lib.calls] == [("estimate", "paper"), ("train", "paper")]
+    out = capsys.readouterr().out
+    assert "training-time estimate: stage A1, 50 epochs on ~962 training ROIs at the 100 images/s" in out
+    assert "ESTIMATE" in out

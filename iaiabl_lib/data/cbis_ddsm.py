@@ -1,8 +1,8 @@
 """CBIS-DDSM (or the synthetic look-alike) -> prepared dataset: ROI crops, lesion masks, fine masks.
 
 ``prepare(cbis_dir, out_dir)`` reads the two mass CSVs, finds each row's DICOM files in the NBIA
-tree, windows the full mammogram, crops a square around the lesion and writes the arrays and the
-manifest of docs/INTERFACES.md §2. Every CSV row is either included or listed in
+or IDC download tree, windows the full mammogram, crops a square around the lesion and writes the
+arrays and the manifest of docs/INTERFACES.md §2. Every CSV row is either included or listed in
 ``summary["skipped"]`` with a reason (``n_included + len(skipped) == n_csv_rows``).
 
 The quirks of a real download it handles:
@@ -12,6 +12,10 @@ The quirks of a real download it handles:
   newer NBIA downloads name folders ``07-20-2016-DDSM-74994/1.000000-full mammogram images-24515``
   instead of the UIDs (``CBIS-DDSM/metadata.csv`` maps series UIDs to folders; without it the
   folders are found by UID or by the UID's last five digits);
+* an NCI Imaging Data Commons download (``iaiabl download cbis-ddsm``) lays series out as
+  ``cbis_ddsm/<PatientID>/<study uid>/MG_<series uid>/<uuid>.dcm``: any folder whose name carries
+  the series UID (below one carrying the study UID) is found, whatever the names around it
+  (:mod:`iaiabl_lib.data.locate`);
 * crop and ROI mask are sometimes swapped, in one series or two: the mask is recognised by its
   CONTENT (binary, the full image's size), never by file name or column;
 * margins: CIRCUMSCRIBED, ILL_DEFINED (-> indistinct), SPICULATED are kept; OBSCURED,
@@ -34,6 +38,7 @@ import numpy as np
 from iaiabl_lib.config import MARGINS
 from iaiabl_lib.data.dataset import SPLITS, resize_images, resize_masks, save_prepared
 from iaiabl_lib.data.dicom import DicomError, read_dicom, robust_window, window_to_uint8
+from iaiabl_lib.data.locate import SeriesIndex, cell_uids
 
 __all__ = [
     "CbisError", "MassRow", "read_mass_csv", "classify_margin", "classify_pathology",
@@ -158,7 +163,9 @@ class DicomLocator:
     """Resolve CSV paths (``folder/study/series/000000.dcm``) to files in an NBIA download.
 
     Series folder: ``ROOT/folder/study/series`` when it exists; else the folder that
-    ``metadata.csv`` ('Series UID' -> 'File Location') names; else a folder under ``ROOT/folder``
+    ``metadata.csv`` ('Series UID' -> 'File Location') names; else the one folder anywhere under
+    ``cbis_dir`` whose name carries the series UID (``MG_<uid>`` in an IDC download; a
+    :class:`~iaiabl_lib.data.locate.SeriesIndex`, built once); else a folder under ``ROOT/folder``
     named after the series UID or ending in ``-<its last 5 digits>`` (NBIA naming). Files: the
     named file when it exists, else every ``*.dcm`` in the series folder (``1-1.dcm``, ``1-2.dcm``).
     ``ROOT`` is ``cbis_dir/CBIS-DDSM`` (or ``cbis_dir`` itself when that has no CBIS-DDSM folder).
@@ -168,7 +175,9 @@ class DicomLocator:
         self.cbis_dir = Path(cbis_dir)
         self.root = self.cbis_dir / "CBIS-DDSM" if (self.cbis_dir / "CBIS-DDSM").is_dir() else self.cbis_dir
         self.notes: list[str] = []
+        self._noted: set[str] = set()
         self.series_from_metadata = self._read_metadata()
+        self.uid_index = SeriesIndex(self.cbis_dir)
 
     def _read_metadata(self) -> dict[str, Path]:
         candidates = [self.root / "metadata.csv", self.cbis_dir / "metadata.csv"]
@@ -203,6 +212,16 @@ class DicomLocator:
             return direct
         if series in self.series_from_metadata:
             return self.series_from_metadata[series]
+        uids = cell_uids(cell)
+        if uids is not None:
+            found = self.uid_index.find(*uids)
+            if found is not None:
+                return found.path
+            if series in self.uid_index.ambiguous and series not in self._noted:
+                self._noted.add(series)
+                self.notes.append(f"series {series} is in {len(self.uid_index.ambiguous[series])} folders "
+                                  f"({', '.join(self.relative(d) for d in self.uid_index.ambiguous[series])}); "
+                                  "its rows were skipped: keep one copy")
         top = self.root / folder
         if not top.is_dir():
             return None
