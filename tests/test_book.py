@@ -493,7 +493,9 @@ def test_chapter_14_real_data_cell_when_switched_on(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(idc, "download_cbis_ddsm", lambda out, dry_run=False: steps.append(("download", dry_run)))
     monkeypatch.setattr(cbis_ddsm, "prepare", lambda *a, **k: steps.append(("prepare", k["size"], k["split"])))
     train_lib = _Recorder()
-    common = {"train_lib": train_lib, "epochs": 50, "n_cbis": 962.0, "per_image": 0.01,
+    from types import SimpleNamespace
+    schedule = {"a1_steps": 10000, "epochs": 50, "epoch_images": 15000}   # what the cell above computed
+    common = {"train_lib": train_lib, "steps": schedule, "est": SimpleNamespace(step_seconds=0.03),
               "get_ipython": lambda: _Recorder()}
     with pytest.raises(RuntimeError, match="needs a GPU"):
         _run_cell(source, {**common, "device": "cpu"})
@@ -502,5 +504,6 @@ def test_chapter_14_real_data_cell_when_switched_on(monkeypatch, capsys, tmp_pat
     assert steps == [("download", True), ("download", False), ("prepare", 224, "paper")]
     assert [(name, args[1]) for name, args, _ in train_lib.calls] == [("estimate", "paper"), ("train", "paper")]
     out = capsys.readouterr().out
-    assert "training-time estimate: stage A1, 50 epochs on ~962 training ROIs at the 100 images/s" in out
+    assert "training-time estimate: stage A1, 10000 steps (50 epochs of 15000 images) at the step time " \
+           "measured above: 5 min" in out
     assert "ESTIMATE" in out
