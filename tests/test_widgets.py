@@ -510,3 +510,21 @@ def test_pick_cases_takes_the_margins_in_turn(ds):
     fine = widgets.pick_cases(ds, "test", 8, prefer_fine=True)
     assert ds.has_fine[ds.split == "test"].any(), "the fixture's test split has fine annotations"
     assert all(ds.has_fine[i] for i in fine)
+
+
+def test_large_images_are_encoded_no_wider_than_shown():
+    """A 224-px map (the paper preset) is encoded at HEAT_PX (it is a smooth enlargement of a 14 × 14
+    grid); repeated underlays and thumbnails at most as wide as asked; the reading view keeps its pixels."""
+    yy, xx = np.mgrid[:224, :224]
+    amap = 2.5 * np.exp(-((yy - 120) ** 2 + (xx - 100) ** 2) / 800.0)
+    (heat,) = _pngs(I.similarity_uri(amap))
+    assert heat.size == (I.HEAT_PX, I.HEAT_PX) and heat.mode == "RGB"
+    on_scale = plots.similarity_rgb(np.linspace(*plots.SIMILARITY_RANGE, 2001))
+    far = np.abs(np.asarray(heat).reshape(-1, 1, 3).astype(int) - on_scale[None].astype(int)).sum(-1).min(1)
+    assert far.max() <= 3                                  # every pixel a colour of the scale
+    grey = (np.arange(224 * 224) % 251).reshape(224, 224).astype(np.uint8)
+    assert _pngs(I.grey_uri(grey, 128))[0].size == (128, 128)
+    assert _pngs(I.grey_uri(grey))[0].size == (224, 224)
+    assert _pngs(I.thumbnail(grey, None, "a case", px=192))[0].size == (192, 192)
+    frame = I.reading_frame(grey, [])
+    assert _pngs(frame)[0].size == (224, 224)

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["READING_PX", "COMPARE_PX", "THUMB_PX", "MAX_LAYERS", "png_uri", "grey_uri",
+__all__ = ["READING_PX", "COMPARE_PX", "THUMB_PX", "MAX_LAYERS", "HEAT_PX", "png_uri", "grey_uri",
            "similarity_uri", "marks_uri", "colour_legend", "Layer", "reading_frame", "patch_figure",
            "thumbnail", "LEGEND_STOPS"]
 
@@ -38,6 +38,10 @@ MAX_LAYERS = 12
 """Heat maps (and mark layers) a reading frame can switch between (the CSS has one rule each)."""
 LEGEND_STOPS = 33
 """Colour stops of the HTML legend's gradient (the colour map is sampled at this many points)."""
+HEAT_PX = 64
+"""Heat maps are encoded at most this many pixels wide (the browser enlarges them smoothly): a map
+is the bilinear enlargement of the model's 8 × 8 (tiny) or 14 × 14 (paper) grid, so more pixels
+would add bytes, not detail."""
 
 _ids = itertools.count(1)
 
@@ -69,25 +73,43 @@ def _uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a * (255 if a.max() <= 1 else 1)), 0, 255).astype(np.uint8)
 
 
-def grey_uri(image: np.ndarray) -> str:
-    """A grey region of interest (uint8, or floats in [0, 1]) at its own resolution."""
-    return png_uri(_uint8(image))
+def _shrink(a: np.ndarray, px: int | None) -> np.ndarray:
+    """``a`` (H, W) averaged down to at most ``px`` pixels wide (float32), or unchanged."""
+    from PIL import Image
+
+    a = np.asarray(a, dtype=np.float32)
+    if px is None or max(a.shape) <= px:
+        return a
+    h, w = a.shape
+    size = (max(1, round(w * px / max(h, w))), max(1, round(h * px / max(h, w))))
+    return np.asarray(Image.fromarray(a, mode="F").resize(size, Image.Resampling.BOX))
 
 
-def similarity_uri(similarity_map: np.ndarray) -> str:
-    """A similarity map in the colours of the one scale (``plots.similarity_rgb``), RGB."""
+def grey_uri(image: np.ndarray, max_px: int | None = None) -> str:
+    """A grey region of interest (uint8, or floats in [0, 1]) at its own resolution, or averaged
+    down to ``max_px`` pixels wide."""
+    a = _uint8(image)
+    if max_px is not None and max(a.shape) > max_px:
+        a = np.clip(np.rint(_shrink(a, max_px)), 0, 255).astype(np.uint8)
+    return png_uri(a)
+
+
+def similarity_uri(similarity_map: np.ndarray, max_px: int = HEAT_PX) -> str:
+    """A similarity map in the colours of the one scale (``plots.similarity_rgb``), RGB, at most
+    ``max_px`` pixels wide."""
     from ..plots import similarity_rgb
 
-    return png_uri(similarity_rgb(np.asarray(similarity_map, dtype=np.float64)))
+    return png_uri(similarity_rgb(_shrink(similarity_map, max_px)))
 
 
 def marks_uri(shape: tuple[int, int], marks: Sequence[tuple[np.ndarray, tuple[int, int, int, int]]],
               outlines: Sequence[tuple[np.ndarray, tuple[int, int, int, int]]] = (),
-              upscale: int = 4) -> str:
+              upscale: int | None = None) -> str:
     """A transparent RGBA layer: each ``(mask, rgba)`` of ``marks`` fills its pixels, each
     ``(mask, rgba)`` of ``outlines`` draws its boundary, at ``upscale`` × the image's resolution
-    (sharp edges, thin outlines once the frame enlarges it)."""
+    (default: about 256 pixels wide; sharp edges, thin outlines once the frame enlarges it)."""
     h, w = shape
+    upscale = max(1, 256 // max(h, w)) if upscale is None else int(upscale)
     out = np.zeros((h * upscale, w * upscale, 4), np.uint8)
     for mask, rgba in marks:
         big = np.kron(np.asarray(mask, bool), np.ones((upscale, upscale), bool))
@@ -145,10 +167,11 @@ class Layer:
 
 
 def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = READING_PX,
-                  alt: str = "region of interest", caption: str = "") -> str:
+                  alt: str = "region of interest", caption: str = "", max_px: int | None = None) -> str:
     """The region of interest at ``px`` CSS pixels wide, without overlay unless a layer is ``on``;
     buttons above it choose the heat map ("no heat map" first) and toggle the marks; a click on the
-    image enlarges it to the window."""
+    image enlarges it to the window. ``max_px``: encode the image at most this many pixels wide
+    (views repeated many times on a page; a reading view keeps the image's own pixels)."""
     heat = [ly for ly in layers if ly.kind == "heat"]
     marks = [ly for ly in layers if ly.kind == "marks"]
     if len(heat) + len(marks) > MAX_LAYERS:
@@ -182,7 +205,7 @@ def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = REA
             + f"<div class='iaiabl-picks'>{''.join(labels)}</div>"
             + f"<label for='{zoom}' class='iaiabl-frame' style='--px:{px}px' "
               f"title='click to enlarge; click again to shrink'>"
-            + f"<img class='iaiabl-roi' src='{grey_uri(image)}' alt='{html.escape(alt, quote=True)}' "
+            + f"<img class='iaiabl-roi' src='{grey_uri(image, max_px)}' alt='{html.escape(alt, quote=True)}' "
               f"data-native='{size[1]}x{size[0]}'>"
             + "".join(imgs) + "</label>"
             + (f"<div class='iaiabl-caption'>{caption}</div>" if caption else "") + "</div>")
@@ -220,7 +243,8 @@ def patch_figure(image: np.ndarray, box: tuple[int, int, int, int] | None, scale
 
 def thumbnail(image: np.ndarray, box: tuple[int, int, int, int] | None, caption: str,
               px: int = THUMB_PX, heat: np.ndarray | None = None) -> str:
-    """A whole case at ``px`` CSS pixels with ``box`` outlined (and a heat map over it if given)."""
+    """A whole case at ``px`` CSS pixels (encoded at most that wide) with ``box`` outlined (and a
+    heat map over it if given)."""
     h, w = np.asarray(image).shape[:2]
     over = ""
     if heat is not None:
@@ -231,5 +255,5 @@ def thumbnail(image: np.ndarray, box: tuple[int, int, int, int] | None, caption:
         outline = (f"<span class='iaiabl-box' style='left:{100 * x0 / w:.2f}%;top:{100 * y0 / h:.2f}%;"
                    f"width:{100 * (x1 - x0) / w:.2f}%;height:{100 * (y1 - y0) / h:.2f}%'></span>")
     return (f"<figure class='iaiabl-thumb'><span class='iaiabl-thumb-frame' style='--px:{px}px'>"
-            f"<img class='iaiabl-roi' src='{grey_uri(image)}' alt='{_plain(caption)}'>"
+            f"<img class='iaiabl-roi' src='{grey_uri(image, px)}' alt='{_plain(caption)}'>"
             f"{over}{outline}</span><figcaption>{caption}</figcaption></figure>")
