@@ -528,3 +528,15 @@ def test_large_images_are_encoded_no_wider_than_shown():
     assert _pngs(I.thumbnail(grey, None, "a case", px=192))[0].size == (192, 192)
     frame = I.reading_frame(grey, [])
     assert _pngs(frame)[0].size == (224, 224)
+
+
+def test_the_sphinx_extension_imports_light():
+    """Sphinx imports iaiabl_lib.widgets for its extension: torch and matplotlib wait until an
+    explorer is built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, iaiabl_lib.widgets as w; assert callable(w.setup); "
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

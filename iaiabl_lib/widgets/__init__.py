@@ -35,24 +35,32 @@ mode the reader is in, and what a static page precomputed.
 """
 from __future__ import annotations
 
-from ..explain import dismissed_probabilities
 from .case import MAX_DISMISS, CaseReading, case_explorer, dismiss_reasoning, read_case, whatif_html
 from .cases import MAX_CASES, case_number, pick_cases, relevant, show_ids
 from .compare import fine_annotation_comparison
-from .frame import STYLE, Explorer, visible_html
-from .gallery import distrust_sentence, health_order, prototype_gallery
+from .frame import Explorer, style_sheet, visible_html
+from .gallery import health_order, prototype_gallery
 from .images import READING_PX, colour_legend, png_uri, reading_frame
 from .mode import LIVE_LINE, MODES, STATIC_ENV, STATIC_LINE, resolve_mode
 from .precision import DEFAULT_PERCENT, MAX_PERCENT, activation_precision_explorer, top_pixels
 from .sphinx import setup
-from .words import malignancy_line, margin_lines, pct
+from .words import distrust_sentence, malignancy_line, margin_lines, pct
 
 __all__ = [
     "MODES", "STATIC_ENV", "LIVE_LINE", "STATIC_LINE", "MAX_CASES", "MAX_DISMISS", "READING_PX",
-    "DEFAULT_PERCENT", "MAX_PERCENT", "STYLE", "Explorer", "resolve_mode", "case_explorer",
+    "DEFAULT_PERCENT", "MAX_PERCENT", "style_sheet", "Explorer", "resolve_mode", "case_explorer",
     "dismiss_reasoning", "activation_precision_explorer", "fine_annotation_comparison",
     "prototype_gallery", "dismissed_probabilities", "pick_cases", "case_number", "show_ids",
     "relevant", "read_case", "CaseReading", "whatif_html", "top_pixels", "distrust_sentence",
     "health_order", "colour_legend", "png_uri", "reading_frame", "visible_html", "margin_lines",
     "malignancy_line", "pct", "setup",
 ]
+
+
+def __getattr__(name: str):
+    # explain (torch) is imported on first use: the Sphinx extension imports this package
+    if name == "dismissed_probabilities":
+        from ..explain import dismissed_probabilities
+
+        return dismissed_probabilities
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Any, Sequence
 
 import ipywidgets as W
@@ -108,19 +107,23 @@ def _call_sentence(d) -> str:
 
 
 def _flag_html(h) -> str:
-    if h is None or not h.flagged:
-        return ""
-    return (f"<div class='iaiabl-flag'>⚠ Distrust this prototype: {html.escape('; '.join(h.flags))}, so "
-            "it may be matching something other than the margin of a mass.</div>")
+    sentence = T.distrust_sentence(h)
+    return f"<div class='iaiabl-flag'>⚠ {html.escape(sentence)}</div>" if sentence else ""
+
+
+def _moves(d) -> str:
+    """The percentages a dismissal changes: "spiculated 62 % → 40 %, malignant 30 % → 25 %"."""
+    pairs = [(MARGINS[c], b, a) for c, (b, a) in enumerate(zip(d.before_margin_prob, d.margin_prob))]
+    if d.malignancy_prob is not None and d.before_malignancy_prob is not None:
+        pairs.append(("malignant", d.before_malignancy_prob, d.malignancy_prob))
+    return ", ".join(f"{html.escape(name)} {T.pct(b)} → {T.pct(a)}" for name, b, a in pairs if T.pct(b) != T.pct(a))
 
 
 def _single_line(reading: CaseReading, j: int) -> str:
     if j in reading.inert:
         return "Dismissing it alone changes nothing you can see."
     d = reading.singles[j]
-    c = reading.expl.predicted_class
-    return (f"Dismissing it alone: {html.escape(MARGINS[c])} {T.pct(d.before_margin_prob[c])} → "
-            f"{T.pct(d.margin_prob[c])}. {_call_sentence(d)}")
+    return f"Dismissing it alone: {_moves(d)}. {_call_sentence(d)}"
 
 
 def _evidence_row(reading: CaseReading, p, sign: str, ds, health: dict, scale: float) -> str:
@@ -268,6 +271,8 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
     prototypes to see the reading change. Static: any one or pair of the ``max_dismiss``
     prototypes that change the reading most; live: any set. ``show_dataset_ids``: see
     :func:`cases.show_ids`."""
+    from .. import explain
+
     if not 1 <= int(top) <= I.MAX_LAYERS // 2:
         raise ValueError(f"top={top}: show between 1 and {I.MAX_LAYERS // 2} prototypes for and against")
     mode = resolve_mode(mode)
@@ -318,8 +323,6 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
 
         def redraw_whatif(_change=None):
             r = reading(int(control.index or 0))
-            from .. import explain
-
             chosen = [j for j, t in zip(r.offered, toggles.children) if t.value]
             result.value = whatif_html(r, explain.dismissal(run, r.expl, chosen))
 

@@ -10,7 +10,7 @@ from ..config import MARGINS
 from . import cases as C
 from . import images as I
 from . import words as T
-from .frame import Explorer, dropdown, html_view
+from .frame import Explorer, dropdown, html_view, link, stack
 from .mode import resolve_mode
 from .precision import DEFAULT_PERCENT, marks_layer, marks_legend, top_pixels
 
@@ -71,8 +71,6 @@ def fine_annotation_comparison(run_with, run_without, data=None, split: str = "t
     title = "Two models, one case: with and without the fine-annotation loss"
     demo = C.demo_note(run_with, ds)
     if mode == "static":
-        from .frame import link, stack
-
         views = [html_view(render(k)) for k in range(len(rows))]
         outer = stack(views)
         ex = Explorer(title, mode, f"{len(rows)} cases precomputed.", {"case": control}, outer, views,

@@ -3,6 +3,7 @@ data the reader sees, the mode line, controls, view), the explorers' style sheet
 widget helpers (labelled controls, stacks, links) that tie a control to precomputed views."""
 from __future__ import annotations
 
+import functools
 import html
 from typing import Any, Sequence
 
@@ -10,7 +11,7 @@ import ipywidgets as W
 
 from .mode import LIVE_LINE, STATIC_LINE
 
-__all__ = ["STYLE", "Explorer", "labelled", "stack", "html_view", "dropdown", "link", "visible_html"]
+__all__ = ["style_sheet", "Explorer", "labelled", "stack", "html_view", "dropdown", "link", "visible_html"]
 
 
 def _layer_rules(n: int) -> str:
@@ -27,7 +28,10 @@ def _layer_rules(n: int) -> str:
     return "\n".join(rules)
 
 
-def _style() -> str:
+@functools.cache
+def style_sheet() -> str:
+    """The explorers' CSS (layers, frames, zoom, legend, tables), sent once with every explorer
+    (built on first use: the heat-map opacity comes from plots, which imports matplotlib)."""
     from ..plots import OVERLAY_ALPHA
     from .images import MAX_LAYERS
 
@@ -70,9 +74,6 @@ def _style() -> str:
 </style>"""
 
 
-STYLE = _style()
-"""The explorers' CSS (layers, frames, zoom, legend, tables), sent once with every explorer."""
-
 
 class Explorer(W.VBox):
     """What every explorer function returns: a VBox (title, the note on model and data, the mode
@@ -90,7 +91,7 @@ class Explorer(W.VBox):
     def __init__(self, title: str, mode: str, note: str, controls: dict[str, W.Widget],
                  view: W.Widget, views: Sequence[W.Widget] = (), links: Sequence[Any] = (),
                  intro: str = "", labels: dict[str, str] | None = None, demo: str = "", **kwargs):
-        header = W.HTML(STYLE + f"<div style='font-weight:600;font-size:1.05em'>{html.escape(title)}</div>"
+        header = W.HTML(style_sheet() + f"<div style='font-weight:600;font-size:1.05em'>{html.escape(title)}</div>"
                         + demo, layout=W.Layout(width="100%"))
         line = STATIC_LINE if mode == "static" else LIVE_LINE
         colour = "#6a3d9a" if mode == "static" else "#1b7837"

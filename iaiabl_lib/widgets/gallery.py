@@ -20,15 +20,7 @@ from . import words as T
 from .frame import Explorer, dropdown, html_view, link, stack
 from .mode import resolve_mode
 
-__all__ = ["prototype_gallery", "distrust_sentence", "health_order", "health_table"]
-
-
-def distrust_sentence(h) -> str:
-    """One sentence on why to distrust a flagged prototype ("" when it is not flagged)."""
-    if not h.flagged:
-        return ""
-    return ("Distrust it: " + "; ".join(h.flags) + ", so it may be matching background, a marker or "
-            "the image edge rather than the margin of a mass.")
+__all__ = ["prototype_gallery", "health_order", "health_table"]
 
 
 def health_order(health: Sequence) -> list:
@@ -49,7 +41,7 @@ def health_table(order: Sequence) -> str:
     rows = []
     for h in order:
         mark = "⚠ " if h.flagged else ""
-        why = html.escape(distrust_sentence(h)) if h.flagged else "no warning"
+        why = html.escape(T.distrust_sentence(h)) if h.flagged else "no warning"
         rows.append(f"<tr class='iaiabl-health' data-prototype='{h.index}' data-flagged='{int(h.flagged)}'>"
                     f"<td>{mark}prototype {h.index}</td><td>{html.escape(MARGINS[h.cls])}</td>"
                     f"<td class='num'>{T.pct(h.lesion_ap) if np.isfinite(h.lesion_ap) else 'n/a'}</td>"
@@ -76,7 +68,7 @@ def _view(run, ds, e, h, weights, show_dataset_ids) -> str:
     scale = I.READING_PX / side
     src_row = C.source_row(ds, e.source_id, None)
     src_img = e.source_image if e.source_image is not None else (None if src_row is None else ds.images[src_row])
-    flag = (f"<div class='iaiabl-flag'>⚠ {html.escape(distrust_sentence(h))}</div>" if h is not None and h.flagged
+    flag = (f"<div class='iaiabl-flag'>⚠ {html.escape(T.distrust_sentence(h))}</div>" if h is not None and h.flagged
             else "<div>No warning.</div>")
     measured = ""
     if h is not None:

@@ -6,7 +6,7 @@ a *reading frame*: the region of interest, large (``READING_PX`` CSS pixels) and
 unless the reader asks, over it the heat maps (one at a time, chosen by the buttons above the
 image) and optional marks (e.g. the annotated region); a click on the image enlarges it to the
 window and a second click shrinks it back. The interaction is HTML and CSS only (radio buttons,
-check boxes, ``:checked`` selectors; the rules are in :data:`iaiabl_lib.widgets.frame.STYLE`), so
+check boxes, ``:checked`` selectors; the rules are in :func:`iaiabl_lib.widgets.frame.style_sheet`), so
 it works the same with a kernel, in the static page, and with no widget code at all.
 
 Heat maps use the one similarity scale of :mod:`iaiabl_lib.plots` (``similarity_rgb``): the same

@@ -19,7 +19,7 @@ from ..config import MARGINS
 from . import cases as C
 from . import images as I
 from . import words as T
-from .frame import Explorer, dropdown, html_view, labelled, link, stack
+from .frame import Explorer, dropdown, html_view, link, stack
 from .mode import resolve_mode
 
 __all__ = ["MAX_PERCENT", "DEFAULT_PERCENT", "top_pixels", "marks_layer", "marks_legend", "precision_html", "activation_precision_explorer"]

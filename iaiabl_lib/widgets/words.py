@@ -9,7 +9,7 @@ from typing import Sequence
 from ..config import MARGIN_WORDS, MARGINS
 
 __all__ = ["pct", "change", "article", "margin_lines", "malignancy_line", "bar", "class_colour",
-           "points_sentence"]
+           "points_sentence", "distrust_sentence"]
 
 
 def pct(p: float) -> str:
@@ -79,3 +79,12 @@ def points_sentence(contribution: float, margin: str) -> str:
     if contribution > 0:
         return f"adds {v:.2f} points for {html.escape(margin)}"
     return f"takes {v:.2f} points away from {html.escape(margin)}"
+
+
+def distrust_sentence(health) -> str:
+    """One sentence on why to distrust a prototype that failed its health check
+    (``explain.prototype_health``), "" when it passed."""
+    if health is None or not health.flagged:
+        return ""
+    return ("Distrust it: " + "; ".join(health.flags) + ", so it may be matching background, a marker "
+            "or the image edge rather than the margin of a mass.")
