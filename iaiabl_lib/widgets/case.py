@@ -148,7 +148,7 @@ def _evidence_row(reading: CaseReading, p, sign: str, ds, health: dict, scale: f
             f"data-flagged='{int(bool(h and h.flagged))}'>{pictures}<div class='iaiabl-text'>{text}</div></div>")
 
 
-def case_html(run, ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None) -> str:
+def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None) -> str:
     """The reading part of a case view: header, the large region of interest with its heat maps,
     the model's reading, the evidence for and against its call."""
     expl = reading.expl
@@ -298,7 +298,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
         for k in range(len(rows)):
             r = reading(k)
             box, wi, ls = _static_whatif(run, r, max_dismiss)
-            per_case.append(W.VBox([html_view(case_html(run, ds, r, health, show_dataset_ids)),
+            per_case.append(W.VBox([html_view(case_html(ds, r, health, show_dataset_ids)),
                                     html_view("<div style='margin-top:8px'><b>What if you dismiss "
                                               "part of the evidence?</b></div>"), box],
                                    layout=W.Layout(width="100%")))
@@ -328,7 +328,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
 
         def show_case(_change=None):
             r = reading(int(control.index or 0))
-            case_w.value = case_html(run, ds, r, health, show_dataset_ids)
+            case_w.value = case_html(ds, r, health, show_dataset_ids)
             inert_w.value = _inert_html(r)
             ts = [W.ToggleButton(value=False, description=f"dismiss {_proto_name(r.expl, j)}",
                                  layout=W.Layout(width="auto")) for j in r.offered]

@@ -62,7 +62,7 @@ def _counts_html(weights: np.ndarray, j: int) -> str:
             + ": the closer the match, the more points.")
 
 
-def _view(run, ds, e, h, weights, show_dataset_ids) -> str:
+def _view(ds, e, h, weights, show_dataset_ids) -> str:
     cls = e.class_name
     side = int(ds.images.shape[-1])
     scale = I.READING_PX / side
@@ -115,7 +115,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, mode: str = "auto", sp
     ds = C.dataset(run, data)
     health = {h.index: h for h in C.health(run, ds)}
     chosen = list(range(int(run.model.num_prototypes))) if prototypes is None else [int(j) for j in prototypes]
-    order = [h for h in health_order([health[j] for j in chosen])]
+    order = health_order([health[j] for j in chosen])
     entries = {e.index: e for e in explain.prototype_gallery(run, ds, n_nearest=n_nearest, split=split,
                                                                prototypes=[h.index for h in order])}
     weights = run.model.margin_head.weight.detach().float().cpu().numpy()
@@ -127,7 +127,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, mode: str = "auto", sp
     def render(k: int) -> str:
         if k not in cache:
             j = order[k].index
-            cache[k] = _view(run, ds, entries[j], health.get(j), weights, show_dataset_ids)
+            cache[k] = _view(ds, entries[j], health.get(j), weights, show_dataset_ids)
         return cache[k]
 
     n_flag = sum(h.flagged for h in order)
