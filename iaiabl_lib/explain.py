@@ -39,6 +39,7 @@ __all__ = [
     "PrototypeEvidence", "CaseExplanation", "explain_case", "class_activation_map",
     "Neighbour", "PrototypeGalleryEntry", "prototype_gallery", "case_text", "load_dataset",
     "prepare_image", "prototype_record", "PrototypeHealth", "OFF_LESION_THRESHOLD", "prototype_health",
+    "leading_prototype", "dismissed_probabilities", "Dismissal", "dismissal",
 ]
 
 
@@ -212,6 +213,21 @@ class CaseExplanation:
     def evidence(self, cls: int | None = None) -> float:
         """Total evidence (the margin logit) for class ``cls`` (default: the explained class)."""
         return float(self.contributions[self.explained_class if cls is None else cls].sum())
+
+
+def leading_prototype(expl: CaseExplanation) -> PrototypeEvidence:
+    """What a reader of the case sees first: the most activated prototype (largest similarity,
+    Eq. 2) of the predicted class, the same choice as ``evaluate.predicted_class_pam`` (the most
+    activated prototype overall when pruning left that class without prototypes). ``expl`` must
+    list that prototype: explain with ``top`` = the number of prototypes."""
+    own = np.flatnonzero(expl.prototype_class == expl.predicted_class)
+    pool = own if len(own) else np.arange(len(expl.similarity))
+    j = int(pool[np.argmax(expl.similarity[pool])])
+    for p in expl.prototypes:
+        if p.index == j:
+            return p
+    raise ValueError(f"prototype {j} (the most activated of the predicted class) is not among the "
+                     f"{len(expl.prototypes)} listed: explain the case with top={len(expl.similarity)}")
 
 
 def _hot_box(pam: np.ndarray, percentile: float = 95.0) -> tuple[int, int, int, int]:
@@ -559,6 +575,70 @@ def prototype_health(run, data=None, split: str = "train", threshold: float = OF
         original = kept[j] if j < len(kept) else j
         out.append(PrototypeHealth(j, int(cls), ap, self_ap, bool(border), merged.get(int(original), 0), flags))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# What if a prototype is dismissed (the paper's Fig. 1e)
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def dismissed_probabilities(run, similarity, keep) -> dict[str, Any]:
+    """Margin and malignancy probabilities with some prototypes dismissed: their similarity is set
+    to 0 and the model's own heads recompute the scores, ``model.heads(similarity * keep)`` (h1,
+    then h2). Because h1 is a sum without bias, the margin scores lose exactly the dismissed
+    prototypes' contributions.
+
+    similarity (m,), keep (m,) 0/1 (or bool). Returns {"margin_logits" (3,), "margin_prob" (3,),
+    "malignancy_prob" (float, or None when the run has no fitted h2)}."""
+    model = run.model
+    dev = model.prototypes.device
+    s = torch.as_tensor(np.asarray(similarity, dtype=np.float32), device=dev)[None]
+    k = torch.as_tensor(np.asarray(keep, dtype=np.float32), device=dev)[None]
+    logits, mal = model.heads(s * k)
+    fitted = bool(getattr(run, "malignancy", None))
+    return {"margin_logits": logits[0].float().cpu().numpy(),
+            "margin_prob": torch.softmax(logits[0].float(), 0).cpu().numpy(),
+            "malignancy_prob": float(torch.sigmoid(mal[0].float()).item()) if fitted else None}
+
+
+@dataclass
+class Dismissal:
+    """The reading of one case with some prototypes dismissed, beside the reading as made."""
+
+    dismissed: tuple[int, ...]
+    margin_prob: np.ndarray            # (3,) after the dismissal
+    malignancy_prob: float | None
+    before_margin_prob: np.ndarray     # (3,) as read
+    before_malignancy_prob: float | None
+
+    @property
+    def predicted_class(self) -> int:
+        return int(np.argmax(self.margin_prob))
+
+    @property
+    def call_changes(self) -> bool:
+        return self.predicted_class != int(np.argmax(self.before_margin_prob))
+
+    @property
+    def largest_change(self) -> float:
+        """The largest change of any probability (margins and malignancy), as a fraction."""
+        d = np.abs(np.asarray(self.margin_prob) - np.asarray(self.before_margin_prob))
+        out = float(d.max()) if d.size else 0.0
+        if self.malignancy_prob is not None and self.before_malignancy_prob is not None:
+            out = max(out, abs(self.malignancy_prob - self.before_malignancy_prob))
+        return out
+
+
+def dismissal(run, expl: CaseExplanation, dismissed) -> Dismissal:
+    """The reading of ``expl``'s case with the prototypes ``dismissed`` (indices) switched off
+    (:func:`dismissed_probabilities`)."""
+    keep = np.ones(len(expl.similarity), dtype=np.float32)
+    dismissed = tuple(int(j) for j in dismissed)
+    keep[list(dismissed)] = 0
+    after = dismissed_probabilities(run, expl.similarity, keep)
+    return Dismissal(dismissed, after["margin_prob"], after["malignancy_prob"],
+                     np.asarray(expl.margin_prob), expl.malignancy_prob)
 
 
 # ---------------------------------------------------------------------------------------------

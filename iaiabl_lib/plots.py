@@ -4,8 +4,11 @@ without the fine-annotation loss), Fig. 5 (class activation map vs GradCAM / Gra
 
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot (nothing is shown, no
 global figure state; Jupyter displays a returned Figure, ``fig.savefig`` writes it). One style for
-all: grey images, activation maps in ``ACTIVATION_CMAP`` with a colour bar, boxes in ``BOX_COLOUR``,
-annotated regions as green contours, one colour per margin class (``CLASS_COLOURS``).
+all: grey images, boxes in ``BOX_COLOUR``, annotated regions as green contours, one colour per margin
+class (``CLASS_COLOURS``), and ONE colour scale for every similarity map (a prototype's activation
+map, Eq. 1): ``SIMILARITY_CMAP`` over the fixed range ``SIMILARITY_RANGE`` with the label
+``SIMILARITY_LABEL``, in every figure's colour bar and in the explorers' HTML legend
+(``similarity_rgb`` gives its colours to both).
 """
 from __future__ import annotations
 
@@ -22,17 +25,29 @@ from matplotlib.patches import Patch, Rectangle
 from .config import MARGINS
 
 __all__ = [
-    "STYLE", "ACTIVATION_CMAP", "CLASS_COLOURS", "plot_case_explanation", "plot_prototype_gallery",
+    "STYLE", "ACTIVATION_CMAP", "SIMILARITY_CMAP", "SIMILARITY_RANGE", "SIMILARITY_LABEL",
+    "similarity_norm", "similarity_rgb", "CLASS_COLOURS", "plot_case_explanation", "plot_prototype_gallery",
     "plot_cam_comparison", "plot_activation_precision", "plot_fine_vs_nofine", "plot_roc",
     "plot_history", "figure_png",
 ]
 
-ACTIVATION_CMAP = "jet"
-"""The colour map of activation maps (as in the paper's figures)."""
+SIMILARITY_CMAP = "jet"
+"""The colour map of similarity (activation) maps, as in the paper's figures."""
+SIMILARITY_RANGE = (0.0, 2.0)
+"""The fixed range of the similarity scale: log similarity (Eq. 1) 0 = no likeness, 2 (a squared
+latent distance of about 0.16) or more = the top colour. Fixed, so that a colour means the same in
+every figure, for every case, prototype and model; a prototype on its own source patch saturates."""
+SIMILARITY_LABEL = "similarity to the prototype"
+"""The words under every similarity colour bar and in the explorers' legend."""
+ACTIVATION_CMAP = SIMILARITY_CMAP
+"""The colour map of the other activation maps (class activation maps, Grad-CAM): the same colours."""
 OVERLAY_ALPHA = 0.45
 BOX_COLOUR = "#ffd92f"
 MASK_COLOUR = "#1a9850"
 TOP_COLOUR = "#d7301f"
+"""Activation precision (Fig. 6): the annotated region (MASK_COLOUR), the top pixels outside it
+(TOP_COLOUR) and inside it (TOP_INSIDE_COLOUR), in the figures and in the explorers alike."""
+TOP_INSIDE_COLOUR = "#ffd92f"
 CLASS_COLOURS = {"circumscribed": "#1b9e77", "indistinct": "#7570b3", "spiculated": "#d95f02"}
 STAGE_COLOURS = {"warm": "#999999", "joint": "#1f78b4", "push": "#e31a1c", "last_layer": "#33a02c",
                  "prune": "#6a3d9a", "blackbox": "#ff7f00"}
@@ -95,9 +110,27 @@ def _clean(ax, title: str | None = None) -> None:
         ax.set_title(title)
 
 
+def similarity_norm() -> matplotlib.colors.Normalize:
+    """The one similarity scale: ``SIMILARITY_RANGE``, values above it clipped to the top colour."""
+    return matplotlib.colors.Normalize(*SIMILARITY_RANGE, clip=True)
+
+
+def similarity_rgb(values) -> np.ndarray:
+    """The colours of the similarity scale for ``values`` (any shape): uint8 (..., 3). The figures'
+    colour bars and the explorers' HTML legend and heat-map layers all come from here."""
+    cmap = matplotlib.colormaps[SIMILARITY_CMAP]
+    rgba = cmap(similarity_norm()(np.asarray(values, dtype=np.float64)))
+    return np.rint(np.asarray(rgba)[..., :3] * 255).astype(np.uint8)
+
+
 def _overlay(ax, image, amap, title: str | None = None, vmin=None, vmax=None):
+    """A map over a grey image. Without ``vmin``/``vmax`` the map is a similarity map and gets the
+    one similarity scale; with them (class activation maps, Grad-CAM) the same colours over that range."""
     _show_image(ax, image, title)
     amap = _np(amap)
+    if vmin is None and vmax is None:
+        return ax.imshow(amap, cmap=SIMILARITY_CMAP, norm=similarity_norm(), alpha=OVERLAY_ALPHA,
+                         interpolation="bilinear")
     return ax.imshow(amap, cmap=ACTIVATION_CMAP, alpha=OVERLAY_ALPHA, vmin=vmin, vmax=vmax,
                      interpolation="bilinear")
 
@@ -117,14 +150,24 @@ def _contour(ax, mask, colour: str = MASK_COLOUR) -> None:
         ax.contour(m, levels=[0.5], colors=[colour], linewidths=1.2)
 
 
-def _colourbar(fig: Figure, mappable, axes, label: str, location: str = "right"):
+def _colourbar(fig: Figure, mappable, axes, label: str, location: str = "right", extend: str = "neither"):
+    """A colour bar in solid colours (the overlays are half transparent, the scale is not)."""
+    from matplotlib.cm import ScalarMappable
+
+    solid = ScalarMappable(norm=mappable.norm, cmap=mappable.cmap)
     if location == "bottom":
-        cb = fig.colorbar(mappable, ax=axes, location="bottom", fraction=0.04, pad=0.02, shrink=0.5,
-                          aspect=40)
+        cb = fig.colorbar(solid, ax=axes, location="bottom", fraction=0.04, pad=0.02, shrink=0.5,
+                          aspect=40, extend=extend)
     else:
-        cb = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02, shrink=0.8)
+        cb = fig.colorbar(solid, ax=axes, fraction=0.025, pad=0.02, shrink=0.8, extend=extend)
     cb.set_label(label)
     return cb
+
+
+def _similarity_colourbar(fig: Figure, mappable, axes, location: str = "right"):
+    """The colour bar of the one similarity scale (colours, range and label fixed; the arrow at the
+    top says that larger similarities get the top colour)."""
+    return _colourbar(fig, mappable, axes, SIMILARITY_LABEL, location, extend="max")
 
 
 def _normalised_01(a: np.ndarray) -> np.ndarray:
@@ -153,8 +196,6 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
         heads = ["this case: where the\nprototype is found", "prototype", "source training case",
                  "self-activation of\nthe prototype", "similarity × weight\n= points"]
         mappable = None
-        # one colour scale for all activation maps of this case
-        vmax = max([float(np.max(p.activation)) for p in protos] + [1e-6])
         for r in range(rows):
             ax = axes[r]
             if r >= len(protos):
@@ -163,7 +204,7 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
                 ax[0].text(0.5, 0.5, "no prototypes", ha="center", va="center", transform=ax[0].transAxes)
                 continue
             p = protos[r]
-            mappable = _overlay(ax[0], expl.image, p.activation, vmin=0, vmax=vmax)
+            mappable = _overlay(ax[0], expl.image, p.activation)
             _box(ax[0], p.case_box)
             _contour(ax[0], expl.lesion_mask)
             if p.patch_image is not None and p.patch_image.size:
@@ -203,8 +244,7 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
             title += f"; malignancy {100 * expl.malignancy_prob:.0f}%"
         fig.suptitle(title)
         if mappable is not None:
-            _colourbar(fig, mappable, axes[:, :4].ravel().tolist(),
-                       "similarity of the prototype to each part of this case (Eq. 1)", "bottom")
+            _similarity_colourbar(fig, mappable, axes[:, :4].ravel().tolist(), "bottom")
         else:
             fig.add_axes([0.97, 0.1, 0.01, 0.8]).set_axis_off()   # keep the axes count uniform
     return fig
@@ -217,13 +257,15 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
 
 def plot_prototype_gallery(gallery, max_prototypes: int | None = None) -> Figure:
     """Each prototype (its source with the prototype box) beside its nearest training images
-    (``explain.prototype_gallery``), the nearest patch boxed. Axes: rows × (1 + n_nearest)."""
+    (``explain.prototype_gallery``), the nearest patch boxed. Axes: rows × (1 + n_nearest), plus
+    the similarity colour bar when there are neighbours."""
     entries = list(gallery)[:max_prototypes] if max_prototypes else list(gallery)
     rows = max(1, len(entries))
     cols = 1 + max([len(e.neighbours) for e in entries] + [0])
     with _style():
         fig = Figure(figsize=(1.9 * cols + 0.6, 1.9 * rows + 0.6), layout="constrained")
         axes = fig.subplots(rows, cols, squeeze=False)
+        mappable = None
         for r, e in enumerate(entries):
             ax = axes[r]
             if e.source_image is not None:
@@ -237,13 +279,15 @@ def plot_prototype_gallery(gallery, max_prototypes: int | None = None) -> Figure
             for k in range(1, cols):
                 if k - 1 < len(e.neighbours):
                     n = e.neighbours[k - 1]
-                    _overlay(ax[k], n.image, n.activation)
+                    mappable = _overlay(ax[k], n.image, n.activation)
                     _box(ax[k], n.activation_box)
                     ax[k].set_xlabel(f"{n.id}\n{MARGINS[n.label]}, d²={n.sq_distance:.3g}", fontsize=7)
                     if r == 0:
                         ax[k].set_title(f"nearest #{k}")
                 else:
                     _clean(ax[k])
+        if mappable is not None:
+            _similarity_colourbar(fig, mappable, axes[:, 1:].ravel().tolist())
         fig.suptitle("Prototypes and their nearest training images")
     return fig
 
@@ -327,7 +371,8 @@ def plot_activation_precision(activation_map, relevant_mask, tau: float = 0.95, 
         if image is not None:
             mappable = _overlay(ax[0], image, amap)
         else:
-            mappable = ax[0].imshow(amap, cmap=ACTIVATION_CMAP, interpolation="bilinear")
+            mappable = ax[0].imshow(amap, cmap=SIMILARITY_CMAP, norm=similarity_norm(),
+                                    interpolation="bilinear")
             _clean(ax[0])
         _contour(ax[0], mask)
         ax[0].set_title("activation map")
@@ -336,17 +381,19 @@ def plot_activation_precision(activation_map, relevant_mask, tau: float = 0.95, 
             g = _grey(image).astype(np.float64)
             g = g / 255.0 if g.max() > 1 else g
             rgb = np.repeat(g[..., None], 3, axis=2) * 0.6 + 0.2
-        rgb[mask > 0.5] = rgb[mask > 0.5] * 0.4 + np.array([0.10, 0.60, 0.31]) * 0.6
-        rgb[top] = np.array([0.84, 0.19, 0.12])
-        rgb[top & (mask > 0.5)] = np.array([1.0, 0.85, 0.18])
+        region, outside, inside = (np.array(matplotlib.colors.to_rgb(c))
+                                   for c in (MASK_COLOUR, TOP_COLOUR, TOP_INSIDE_COLOUR))
+        rgb[mask > 0.5] = rgb[mask > 0.5] * 0.4 + region * 0.6
+        rgb[top] = outside
+        rgb[top & (mask > 0.5)] = inside
         ax[1].imshow(np.clip(rgb, 0, 1), interpolation="nearest")
         _clean(ax[1], f"top {100 * (1 - tau):.0f}% of the map vs annotation\n"
                       f"activation precision = {ap:.2f}")
-        ax[1].legend(handles=[Patch(color=(0.10, 0.60, 0.31), label="annotated region"),
-                              Patch(color=(0.84, 0.19, 0.12), label="top pixels outside"),
-                              Patch(color=(1.0, 0.85, 0.18), label="top pixels inside")],
+        ax[1].legend(handles=[Patch(color=region, label="annotated region"),
+                              Patch(color=outside, label="top pixels outside"),
+                              Patch(color=inside, label="top pixels inside")],
                      loc="lower center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
-        _colourbar(fig, mappable, ax[0], "activation")
+        _similarity_colourbar(fig, mappable, ax[0])
         if title:
             fig.suptitle(title)
     return fig
@@ -407,13 +454,13 @@ def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
             _contour(axes[i, 0], m[i])
             for k, (pam, j, pred, ap) in enumerate(results):
                 a = axes[i, k + 1]
-                mappable = _overlay(a, x[i], _normalised_01(pam[i]), vmin=0, vmax=1)
+                mappable = _overlay(a, x[i], pam[i])
                 _contour(a, m[i])
                 ap_text = f"AP = {float(ap[i]):.2f}" if m[i].any() else "AP n/a (no annotation)"
                 a.set_xlabel(f"prototype {int(j[i])} ({MARGINS[int(pred[i])]}), {ap_text}", fontsize=7)
                 if i == 0:
                     a.set_title(names[k])
-        _colourbar(fig, mappable, axes.ravel().tolist(), "activation (normalised)")
+        _similarity_colourbar(fig, mappable, axes.ravel().tolist())
         fig.suptitle(f"Activation of the top prototype; AP = activation precision (τ = {tau})")
     return fig
 

@@ -45,7 +45,7 @@ def test_prototype_gallery(run):
     first_of_each_class = [pclass.index(c) for c in range(3)]           # pruning may renumber
     gallery = prototype_gallery(run, n_nearest=2, prototypes=first_of_each_class)
     fig = plots.plot_prototype_gallery(gallery)
-    assert isinstance(fig, Figure) and len(fig.axes) == 3 * (1 + 2)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * (1 + 2) + 1          # + colour bar
     renders(fig)
 
 
@@ -103,3 +103,43 @@ def test_history(run, tiny_run, tiny_blackbox):
         fig = plots.plot_history(history)
         assert isinstance(fig, Figure) and len(fig.axes) == 2
         renders(fig)
+
+
+def _similarity_images(fig: Figure) -> list:
+    return [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == plots.SIMILARITY_CMAP]
+
+
+def test_every_similarity_map_uses_the_one_scale(run, test_set):
+    """Case explanation, gallery, activation precision and the fine-annotation comparison draw their
+    similarity maps with the same colour map and range, under a colour bar with the same label."""
+    from iaiabl_lib.explain import explain_case, prototype_gallery
+
+    _, ts = test_set
+    e = explain_case(run, 0, top=2)
+    figs = {"case": plots.plot_case_explanation(e),
+            "gallery": plots.plot_prototype_gallery(prototype_gallery(run, n_nearest=1, prototypes=[0])),
+            "precision": plots.plot_activation_precision(e.prototypes[0].activation, e.lesion_mask, image=e.image),
+            "fine": plots.plot_fine_vs_nofine(run, run, ts.images[:1], ts.fine_masks[:1])}
+    for name, fig in figs.items():
+        images = _similarity_images(fig)
+        assert images, f"{name}: no similarity map drawn"
+        for im in images:
+            assert (im.norm.vmin, im.norm.vmax) == plots.SIMILARITY_RANGE, name
+        bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        assert len(bars) == 1, f"{name}: {len(bars)} colour bars"
+        bar = bars[0]
+        assert plots.SIMILARITY_LABEL in (bar.get_xlabel() + bar.get_ylabel()), name
+        limits = bar.get_ylim() if bar.get_ylabel() else bar.get_xlim()
+        assert tuple(round(v, 6) for v in limits) == plots.SIMILARITY_RANGE, (name, limits)
+
+
+def test_similarity_rgb_is_the_colour_map():
+    import matplotlib
+
+    values = np.array([-1.0, 0.0, 1.5, 3.0, 9.0])
+    rgb = plots.similarity_rgb(values)
+    cmap = matplotlib.colormaps[plots.SIMILARITY_CMAP]
+    lo, hi = plots.SIMILARITY_RANGE
+    expect = np.rint(np.array(cmap(np.clip((values - lo) / (hi - lo), 0, 1)))[:, :3] * 255)
+    np.testing.assert_array_equal(rgb, expect.astype(np.uint8))
+    assert (rgb[0] == rgb[1]).all() and (rgb[3] == rgb[4]).all()      # clipped at both ends

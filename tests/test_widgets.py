@@ -3,12 +3,13 @@ precompute the right views, tied to their controls by browser-side links (static
 
 Live mode is driven the way a reader drives it: a control's value is set and the displayed HTML is
 read back. Numbers shown are compared with what the library computes (explain, metrics, the
-model's heads). The browser side of static mode is tested on the built book in
-test_widgets_browser.py.
+model's heads), colours with the one similarity scale of plots. The browser side of static mode
+is tested on the built book in test_widgets_browser.py.
 """
 from __future__ import annotations
 
 import base64
+import io
 import re
 import types
 
@@ -18,8 +19,11 @@ import torch
 
 import ipywidgets as W
 
-from iaiabl_lib import explain, metrics, widgets
+from iaiabl_lib import explain, metrics, plots, widgets
 from iaiabl_lib.config import MARGINS
+from iaiabl_lib.widgets import cases as C
+from iaiabl_lib.widgets import images as I
+from iaiabl_lib.widgets import words as T
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def run(tiny_run):
 
 @pytest.fixture(scope="module")
 def ds(run, prepared):
-    return widgets._dataset(run, prepared)
+    return C.dataset(run, prepared)
 
 
 def _pcts(html: str, cls: str) -> list[str]:
@@ -45,119 +49,18 @@ def _before_after(html: str) -> tuple[list[str], list[str]]:
             re.findall(r"<b class='iaiabl-after'>([^<]+)</b>", html))
 
 
-def _shown(p: float) -> str:
-    return widgets._pct(p)
+def _text(html: str) -> str:
+    """What a reader reads: the view without tags and image data."""
+    import html as H
+
+    return H.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)))
 
 
-def _png_sizes(html: str) -> list[int]:
-    return [len(base64.b64decode(b)) for b in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)]
+def _pngs(html: str) -> list:
+    from PIL import Image
 
-
-def _test_cases(ds, n=2):
-    rows = widgets.pick_cases(ds, "test", n)
-    assert len(rows) == n
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# mode
-# ---------------------------------------------------------------------------------------------
-
-
-def test_resolve_mode_rule(monkeypatch):
-    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
-    assert widgets.resolve_mode("live") == "live"
-    assert widgets.resolve_mode("static") == "static"
-    assert widgets.resolve_mode("auto") == "static"          # no kernel here: nothing to call back
-    monkeypatch.setattr(widgets, "_in_kernel", lambda: True)
-    assert widgets.resolve_mode("auto") == "live"            # a notebook with a kernel
-    for value, mode in (("1", "static"), ("true", "static"), ("static", "static"), ("0", "live"), ("no", "live")):
-        monkeypatch.setenv(widgets.STATIC_ENV, value)
-        assert widgets.resolve_mode("auto") == mode, value
-    with pytest.raises(ValueError, match="mode"):
-        widgets.resolve_mode("kernel")
-
-
-def test_sphinx_extension_sets_static_for_the_book_build(monkeypatch):
-    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
-    calls = {}
-    app = types.SimpleNamespace(add_config_value=lambda name, default, rebuild: calls.setdefault(name, default),
-                                connect=lambda event, fn: calls.setdefault(event, fn))
-    meta = widgets.setup(app)
-    assert meta["parallel_read_safe"]
-    assert calls["iaiabl_widgets_mode"] == "static"
-    calls["config-inited"](app, types.SimpleNamespace(iaiabl_widgets_mode="static"))
-    assert widgets.resolve_mode("auto") == "static"
-    with pytest.raises(ValueError):
-        calls["config-inited"](app, types.SimpleNamespace(iaiabl_widgets_mode="sometimes"))
-
-
-def test_mode_line_says_which_mode(run, ds):
-    row = _test_cases(ds, 1)
-    for mode, line in (("live", widgets.LIVE_LINE), ("static", widgets.STATIC_LINE)):
-        ex = widgets.case_explorer(run, ds, mode=mode, cases=row)
-        assert ex.mode == mode
-        assert line in ex.mode_line.value
-        assert ex.mode_line in ex.children
-
-
-# ---------------------------------------------------------------------------------------------
-# case explorer
-# ---------------------------------------------------------------------------------------------
-
-
-def test_case_explorer_live_follows_the_dropdown(run, ds):
-    rows = _test_cases(ds, 2)
-    ex = widgets.case_explorer(run, ds, mode="live", cases=rows)
-    dd = ex.controls["case"]
-    assert isinstance(dd, W.Dropdown) and len(dd.options) == 2
-    first = ex.current_html()
-    assert f"data-case='{ds.ids[rows[0]]}'" in first
-    dd.value = 1                                    # the reader picks the second case
-    second = ex.current_html()
-    assert second != first
-    assert f"data-case='{ds.ids[rows[1]]}'" in second
-    # the probabilities shown are the model's, in words
-    expl = explain.explain_case(run, rows[1], data=ds)
-    assert _pcts(second, "iaiabl-margin-") == [_shown(p) for p in expl.margin_prob]
-    assert "the model's estimated probability that this margin is spiculated" in second
-    assert _pcts(second, "iaiabl-malignancy") == [_shown(expl.malignancy_prob)]
-    assert "points" in second and "prototype" in second
-    assert "linear-gradient" in second, "no colour legend for the activation maps"
-    assert "tensor(" not in second and "array(" not in second
-    assert all(n <= widgets.MAX_PNG_BYTES for n in _png_sizes(second))
-
-
-def test_case_explorer_static_precomputes_every_case(run, ds):
-    rows = _test_cases(ds, 3)
-    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
-    dd = ex.controls["case"]
-    assert isinstance(ex.view, W.Stack) and len(ex.view.children) == 3 == len(ex.views)
-    for k, (view, i) in enumerate(zip(ex.views, rows)):
-        assert f"data-case='{ds.ids[i]}'" in view.value
-        assert all(n <= widgets.MAX_PNG_BYTES for n in _png_sizes(view.value))
-    (link,) = ex.links
-    assert isinstance(link, W.widgets.widget_link.Link)
-    assert link.source == (dd, "index") and link.target == (ex.view, "selected_index")
-    # what the browser does when the reader picks a case: the stack shows that case's view
-    ex.view.selected_index = 2
-    assert f"data-case='{ds.ids[rows[2]]}'" in ex.current_html()
-    assert "3 test cases precomputed" in ex.mode_line.value
-
-
-def test_pick_cases_takes_the_margins_in_turn(ds):
-    rows = widgets.pick_cases(ds, "test", 6)
-    assert len(rows) == len(set(rows)) == min(6, int((ds.split == "test").sum()))
-    assert all(ds.split[i] == "test" for i in rows)
-    assert {int(ds.labels[i]) for i in rows[:3]} == {0, 1, 2}
-    fine = widgets.pick_cases(ds, "test", 8, prefer_fine=True)
-    if ds.has_fine[ds.split == "test"].any():
-        assert all(ds.has_fine[i] for i in fine)
-
-
-# ---------------------------------------------------------------------------------------------
-# dismissing prototypes (Fig. 1e)
-# ---------------------------------------------------------------------------------------------
+    return [Image.open(io.BytesIO(base64.b64decode(b)))
+            for b in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)]
 
 
 def _heads(run, similarity, keep):
@@ -170,101 +73,367 @@ def _heads(run, similarity, keep):
     return torch.softmax(logits[0], 0).numpy(), mal
 
 
-def test_dismissal_live_moves_the_probabilities_as_the_heads_compute(run, ds):
-    case = _test_cases(ds, 1)[0]
-    ex = widgets.dismiss_reasoning(run, ds, case, mode="live", top=3)
-    expl = explain.explain_case(run, case, data=ds, top=3)
-    toggles = list(ex.controls["dismiss"].children)
-    assert len(toggles) == 3 and all(isinstance(t, W.ToggleButton) for t in toggles)
-    assert ex.prototypes == [p.index for p in expl.prototypes]
-    before = ex.current_html()
-    as_read = [_shown(p) for p in expl.margin_prob] + [_shown(expl.malignancy_prob)]
-    assert _before_after(before) == (as_read, as_read)
+def _shown(run, similarity, dismissed) -> list[str]:
+    keep = np.ones(len(similarity), np.float32)
+    keep[list(dismissed)] = 0
+    prob, mal = _heads(run, similarity, keep)
+    return [T.pct(p) for p in prob] + [T.pct(mal)]
 
-    keep = np.ones(len(expl.similarity), np.float32)
-    for t, j in zip(toggles[:2], ex.prototypes[:2]):
-        t.value = True                              # the reader dismisses prototype j
-        keep[j] = 0
+
+def _test_cases(ds, n=2):
+    rows = widgets.pick_cases(ds, "test", n)
+    assert len(rows) == n
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# mode, Sphinx extension
+# ---------------------------------------------------------------------------------------------
+
+
+def test_resolve_mode_rule(monkeypatch):
+    from iaiabl_lib.widgets import mode as M
+
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    assert widgets.resolve_mode("live") == "live"
+    assert widgets.resolve_mode("static") == "static"
+    assert widgets.resolve_mode("auto") == "static"          # no kernel here: nothing to call back
+    monkeypatch.setattr(M, "_in_kernel", lambda: True)
+    assert widgets.resolve_mode("auto") == "live"            # a notebook with a kernel
+    for value, mode in (("1", "static"), ("true", "static"), ("static", "static"), ("0", "live"), ("no", "live")):
+        monkeypatch.setenv(widgets.STATIC_ENV, value)
+        assert widgets.resolve_mode("auto") == mode, value
+    with pytest.raises(ValueError, match="mode"):
+        widgets.resolve_mode("kernel")
+
+
+def _fake_app():
+    calls = {"events": {}}
+    app = types.SimpleNamespace(
+        add_config_value=lambda name, default, rebuild: calls.setdefault(name, default),
+        connect=lambda event, fn: calls["events"].setdefault(event, fn))
+    return app, calls
+
+
+def test_sphinx_extension_sets_static_for_the_book_build(monkeypatch):
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    app, calls = _fake_app()
+    meta = widgets.setup(app)                     # the name _config.yml lists: iaiabl_lib.widgets
+    assert meta["parallel_read_safe"]
+    assert calls["iaiabl_widgets_mode"] == "static"
+    calls["events"]["config-inited"](app, types.SimpleNamespace(iaiabl_widgets_mode="static"))
+    assert widgets.resolve_mode("auto") == "static"
+    with pytest.raises(ValueError):
+        calls["events"]["config-inited"](app, types.SimpleNamespace(iaiabl_widgets_mode="sometimes"))
+
+
+def test_sphinx_page_hook_writes_each_script_once_and_a_noscript_message():
+    """sphinx-thebe's inline configuration reaches the page twice (file name None, then ""): the
+    hook keeps one; every embedded widget gets a <noscript> message; the theme gets a mode."""
+    from sphinx.builders.html._assets import _JavaScript
+
+    app, calls = _fake_app()
+    widgets.setup(app)
+    hook = calls["events"]["html-page-context"]
+    body = "const THEBE_JS_URL = 'x'"
+    view = '<script type="application/vnd.jupyter.widget-view+json">{"model_id": "a"}</script>'
+    ctx = {"script_files": [_JavaScript("_static/a.js"), _JavaScript(None, body=body),
+                            _JavaScript("", body=body), _JavaScript("_static/a.js"),
+                            _JavaScript("", body="other")],
+           "body": f"<p>text</p>{view}<p>more</p>{view}", "default_mode": ""}
+    hook(None, "book/13_explorer", "page.html", ctx, None)
+    assert [(j.filename, j.attributes.get("body")) for j in ctx["script_files"]] == \
+        [("_static/a.js", None), (None, body), ("", "other")]
+    assert ctx["body"].count("<noscript>") == 2
+    assert ctx["body"].count(widgets.sphinx.NOSCRIPT + view) == 2
+    assert "needs JavaScript" in widgets.sphinx.NOSCRIPT
+    assert ctx["default_mode"] == "auto"
+    plain = {"body": "<p>no widget</p>", "default_mode": "dark"}
+    hook(None, "book/intro", "page.html", plain, None)
+    assert plain == {"body": "<p>no widget</p>", "default_mode": "dark"}
+
+
+def test_mode_line_and_demo_note(run, ds):
+    row = _test_cases(ds, 1)
+    for mode, line in (("live", widgets.LIVE_LINE), ("static", widgets.STATIC_LINE)):
+        ex = widgets.case_explorer(run, ds, mode=mode, cases=row)
+        assert ex.mode == mode
+        assert line in ex.mode_line.value
+        assert ex.mode_line in ex.children
+        header = ex.children[0].value
+        assert "small demonstration model" in header and "synthetic mammograms" in header
+        assert "not medical findings" in header
+
+
+# ---------------------------------------------------------------------------------------------
+# words, names, ground truth
+# ---------------------------------------------------------------------------------------------
+
+
+def test_clinical_words():
+    assert T.pct(0.004) == "below 1 %" and T.pct(0.006) == "1 %" and T.pct(0.996) == "above 99 %"
+    assert T.pct(0) == "0 %" and T.pct(1) == "100 %" and T.pct(0.62) == "62 %"
+    assert T.article("indistinct") == "an" and T.article("spiculated") == "a"
+    assert T.points_sentence(1.234, "spiculated") == "adds 1.23 points for spiculated"
+    assert T.points_sentence(-0.08, "spiculated") == "takes 0.08 points away from spiculated"
+    assert T.change(0.5, 0.502) == "no visible change"
+    assert T.change(0.5, 0.62) == "+12 percentage points"
+
+
+def test_cases_are_numbered_and_ground_truth_waits_for_a_click(run, ds, monkeypatch):
+    rows = _test_cases(ds, 2)
+    test_rows = list(np.flatnonzero(ds.split == "test"))
+    assert C.case_number(ds, rows[1]) == f"test case {test_rows.index(rows[1]) + 1}"
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    labels = [lab for lab, _ in ex.controls["case"].options]
+    assert labels == [C.case_number(ds, i).capitalize() for i in rows]
+    assert not any(re.search(r"P_\d{5}", lab) or "recorded" in lab for lab in labels)
+    html = ex.current_html()
+    truth = f"Recorded margin: <b>{MARGINS[int(ds.labels[rows[0]])]}</b>"
+    # the recorded margin appears only inside the closed <details> element
+    assert html.count(truth) == 1
+    details = re.search(r"<details class='iaiabl-truth'>(.*?)</details>", html, re.S).group(1)
+    assert truth in details and "<details class='iaiabl-truth' open" not in html
+    # dataset IDs: only in the details line, shown for synthetic data, never when refused
+    assert C.is_synthetic(ds)
+    outside = re.sub(r"<div class='iaiabl-details'>.*?</div>", "", html)
+    assert ds.ids[rows[0]] in html and ds.ids[rows[0]] not in outside
+    assert not re.search(r"P_\d{5}", outside)
+    hidden = widgets.case_explorer(run, ds, mode="static", cases=rows, show_dataset_ids=False)
+    assert not re.search(r"P_\d{5}", hidden.current_html())
+    monkeypatch.setattr(C, "is_synthetic", lambda _ds: False)      # real data: hidden by default
+    real = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    assert not re.search(r"P_\d{5}", real.current_html())
+    asked = widgets.case_explorer(run, ds, mode="static", cases=rows, show_dataset_ids=True)
+    assert ds.ids[rows[0]] in asked.current_html()
+
+
+# ---------------------------------------------------------------------------------------------
+# images: lossless layers, one colour scale, large reading view
+# ---------------------------------------------------------------------------------------------
+
+
+def test_heat_maps_are_the_scale_colours_losslessly():
+    amap = np.linspace(-0.5, plots.SIMILARITY_RANGE[1] + 1, 64 * 64).reshape(64, 64)
+    (img,) = _pngs(I.similarity_uri(amap))
+    assert img.mode == "RGB"                                        # no palette: nothing bands
+    np.testing.assert_array_equal(np.asarray(img), plots.similarity_rgb(amap))
+    legend = I.colour_legend()
+    lo, hi = plots.SIMILARITY_RANGE
+    assert f"data-cmap='{plots.SIMILARITY_CMAP}'" in legend
+    assert f"data-vmin='{lo:g}'" in legend and f"data-vmax='{hi:g}'" in legend
+    assert f"data-label='{plots.SIMILARITY_LABEL}'" in legend and f">{hi:g} or more<" in legend
+    stops = [tuple(int(v) for v in s) for s in re.findall(r"rgb\((\d+), (\d+), (\d+)\)", legend)]
+    np.testing.assert_array_equal(np.array(stops), plots.similarity_rgb(np.linspace(lo, hi, len(stops))))
+
+
+def test_reading_frame_is_large_and_starts_without_overlay(run, ds):
+    row = _test_cases(ds, 1)
+    ex = widgets.case_explorer(run, ds, mode="static", cases=row)
+    html = ex.current_html()
+    frame = re.search(r"<div class='iaiabl-reader' data-px='(\d+)'>(.*?)<div class='iaiabl-caption'>", html, re.S)
+    assert int(frame.group(1)) == widgets.READING_PX >= 512
+    assert f"--px:{widgets.READING_PX}px" in frame.group(2)
+    radios = re.findall(r"<input type='radio'[^>]*>", frame.group(2))
+    assert "checked" in radios[0] and not any("checked" in r for r in radios[1:])   # no heat map
+    heats = re.findall(r"<img class='iaiabl-layer iaiabl-heat[^>]*>", frame.group(2))
+    assert len(heats) == len(radios) - 1 >= 1
+    for tag in heats:
+        assert f"data-cmap='{plots.SIMILARITY_CMAP}'" in tag
+    assert "class='iaiabl-zoom'" in frame.group(2) and "click to enlarge" in frame.group(2)
+    assert all(im.mode in ("L", "RGB", "RGBA") for im in _pngs(html))
+
+
+# ---------------------------------------------------------------------------------------------
+# the case reader: reading, evidence, what if
+# ---------------------------------------------------------------------------------------------
+
+
+def test_case_reader_live_follows_the_dropdown(run, ds):
+    rows = _test_cases(ds, 2)
+    ex = widgets.case_explorer(run, ds, mode="live", cases=rows)
+    dd = ex.controls["case"]
+    assert isinstance(dd, W.Dropdown) and len(dd.options) == 2
+    first = ex.current_html()
+    assert f"data-row='{rows[0]}'" in first
+    dd.value = 1                                    # the reader picks the second case
+    second = ex.current_html()
+    assert f"data-row='{rows[1]}'" in second and f"data-row='{rows[0]}'" not in second
+    expl = explain.explain_case(run, rows[1], data=ds)
+    assert _pcts(second, "iaiabl-margin-") == [T.pct(p) for p in expl.margin_prob]
+    assert "the model's estimated probability that this margin is spiculated" in second
+    assert _pcts(second, "iaiabl-malignancy") == [T.pct(expl.malignancy_prob)]
+    assert "iaiabl-legend" in second
+    for banned in ("τ", "h1", "logit", "softmax", "d²", "Eq.", "tensor(", "array("):
+        assert banned not in _text(second), banned
+
+
+def test_evidence_for_and_against_is_worded_by_its_sign(run, ds):
+    rows = widgets.pick_cases(ds, "test", 6)
+    seen = set()
+    for i in rows:
+        r = widgets.read_case(run, ds, i, top=3)
+        html = widgets.case_explorer(run, ds, mode="static", cases=[i]).current_html()
+        c = r.expl.predicted_class
+        contrib = r.expl.contributions[c]
+        assert [p.index for p in r.evidence_for] == [int(j) for j in np.argsort(-contrib, kind="stable")
+                                                     if contrib[j] >= 0.005][:3]
+        for sign, group in (("for", r.evidence_for), ("against", r.evidence_against)):
+            for p in group:
+                row = re.search(rf"<div class='iaiabl-row iaiabl-evidence' data-prototype='{p.index}' "
+                                rf"data-sign='{sign}'.*?<b>([^<]*points[^<]*)</b>", html, re.S)
+                assert row, (sign, p.index)
+                words = T.points_sentence(contrib[p.index], MARGINS[c])
+                assert row.group(1) == words
+                assert (contrib[p.index] > 0) == (sign == "for") == words.startswith("adds")
+                seen.add(sign)
+        assert f"Evidence for {MARGINS[c]}" in html
+    assert "for" in seen
+
+
+def test_what_if_static_precomputes_every_single_and_pair(run, ds):
+    rows = _test_cases(ds, 2)
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    assert len(ex.whatif) == 2 and len(ex.view.children) == 2
+    for k, wi in enumerate(ex.whatif):
+        r = ex.reading(k)
+        offered = wi.offered
+        assert offered == r.offered[:widgets.MAX_DISMISS]
+        assert [lab for lab in wi.first.options] == ["nothing"] + [f"prototype {j} ({MARGINS[int(r.expl.prototype_class[j])]})"
+                                                                   for j in offered]
+        assert len(wi.views) == 1 + len(offered) + len(offered) * (len(offered) - 1) // 2
+        # the links the browser follows: first row -> outer stack, second row -> every inner stack
+        targets = {(l.source, l.target) for l in ex.links}
+        assert ((wi.first, "index"), (wi.stack, "selected_index")) in targets
+        for inner in wi.stack.children:
+            assert ((wi.second, "index"), (inner, "selected_index")) in targets
+        choice = [None] + offered
+        for a, inner in enumerate(wi.stack.children):
+            for b, view in enumerate(inner.children):
+                dismissed = sorted({j for j in (choice[a], choice[b]) if j is not None})
+                html = view.value
+                assert re.search(r"data-dismissed='([^']*)'", html).group(1) == ",".join(map(str, dismissed))
+                before, after = _before_after(html)
+                assert after == _shown(run, r.expl.similarity, dismissed)
+                assert before == _shown(run, r.expl.similarity, [])
+        # a prototype whose dismissal changes nothing is named, not offered as a button
+        for j in r.inert:
+            assert j not in offered
+            assert _shown(run, r.expl.similarity, [j]) == _shown(run, r.expl.similarity, [])
+        for j in offered:
+            assert _shown(run, r.expl.similarity, [j]) != _shown(run, r.expl.similarity, []) or \
+                r.singles[j].call_changes
+        if r.inert:
+            names = re.search(r"<div class='iaiabl-inert' data-prototypes='([^']*)'>", visible_case(ex, k)).group(1)
+            assert names == ",".join(map(str, r.inert))
+    assert re.search(r"\d+ views in all, about \d+ kB of this page", ex.mode_line.value)
+
+
+def visible_case(ex, k: int) -> str:
+    ex.view.selected_index = k
+    return ex.current_html()
+
+
+def test_what_if_live_dismisses_any_set(run, ds):
+    rows = _test_cases(ds, 2)
+    ex = widgets.case_explorer(run, ds, mode="live", cases=rows)
+    r = ex.reading(0)
+    toggles = list(ex.controls["dismiss"].children)
+    assert len(toggles) == len(r.offered) and all(isinstance(t, W.ToggleButton) for t in toggles)
+    before = ex.current_html()
+    assert _before_after(before)[1] == _shown(run, r.expl.similarity, [])
+    chosen = []
+    for t, j in zip(toggles, r.offered):
+        t.value = True                              # the reader dismisses prototype j as well
+        chosen.append(j)
         html = ex.current_html()
-        prob, mal = _heads(run, expl.similarity, keep)
-        assert _before_after(html) == (as_read, [_shown(p) for p in prob] + [_shown(mal)])
-        assert f"prototype {j}" in html.split("</div>")[0]
-    assert ex.current_html() != before
-    got = widgets.dismissed_probabilities(run, expl.similarity, keep)
-    np.testing.assert_allclose(got["margin_prob"], _heads(run, expl.similarity, keep)[0], rtol=1e-6)
-    # dismissing the evidence for the call lowers its probability
-    top_cls = expl.predicted_class
-    own = [j for j in ex.prototypes if expl.contributions[top_cls, j] > 0]
-    if own:
-        k = np.ones_like(keep)
-        k[own] = 0
-        assert widgets.dismissed_probabilities(run, expl.similarity, k)["margin_prob"][top_cls] < expl.margin_prob[top_cls]
+        assert _before_after(html)[1] == _shown(run, r.expl.similarity, chosen)
+        assert re.search(r"data-dismissed='([^']*)'", html).group(1) == ",".join(map(str, chosen))
     for t in toggles:
         t.value = False
     assert ex.current_html() == before
+    ex.controls["case"].value = 1                   # another case: its own prototypes to dismiss
+    r1 = ex.reading(1)
+    assert len(ex.controls["dismiss"].children) == len(r1.offered)
 
 
-def test_dismissal_static_has_one_view_per_single_dismissal(run, ds):
+def test_dismissed_probabilities_is_the_model_heads(run, ds):
+    expl = explain.explain_case(run, _test_cases(ds, 1)[0], data=ds, top=3)
+    keep = np.ones(len(expl.similarity), np.float32)
+    keep[[p.index for p in expl.prototypes[:2]]] = 0
+    got = widgets.dismissed_probabilities(run, expl.similarity, keep)
+    prob, mal = _heads(run, expl.similarity, keep)
+    np.testing.assert_allclose(got["margin_prob"], prob, rtol=1e-6)
+    assert got["malignancy_prob"] == pytest.approx(mal)
+    c = expl.predicted_class
+    own = [j for j in range(len(keep)) if expl.contributions[c, j] > 0]
+    k = np.ones_like(keep)
+    k[own] = 0
+    assert explain.dismissed_probabilities(run, expl.similarity, k)["margin_prob"][c] < expl.margin_prob[c]
+
+
+def test_dismiss_reasoning_is_the_reader_on_one_case(run, ds):
     case = _test_cases(ds, 1)[0]
-    ex = widgets.dismiss_reasoning(run, ds, case, mode="static", top=3)
-    expl = explain.explain_case(run, case, data=ds, top=3)
-    ctl = ex.controls["dismiss"]
-    assert isinstance(ctl, W.ToggleButtons) and len(ctl.options) == 4 == len(ex.views)
-    (link,) = ex.links
-    assert link.source == (ctl, "index") and link.target == (ex.view, "selected_index")
-    assert "one at a time" in ex.mode_line.value and "Precomputed" in ex.mode_line.value
-    for k, j in enumerate([None] + ex.prototypes):
-        keep = np.ones(len(expl.similarity), np.float32)
-        if j is not None:
-            keep[j] = 0
-        prob, mal = _heads(run, expl.similarity, keep)
-        assert _before_after(ex.views[k].value)[1] == [_shown(p) for p in prob] + [_shown(mal)]
+    ex = widgets.dismiss_reasoning(run, ds, case, mode="static")
+    assert ex.rows == [case] and len(ex.whatif) == 1
+    assert ex.children[0].value.count("Dismiss part of the reasoning") == 1
 
 
 # ---------------------------------------------------------------------------------------------
-# activation precision (Fig. 6)
+# where the model looks (activation precision)
 # ---------------------------------------------------------------------------------------------
 
 
-def test_activation_precision_live_follows_tau_and_case(run, ds):
-    rows = widgets.pick_cases(ds, "test", 2, prefer_fine=True)
-    ex = widgets.activation_precision_explorer(run, ds, mode="live", cases=rows, taus=(0.5, 0.95))
-    tau, case = ex.controls["tau"], ex.controls["case"]
-    assert isinstance(tau, W.SelectionSlider) and tau.value == 0.95
-    at_95 = ex.current_html()
-    tau.value = 0.5                                 # the reader moves the slider
-    at_50 = ex.current_html()
-    assert at_50 != at_95 and "data-tau='0.5'" in at_50 and "data-tau='0.95'" in at_95
-    expl = explain.explain_case(run, rows[0], data=ds, top=1)
-    mask, _ = widgets._relevant(ds, rows[0])
-    for html, t in ((at_95, 0.95), (at_50, 0.5)):
-        ap = metrics.activation_precision(expl.prototypes[0].activation, mask, t)
-        shown = float(re.search(r"data-ap='([0-9.]+)'", html).group(1))
-        assert shown == pytest.approx(ap, abs=1e-4)
-        assert f"Activation precision {ap:.2f}" in html
-    case.value = 1
-    assert f"data-case='{ds.ids[rows[1]]}'" in ex.current_html()
-    assert all(n <= widgets.AP_PNG_BYTES for n in _png_sizes(ex.current_html()))
+def _ap(html: str) -> tuple[int, float]:
+    m = re.search(r"data-top='(\d+)' data-precision='([0-9.]+)'", html)
+    return int(m.group(1)), float(m.group(2))
 
 
-def test_activation_precision_static_nests_case_and_tau(run, ds):
+def test_precision_live_follows_the_number_box_and_case(run, ds):
     rows = widgets.pick_cases(ds, "test", 2, prefer_fine=True)
-    taus = (0.5, 0.9, 0.95)
-    ex = widgets.activation_precision_explorer(run, ds, mode="static", cases=rows, taus=taus)
-    tau, case = ex.controls["tau"], ex.controls["case"]
-    outer = ex.view
-    assert len(outer.children) == 2 and all(len(s.children) == 3 for s in outer.children)
-    assert len(ex.views) == 6
-    assert ex.links[0].source == (case, "index") and ex.links[0].target == (outer, "selected_index")
-    assert [l.source for l in ex.links[1:]] == [(tau, "index")] * 2
-    assert [l.target for l in ex.links[1:]] == [(s, "selected_index") for s in outer.children]
-    # the initial selection agrees with the slider (0.95)
-    assert all(s.selected_index == tau.index == 2 for s in outer.children)
-    outer.selected_index = 1
-    for s in outer.children:                        # what the links do in the browser
-        s.selected_index = 0
+    ex = widgets.activation_precision_explorer(run, ds, mode="live", cases=rows)
+    assert isinstance(ex.slider, W.IntSlider) and isinstance(ex.number, W.BoundedIntText)
+    assert not ex.slider.readout                    # the number box is the one place to type
+    assert ex.number.value == ex.slider.value == widgets.DEFAULT_PERCENT
+    assert _ap(ex.current_html())[0] == widgets.DEFAULT_PERCENT
+    expl = explain.explain_case(run, rows[0], data=ds, top=run.model.num_prototypes)
+    lead = explain.leading_prototype(expl)
+    mask, _ = widgets.relevant(ds, rows[0])
+    for typed in (10, 37, 1):
+        ex.number.value = typed                     # the reader types a percentage
+        html = ex.current_html()
+        assert ex.slider.value == typed
+        top, shown = _ap(html)
+        assert top == typed
+        assert shown == pytest.approx(metrics.activation_precision(lead.activation, mask, 1 - typed / 100), abs=1e-4)
+        n, inside = re.search(r"(\d+) pixels, of which (\d+) \(", html).groups()
+        sel = widgets.top_pixels(lead.activation, typed)
+        assert int(n) == sel.sum() and int(inside) / int(n) == pytest.approx(shown, abs=1e-4)
+        assert f"(<b>{T.pct(int(inside) / int(n))}</b>)" in html      # one number, one rounding
+        assert "τ" not in html
+    ex.slider.value = 25
+    assert ex.number.value == 25 and _ap(ex.current_html())[0] == 25
+    ex.controls["case"].value = 1
     html = ex.current_html()
-    assert f"data-case='{ds.ids[rows[1]]}'" in html and "data-tau='0.5'" in html
+    assert f"data-row='{rows[1]}'" in html and _ap(html)[0] == 25
+
+
+def test_precision_static_has_a_view_for_every_percentage(run, ds):
+    rows = widgets.pick_cases(ds, "test", 2, prefer_fine=True)
+    ex = widgets.activation_precision_explorer(run, ds, mode="static", cases=rows, max_percent=12)
+    outer = ex.view
+    assert len(outer.children) == 2 and all(len(s.children) == 13 for s in outer.children)
+    assert ex.number.max == ex.slider.max == 12
+    for s in outer.children:
+        assert s.selected_index == widgets.DEFAULT_PERCENT
+        for pc in range(1, 13):
+            assert _ap(s.children[pc].value)[0] == pc          # stack index = the percentage
+    pairs = {(l.source, l.target) for l in ex.links}
+    assert ((ex.controls["case"], "index"), (outer, "selected_index")) in pairs
+    for s in outer.children:
+        assert ((ex.slider, "value"), (s, "selected_index")) in pairs
+        assert ((ex.number, "value"), (s, "selected_index")) in pairs
+    assert ((ex.slider, "value"), (ex.number, "value")) in pairs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,20 +441,34 @@ def test_activation_precision_static_nests_case_and_tau(run, ds):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_prototype_gallery_live_and_static(run, ds):
-    protos = [0, int(run.model.num_prototypes) - 1]
-    live = widgets.prototype_gallery(run, ds, n_nearest=2, mode="live", prototypes=protos)
-    first = live.current_html()
-    assert f"data-prototype='{protos[0]}'" in first
-    cls = MARGINS[int(run.model.prototype_class[protos[0]])]
-    assert cls in first and "weights in the margin layer h1" in first
-    w = run.model.margin_head.weight[:, protos[0]].detach().numpy()
-    assert all(f"{v:+.2f}" in first for v in w)
+def test_gallery_lists_flagged_prototypes_first_with_a_sentence(run, ds):
+    health = explain.prototype_health(run, ds)
+    ex = widgets.prototype_gallery(run, ds, n_nearest=2, mode="static")
+    flagged = [h.index for h in health if h.flagged]
+    assert ex.order[:len(flagged)] == [h.index for h in sorted((h for h in health if h.flagged),
+                                                                key=lambda h: (h.lesion_ap, h.index))]
+    assert sorted(ex.order) == list(range(run.model.num_prototypes))
+    labels = [lab for lab, _ in ex.controls["prototype"].options]
+    assert [lab.startswith("⚠") for lab in labels] == [j in flagged for j in ex.order]
+    table = ex.children[2].value
+    assert re.findall(r"<tr class='iaiabl-health' data-prototype='(\d+)'", table) == [str(j) for j in ex.order]
+    for h in health:
+        sentence = widgets.distrust_sentence(h)
+        assert bool(sentence) == h.flagged
+        if h.flagged:
+            assert sentence.startswith("Distrust it: ") and sentence.count(".") == 1
+    assert f"less than {T.pct(explain.OFF_LESION_THRESHOLD)}" in table
+    first = ex.views[0].value
+    assert f"data-prototype='{ex.order[0]}'" in first
+    w = run.model.margin_head.weight[:, ex.order[0]].detach().numpy()
+    assert all(f"{v:+.2f}" in first for v in w if abs(v) >= 0.005)
+    assert "d²" not in _text(first) and "h1" not in _text(first)
+
+
+def test_gallery_live_follows_the_dropdown(run, ds):
+    live = widgets.prototype_gallery(run, ds, n_nearest=1, mode="live", prototypes=[0, 1])
     live.controls["prototype"].value = 1
-    assert f"data-prototype='{protos[1]}'" in live.current_html()
-    static = widgets.prototype_gallery(run, ds, n_nearest=2, mode="static", prototypes=protos)
-    assert len(static.views) == 2 and static.links[0].target == (static.view, "selected_index")
-    assert all(n <= widgets.GALLERY_PNG_BYTES for v in static.views for n in _png_sizes(v.value))
+    assert f"data-prototype='{live.order[1]}'" in live.current_html()
 
 
 def test_fine_annotation_comparison_live_and_static(run, ds):
@@ -293,17 +476,67 @@ def test_fine_annotation_comparison_live_and_static(run, ds):
     rows = widgets.pick_cases(ds, "test", 2, prefer_fine=True)
     live = widgets.fine_annotation_comparison(run, run, ds, mode="live", cases=rows)
     first = live.current_html()
-    assert "with the fine-annotation loss" in first and "without the fine-annotation loss" in first
+    assert "With the fine-annotation loss" in first and "Without the fine-annotation loss" in first
+    expl = explain.explain_case(run, rows[0], data=ds, top=run.model.num_prototypes)
+    lead = explain.leading_prototype(expl)
+    mask, _ = widgets.relevant(ds, rows[0])
+    ap = metrics.activation_precision(lead.activation, mask, 1 - widgets.DEFAULT_PERCENT / 100)
+    assert re.findall(r"data-precision='([0-9.]+)'", first) == [f"{ap:.4f}"] * 2
     live.controls["case"].value = 1
-    assert f"data-case='{ds.ids[rows[1]]}'" in live.current_html()
+    assert f"data-row='{rows[1]}'" in live.current_html()
     static = widgets.fine_annotation_comparison(run, run, ds, mode="static", cases=rows)
     assert len(static.views) == 2 and len(static.links) == 1
 
 
-def test_small_png_fits_the_budget(run, ds):
-    from iaiabl_lib import plots
+def test_leading_prototype_is_the_predicted_class_pam(run, ds):
+    """The explorers' map is the one evaluate.predicted_class_pam computes for a split."""
+    from iaiabl_lib.evaluate import predicted_class_pam
 
-    expl = explain.explain_case(run, _test_cases(ds, 1)[0], data=ds, top=3)
-    uri = widgets.figure_uri(plots.plot_case_explanation(expl), max_bytes=20_000)
-    assert uri.startswith("data:image/png;base64,")
-    assert len(base64.b64decode(uri.split(",", 1)[1])) <= 20_000
+    i = _test_cases(ds, 1)[0]
+    expl = explain.explain_case(run, i, data=ds, top=run.model.num_prototypes)
+    _, x = explain.prepare_image(ds.images[i], ds.images.shape[-1])
+    with torch.no_grad():
+        out = run.model(x)
+    pam = predicted_class_pam(out.similarity.numpy(), out.similarity_maps.numpy(), run.model.prototype_class,
+                              [expl.predicted_class], ds.images.shape[-1])[0]
+    np.testing.assert_allclose(explain.leading_prototype(expl).activation, pam, rtol=1e-5, atol=1e-6)
+
+
+def test_pick_cases_takes_the_margins_in_turn(ds):
+    rows = widgets.pick_cases(ds, "test", 6)
+    assert len(rows) == len(set(rows)) == min(6, int((ds.split == "test").sum()))
+    assert all(ds.split[i] == "test" for i in rows)
+    assert {int(ds.labels[i]) for i in rows[:3]} == {0, 1, 2}
+    fine = widgets.pick_cases(ds, "test", 8, prefer_fine=True)
+    assert ds.has_fine[ds.split == "test"].any(), "the fixture's test split has fine annotations"
+    assert all(ds.has_fine[i] for i in fine)
+
+
+def test_large_images_are_encoded_no_wider_than_shown():
+    """A 224-px map (the paper preset) is encoded at HEAT_PX (it is a smooth enlargement of a 14 × 14
+    grid); repeated underlays and thumbnails at most as wide as asked; the reading view keeps its pixels."""
+    yy, xx = np.mgrid[:224, :224]
+    amap = 2.5 * np.exp(-((yy - 120) ** 2 + (xx - 100) ** 2) / 800.0)
+    (heat,) = _pngs(I.similarity_uri(amap))
+    assert heat.size == (I.HEAT_PX, I.HEAT_PX) and heat.mode == "RGB"
+    on_scale = plots.similarity_rgb(np.linspace(*plots.SIMILARITY_RANGE, 2001))
+    far = np.abs(np.asarray(heat).reshape(-1, 1, 3).astype(int) - on_scale[None].astype(int)).sum(-1).min(1)
+    assert far.max() <= 3                                  # every pixel a colour of the scale
+    grey = (np.arange(224 * 224) % 251).reshape(224, 224).astype(np.uint8)
+    assert _pngs(I.grey_uri(grey, 128))[0].size == (128, 128)
+    assert _pngs(I.grey_uri(grey))[0].size == (224, 224)
+    assert _pngs(I.thumbnail(grey, None, "a case", px=192))[0].size == (192, 192)
+    frame = I.reading_frame(grey, [])
+    assert _pngs(frame)[0].size == (224, 224)
+
+
+def test_the_sphinx_extension_imports_light():
+    """Sphinx imports iaiabl_lib.widgets for its extension: torch and matplotlib wait until an
+    explorer is built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, iaiabl_lib.widgets as w; assert callable(w.setup); "
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

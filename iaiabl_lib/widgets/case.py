@@ -1,0 +1,357 @@
+"""The case reader: pick a case, read it large, see the model's reading and its evidence, and dismiss
+what looks wrong (the paper's Fig. 3 and Fig. 1e, together, for every case).
+
+For each case:
+
+* the region of interest, large and without overlay; buttons over it show the heat map of any
+  prototype listed below; a click enlarges it (:func:`images.reading_frame`);
+* the model's reading (margin probabilities in words, the malignancy estimate);
+* the evidence for the model's call and against it: each prototype with the patch of this case it
+  matches and the prototype itself (a patch of a training case) at the same scale, that training
+  case with its view, laterality and outcome, the points it adds or takes away, a warning when its
+  health check failed (``explain.prototype_health``), and what dismissing it alone does;
+* what if: dismiss prototypes and read the model again (``explain.dismissal``: the model's own
+  heads on the similarities with the dismissed ones set to 0). Only prototypes whose dismissal
+  changes what the reader sees are offered as buttons; the others are named as changing nothing.
+  Live: any set. Static: any one and any pair of the (at most ``MAX_DISMISS``) prototypes that
+  change the reading most, all precomputed (the mode line states what that costs in page size).
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import ipywidgets as W
+import numpy as np
+
+from ..config import MARGIN_WORDS, MARGINS
+from . import cases as C
+from . import images as I
+from . import words as T
+from .frame import Explorer, dropdown, html_view, labelled, link, stack
+from .mode import resolve_mode
+
+__all__ = ["MAX_DISMISS", "CaseReading", "read_case", "case_explorer", "dismiss_reasoning"]
+
+MAX_DISMISS = 5
+"""Static pages precompute dismissals of the prototypes that change a case's reading most, at most
+this many: 1 + n + n (n - 1) / 2 views per case (16 for 5)."""
+
+
+@dataclass
+class CaseReading:
+    """Everything the case reader shows about one case, computed once."""
+
+    row: int
+    expl: Any                          # explain.CaseExplanation, every prototype listed
+    evidence_for: list = field(default_factory=list)      # PrototypeEvidence, adds to the call
+    evidence_against: list = field(default_factory=list)  # PrototypeEvidence, takes from the call
+    singles: dict = field(default_factory=dict)           # prototype -> explain.Dismissal of it alone
+    offered: list[int] = field(default_factory=list)      # dismissal changes the reading, most first
+    inert: list[int] = field(default_factory=list)        # dismissal changes nothing visible
+
+    @property
+    def call(self) -> str:
+        return MARGINS[self.expl.predicted_class]
+
+
+def _changes_reading(d) -> bool:
+    """Whether a dismissal changes what the reader sees: the call, or any percentage shown."""
+    if d.call_changes:
+        return True
+    if any(T.pct(b) != T.pct(a) for b, a in zip(d.before_margin_prob, d.margin_prob)):
+        return True
+    return (d.malignancy_prob is not None and d.before_malignancy_prob is not None
+            and T.pct(d.before_malignancy_prob) != T.pct(d.malignancy_prob))
+
+
+def read_case(run, ds, i: int, top: int = 3) -> CaseReading:
+    """Explain case ``i`` with every prototype, sort its evidence for and against the model's call
+    (at most ``top`` each, by points), and dismiss each prototype alone."""
+    from .. import explain
+
+    m = int(run.model.num_prototypes)
+    expl = explain.explain_case(run, i, data=ds, top=m)
+    by_index = {p.index: p for p in expl.prototypes}
+    contrib = expl.contributions[expl.predicted_class]
+    order = np.argsort(-contrib, kind="stable")
+    pos = [by_index[int(j)] for j in order if contrib[j] >= 0.005][:top]
+    neg = [by_index[int(j)] for j in order[::-1] if contrib[j] <= -0.005][:top]
+    singles = {j: explain.dismissal(run, expl, [j]) for j in range(m)}
+    changing = [j for j in range(m) if _changes_reading(singles[j])]
+    changing.sort(key=lambda j: (-singles[j].call_changes, -singles[j].largest_change, j))
+    inert = [j for j in range(m) if j not in changing]
+    return CaseReading(i, expl, pos, neg, singles, changing, inert)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------------
+
+
+def _proto_name(expl, j: int) -> str:
+    return f"prototype {j} ({MARGINS[int(expl.prototype_class[j])]})"
+
+
+def _names(expl, js: Sequence[int]) -> str:
+    names = [_proto_name(expl, j) for j in js]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _call_sentence(d) -> str:
+    before, after = MARGINS[int(np.argmax(d.before_margin_prob))], MARGINS[d.predicted_class]
+    if after == before:
+        return f"The model's call stays <b>{html.escape(after)}</b>."
+    return f"The model's call changes from {html.escape(before)} to <b>{html.escape(after)}</b>."
+
+
+def _flag_html(h) -> str:
+    sentence = T.distrust_sentence(h)
+    return f"<div class='iaiabl-flag'>⚠ {html.escape(sentence)}</div>" if sentence else ""
+
+
+def _moves(d) -> str:
+    """The percentages a dismissal changes: "spiculated 62 % → 40 %, malignant 30 % → 25 %"."""
+    pairs = [(MARGINS[c], b, a) for c, (b, a) in enumerate(zip(d.before_margin_prob, d.margin_prob))]
+    if d.malignancy_prob is not None and d.before_malignancy_prob is not None:
+        pairs.append(("malignant", d.before_malignancy_prob, d.malignancy_prob))
+    return ", ".join(f"{html.escape(name)} {T.pct(b)} → {T.pct(a)}" for name, b, a in pairs if T.pct(b) != T.pct(a))
+
+
+def _single_line(reading: CaseReading, j: int) -> str:
+    if j in reading.inert:
+        return "Dismissing it alone changes nothing you can see."
+    d = reading.singles[j]
+    return f"Dismissing it alone: {_moves(d)}. {_call_sentence(d)}"
+
+
+def _evidence_row(reading: CaseReading, p, sign: str, ds, health: dict, scale: float) -> str:
+    expl = reading.expl
+    src_row = C.source_row(ds, p.source_id, p.source_index)
+    src_img = p.source_image if p.source_image is not None else (None if src_row is None else ds.images[src_row])
+    h = health.get(p.index)
+    cls_name = p.class_name
+    pictures = I.patch_figure(expl.image, p.case_box, scale, "this case: the part it matches",
+                              cls="iaiabl-case-patch")
+    if src_img is not None:
+        pictures += I.patch_figure(src_img, p.box, scale, f"prototype {p.index}: a patch of a training case",
+                                   cls="iaiabl-proto-patch")
+        pictures += I.thumbnail(src_img, p.box, "its source: " + C.source_caption(ds, src_row))
+    c = expl.predicted_class
+    text = (f"<b>Prototype {p.index}</b>, {T.article(cls_name)} {html.escape(cls_name)} prototype, "
+            f"<b>{T.points_sentence(expl.contributions[c, p.index], MARGINS[c])}</b> "
+            f"(how closely it matches this case, {p.similarity:.2f}, times the weight the model gives "
+            f"such a match for {html.escape(MARGINS[c])}, {expl.weights[c, p.index]:+.2f})."
+            + _flag_html(h) + f"<div>{_single_line(reading, p.index)}</div>")
+    return (f"<div class='iaiabl-row iaiabl-evidence' data-prototype='{p.index}' data-sign='{sign}' "
+            f"data-flagged='{int(bool(h and h.flagged))}'>{pictures}<div class='iaiabl-text'>{text}</div></div>")
+
+
+def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None) -> str:
+    """The reading part of a case view: header, the large region of interest with its heat maps,
+    the model's reading, the evidence for and against its call."""
+    expl = reading.expl
+    side = int(expl.image.shape[-1])
+    scale = I.READING_PX / side
+    listed = reading.evidence_for + reading.evidence_against
+    layers = [I.Layer(f"heat map: prototype {p.index}", I.similarity_uri(p.activation), key=str(p.index))
+              for p in listed]
+    frame = I.reading_frame(
+        expl.image, layers, alt=f"{C.case_number(ds, reading.row)}, region of interest",
+        caption=(f"The region of interest as the model sees it ({side} × {side} pixels), shown "
+                 f"{scale:g} times enlarged. Click the image to enlarge it to the window."))
+    call = html.escape(reading.call)
+    parts = [C.case_header(ds, reading.row, show_dataset_ids), frame, I.colour_legend(),
+             "<div style='margin-top:6px'><b>The model's reading</b></div>",
+             T.margin_lines(expl.margin_prob, expl.predicted_class), T.malignancy_line(expl.malignancy_prob)]
+    parts.append(f"<div style='margin-top:8px'><b>Evidence for {call}</b>: the prototypes that add "
+                 "most to the model's score for its call (points add up to the score; the highest "
+                 "score is the call)</div>")
+    parts += [_evidence_row(reading, p, "for", ds, health, scale) for p in reading.evidence_for] or \
+        ["<div><i>No prototype adds to this call.</i></div>"]
+    if reading.evidence_against:
+        parts.append(f"<div style='margin-top:8px'><b>Evidence against {call}</b></div>")
+        parts += [_evidence_row(reading, p, "against", ds, health, scale) for p in reading.evidence_against]
+    return "<div class='iaiabl-view'>" + "".join(parts) + "</div>"
+
+
+def whatif_html(reading: CaseReading, dismissal) -> str:
+    """The reading with ``dismissal.dismissed`` switched off, beside the reading as made."""
+    expl = reading.expl
+    d = dismissal
+    rows = []
+    for c in range(len(MARGINS)):
+        rows.append(
+            f"<tr class='iaiabl-dismiss-{MARGINS[c]}'><td>the margin is {html.escape(MARGIN_WORDS[MARGINS[c]])}</td>"
+            f"<td class='num'><span class='iaiabl-before'>{T.pct(d.before_margin_prob[c])}</span></td>"
+            f"<td class='num'>{T.bar(d.margin_prob[c], T.class_colour(c))}"
+            f"<b class='iaiabl-after'>{T.pct(d.margin_prob[c])}</b></td>"
+            f"<td>{T.change(d.before_margin_prob[c], d.margin_prob[c])}</td></tr>")
+    if d.malignancy_prob is not None and d.before_malignancy_prob is not None:
+        rows.append(
+            "<tr class='iaiabl-dismiss-malignancy'><td>the mass is malignant</td>"
+            f"<td class='num'><span class='iaiabl-before'>{T.pct(d.before_malignancy_prob)}</span></td>"
+            f"<td class='num'>{T.bar(d.malignancy_prob, '#b2182b')}<b class='iaiabl-after'>{T.pct(d.malignancy_prob)}</b></td>"
+            f"<td>{T.change(d.before_malignancy_prob, d.malignancy_prob)}</td></tr>")
+    if d.dismissed:
+        what = f"Dismissed: {_names(expl, d.dismissed)}. " + _call_sentence(d)
+    else:
+        what = ("Nothing dismissed: the model's own reading. The model's call: "
+                f"<b>{html.escape(MARGINS[d.predicted_class])}</b>.")
+    return (f"<div class='iaiabl-view iaiabl-whatif'><div class='iaiabl-dismissed' "
+            f"data-dismissed='{','.join(map(str, d.dismissed))}' data-call='{MARGINS[d.predicted_class]}'>"
+            f"{what}</div><table class='iaiabl-table iaiabl-dismiss-table'><tr><th>the model's estimated "
+            "probability that …</th><th>as read</th><th>after dismissal</th><th>change</th></tr>"
+            + "".join(rows) + "</table></div>")
+
+
+def _inert_html(reading: CaseReading, not_offered: Sequence[int] = ()) -> str:
+    expl = reading.expl
+    parts = []
+    if reading.inert:
+        parts.append(f"<div class='iaiabl-inert' data-prototypes='{','.join(map(str, reading.inert))}'>"
+                     f"Not offered: dismissing {_names(expl, reading.inert)} alone changes nothing you "
+                     "can see in this case.</div>")
+    if not_offered:
+        parts.append(f"<div class='iaiabl-not-precomputed'>Dismissing {_names(expl, not_offered)} also "
+                     f"changes the reading; this page precomputes the {MAX_DISMISS} prototypes that "
+                     "change it most (in a live notebook every one is offered).</div>")
+    return "<div class='iaiabl-view' style='font-size:.9em'>" + "".join(parts) + "</div>"
+
+
+# ---------------------------------------------------------------------------------------------
+# The explorer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WhatIf:
+    """A case's dismissal controls and views (static mode)."""
+
+    first: W.ToggleButtons
+    second: W.ToggleButtons
+    stack: W.Stack                     # outer: first choice; inner stacks: second choice
+    views: dict                        # frozenset of prototypes -> HTML widget
+    offered: list[int]
+
+
+def _static_whatif(run, reading: CaseReading, max_dismiss: int) -> tuple[W.Widget, WhatIf, list]:
+    from .. import explain
+
+    expl = reading.expl
+    offered = reading.offered[:max_dismiss]
+    labels = ["nothing"] + [_proto_name(expl, j) for j in offered]
+    first = W.ToggleButtons(options=labels, value="nothing", style={"button_width": "auto"})
+    second = W.ToggleButtons(options=labels, value="nothing", style={"button_width": "auto"})
+    views: dict[frozenset, W.HTML] = {}
+
+    def view(js) -> W.HTML:
+        key = frozenset(js)
+        if key not in views:
+            views[key] = html_view(whatif_html(reading, explain.dismissal(run, expl, sorted(key))))
+        return views[key]
+
+    choice = [None] + offered
+    inner = [stack([view([j for j in (a, b) if j is not None]) for b in choice]) for a in choice]
+    outer = stack(inner)
+    links = [link(first, "index", outer)] + [link(second, "index", s) for s in inner]
+    box = W.VBox([html_view(_inert_html(reading, reading.offered[max_dismiss:])),
+                  labelled("Dismiss:", first), labelled("and also dismiss:", second), outer],
+                 layout=W.Layout(width="100%"))
+    return box, WhatIf(first, second, outer, views, offered), links
+
+
+def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: int = 3,
+                  max_cases: int = C.MAX_CASES, cases: Sequence[int | str] | None = None,
+                  max_dismiss: int = MAX_DISMISS, show_dataset_ids: bool | None = None,
+                  title: str = "Case reader: the model's reading of a mass, its evidence, and what if") -> Explorer:
+    """Pick a case of ``split`` (or one of ``cases``): read it large, see the model's reading and
+    the evidence for and against its call (``top`` prototypes each, at most 6), and dismiss
+    prototypes to see the reading change. Static: any one or pair of the ``max_dismiss``
+    prototypes that change the reading most; live: any set. ``show_dataset_ids``: see
+    :func:`cases.show_ids`."""
+    from .. import explain
+
+    if not 1 <= int(top) <= I.MAX_LAYERS // 2:
+        raise ValueError(f"top={top}: show between 1 and {I.MAX_LAYERS // 2} prototypes for and against")
+    mode = resolve_mode(mode)
+    ds = C.dataset(run, data)
+    rows = C.pick_cases(ds, split, max_cases, cases=cases)
+    health = {h.index: h for h in C.health(run, ds)}
+    readings: dict[int, CaseReading] = {}
+
+    def reading(k: int) -> CaseReading:
+        if k not in readings:
+            readings[k] = read_case(run, ds, rows[k], top)
+        return readings[k]
+
+    control = dropdown([C.case_number(ds, i).capitalize() for i in rows], width="16em")
+    demo = C.demo_note(run, ds)
+    intro = ("Read the region of interest first; the heat-map buttons show where each prototype "
+             "matches. Points: each prototype adds to (or takes from) the model's score for each "
+             "margin; the highest score is the model's call. If a prototype matches the wrong thing "
+             "(background, a marker, the image border), dismiss it: the model then reads the case "
+             "without it. The recorded margin and pathology stay hidden until you ask.")
+    if mode == "static":
+        per_case, whatifs, links = [], [], []
+        for k in range(len(rows)):
+            r = reading(k)
+            box, wi, ls = _static_whatif(run, r, max_dismiss)
+            per_case.append(W.VBox([html_view(case_html(ds, r, health, show_dataset_ids)),
+                                    html_view("<div style='margin-top:8px'><b>What if you dismiss "
+                                              "part of the evidence?</b></div>"), box],
+                                   layout=W.Layout(width="100%")))
+            whatifs.append(wi)
+            links += ls
+        outer = stack(per_case)
+        links.insert(0, link(control, "index", outer))
+        n_views = sum(len(w.views) for w in whatifs)
+        kb = sum(len(v.value) for w in whatifs for v in w.views.values()) / 1000
+        note = (f"{len(rows)} {split} cases precomputed. What if: for each case, any one and any pair "
+                f"of the (at most {max_dismiss}) prototypes whose dismissal changes its reading most "
+                f"({n_views} views in all, about {kb:.0f} kB of this page); a live notebook dismisses "
+                "any set.")
+        ex = Explorer(title, mode, note, {"case": control}, outer, per_case, links, intro=intro,
+                      labels={"case": "Case:"}, demo=demo)
+        ex.whatif = whatifs
+    else:
+        case_w = html_view("")
+        inert_w = html_view("")
+        toggles = W.HBox([], layout=W.Layout(flex_flow="row wrap"))
+        result = html_view("")
+
+        def redraw_whatif(_change=None):
+            r = reading(int(control.index or 0))
+            chosen = [j for j, t in zip(r.offered, toggles.children) if t.value]
+            result.value = whatif_html(r, explain.dismissal(run, r.expl, chosen))
+
+        def show_case(_change=None):
+            r = reading(int(control.index or 0))
+            case_w.value = case_html(ds, r, health, show_dataset_ids)
+            inert_w.value = _inert_html(r)
+            ts = [W.ToggleButton(value=False, description=f"dismiss {_proto_name(r.expl, j)}",
+                                 layout=W.Layout(width="auto")) for j in r.offered]
+            for t in ts:
+                t.observe(redraw_whatif, names="value")
+            toggles.children = ts
+            redraw_whatif()
+
+        control.observe(show_case, names="index")
+        show_case()
+        view = W.VBox([case_w, html_view("<div style='margin-top:8px'><b>What if you dismiss part of "
+                                         "the evidence?</b></div>"), inert_w,
+                       labelled("Dismiss any set:", toggles), result], layout=W.Layout(width="100%"))
+        note = f"{len(rows)} {split} cases; dismiss any set of the prototypes that change a reading."
+        ex = Explorer(title, mode, note, {"case": control, "dismiss": toggles}, view, intro=intro,
+                      labels={"case": "Case:"}, demo=demo)
+    ex.rows = rows
+    ex.reading = reading
+    return ex
+
+
+def dismiss_reasoning(run, data=None, case: int | str = 0, mode: str = "auto", top: int = 3,
+                      **kwargs) -> Explorer:
+    """The case reader on one case (an index or dataset id of ``data``): the paper's Fig. 1e."""
+    return case_explorer(run, data, mode=mode, top=top, cases=[case],
+                         title="Dismiss part of the reasoning", **kwargs)

@@ -1,0 +1,259 @@
+"""Images for the explorers' views, as HTML: lossless PNG layers and the reading frame.
+
+Every image is a PNG data URI of the array itself (8-bit grey, RGB or RGBA, never a palette, so
+the colours of a heat map are the colours of the scale and nothing bands). A view stacks layers in
+a *reading frame*: the region of interest, large (``READING_PX`` CSS pixels) and without overlay
+unless the reader asks, over it the heat maps (one at a time, chosen by the buttons above the
+image) and optional marks (e.g. the annotated region); a click on the image enlarges it to the
+window and a second click shrinks it back. The interaction is HTML and CSS only (radio buttons,
+check boxes, ``:checked`` selectors; the rules are in :func:`iaiabl_lib.widgets.frame.style_sheet`), so
+it works the same with a kernel, in the static page, and with no widget code at all.
+
+Heat maps use the one similarity scale of :mod:`iaiabl_lib.plots` (``similarity_rgb``): the same
+colours, range and label as every figure's colour bar and as :func:`colour_legend`.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["READING_PX", "COMPARE_PX", "THUMB_PX", "MAX_LAYERS", "HEAT_PX", "png_uri", "grey_uri",
+           "similarity_uri", "marks_uri", "colour_legend", "Layer", "reading_frame", "patch_figure",
+           "thumbnail", "LEGEND_STOPS"]
+
+READING_PX = 512
+"""Rendered width of a region of interest in a reading view (CSS pixels)."""
+COMPARE_PX = 330
+"""Rendered width of each of two regions shown side by side (click to enlarge)."""
+THUMB_PX = 192
+"""Rendered width of a whole source or neighbour case beside a patch."""
+MAX_LAYERS = 12
+"""Heat maps (and mark layers) a reading frame can switch between (the CSS has one rule each)."""
+LEGEND_STOPS = 33
+"""Colour stops of the HTML legend's gradient (the colour map is sampled at this many points)."""
+HEAT_PX = 64
+"""Heat maps are encoded at most this many pixels wide (the browser enlarges them smoothly): a map
+is the bilinear enlargement of the model's 8 × 8 (tiny) or 14 × 14 (paper) grid, so more pixels
+would add bytes, not detail."""
+
+_ids = itertools.count(1)
+
+
+def _uid(prefix: str) -> str:
+    return f"iaiabl-{prefix}-{next(_ids)}"
+
+
+def png_uri(array: np.ndarray) -> str:
+    """A uint8 array (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA as a lossless PNG data URI."""
+    from PIL import Image
+
+    a = np.ascontiguousarray(array)
+    if a.dtype != np.uint8:
+        raise TypeError(f"png_uri takes uint8 pixels, got {a.dtype}")
+    mode = {2: "L"}.get(a.ndim) or {3: "RGB", 4: "RGBA"}.get(a.shape[-1] if a.ndim == 3 else 0)
+    if mode is None:
+        raise ValueError(f"png_uri: expected (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(a, mode=mode).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _uint8(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        return a
+    a = a.astype(np.float64)
+    return np.clip(np.rint(a * (255 if a.max() <= 1 else 1)), 0, 255).astype(np.uint8)
+
+
+def _shrink(a: np.ndarray, px: int | None) -> np.ndarray:
+    """``a`` (H, W) averaged down to at most ``px`` pixels wide (float32), or unchanged."""
+    from PIL import Image
+
+    a = np.asarray(a, dtype=np.float32)
+    if px is None or max(a.shape) <= px:
+        return a
+    h, w = a.shape
+    size = (max(1, round(w * px / max(h, w))), max(1, round(h * px / max(h, w))))
+    return np.asarray(Image.fromarray(a, mode="F").resize(size, Image.Resampling.BOX))
+
+
+def grey_uri(image: np.ndarray, max_px: int | None = None) -> str:
+    """A grey region of interest (uint8, or floats in [0, 1]) at its own resolution, or averaged
+    down to ``max_px`` pixels wide."""
+    a = _uint8(image)
+    if max_px is not None and max(a.shape) > max_px:
+        a = np.clip(np.rint(_shrink(a, max_px)), 0, 255).astype(np.uint8)
+    return png_uri(a)
+
+
+def similarity_uri(similarity_map: np.ndarray, max_px: int = HEAT_PX) -> str:
+    """A similarity map in the colours of the one scale (``plots.similarity_rgb``), RGB, at most
+    ``max_px`` pixels wide."""
+    from ..plots import similarity_rgb
+
+    return png_uri(similarity_rgb(_shrink(similarity_map, max_px)))
+
+
+def marks_uri(shape: tuple[int, int], marks: Sequence[tuple[np.ndarray, tuple[int, int, int, int]]],
+              outlines: Sequence[tuple[np.ndarray, tuple[int, int, int, int]]] = (),
+              upscale: int | None = None) -> str:
+    """A transparent RGBA layer: each ``(mask, rgba)`` of ``marks`` fills its pixels, each
+    ``(mask, rgba)`` of ``outlines`` draws its boundary, at ``upscale`` × the image's resolution
+    (default: about 256 pixels wide; sharp edges, thin outlines once the frame enlarges it)."""
+    h, w = shape
+    upscale = max(1, 256 // max(h, w)) if upscale is None else int(upscale)
+    out = np.zeros((h * upscale, w * upscale, 4), np.uint8)
+    for mask, rgba in marks:
+        big = np.kron(np.asarray(mask, bool), np.ones((upscale, upscale), bool))
+        out[big] = rgba
+    for mask, rgba in outlines:
+        big = np.kron(np.asarray(mask, bool), np.ones((upscale, upscale), bool))
+        inner = big.copy()
+        inner[1:, :] &= big[:-1, :]
+        inner[:-1, :] &= big[1:, :]
+        inner[:, 1:] &= big[:, :-1]
+        inner[:, :-1] &= big[:, 1:]
+        out[big & ~inner] = rgba
+    return png_uri(out)
+
+
+def colour_legend(what: str | None = None) -> str:
+    """The HTML legend of the one similarity scale: its colours (sampled from
+    ``plots.similarity_rgb``), range and label, and the same as data attributes for programs."""
+    from ..plots import OVERLAY_ALPHA, SIMILARITY_CMAP, SIMILARITY_LABEL, SIMILARITY_RANGE, similarity_rgb
+
+    lo, hi = SIMILARITY_RANGE
+    values = np.linspace(lo, hi, LEGEND_STOPS)
+    rgb = similarity_rgb(values)
+    stops = ", ".join(f"rgb({r}, {g}, {b}) {100 * k / (LEGEND_STOPS - 1):.2f}%"
+                      for k, (r, g, b) in enumerate(rgb))
+    label = SIMILARITY_LABEL + (f" ({what})" if what else "")
+    return (f"<div class='iaiabl-legend' data-cmap='{SIMILARITY_CMAP}' data-vmin='{lo:g}' "
+            f"data-vmax='{hi:g}' data-label='{html.escape(SIMILARITY_LABEL, quote=True)}'>"
+            f"Heat map colours: <span class='iaiabl-legend-label'>{html.escape(label)}</span> "
+            f"<span class='iaiabl-legend-lo'>{lo:g}</span> "
+            f"<span class='iaiabl-legend-bar' style='background:linear-gradient(to right, {stops})'></span> "
+            f"<span class='iaiabl-legend-hi'>{hi:g} or more</span> "
+            f"<span class='iaiabl-legend-note'>(none … very close; drawn at {100 * OVERLAY_ALPHA:.0f} % "
+            "opacity over the image)</span></div>")
+
+
+def _heat_attrs() -> str:
+    from ..plots import SIMILARITY_CMAP, SIMILARITY_LABEL, SIMILARITY_RANGE
+
+    lo, hi = SIMILARITY_RANGE
+    return (f"data-cmap='{SIMILARITY_CMAP}' data-vmin='{lo:g}' data-vmax='{hi:g}' "
+            f"data-label='{html.escape(SIMILARITY_LABEL, quote=True)}'")
+
+
+@dataclass
+class Layer:
+    """One layer of a reading frame. kind "heat": a similarity map (``similarity_uri``), one heat
+    map shown at a time; kind "marks": a transparent layer with its own check box."""
+
+    label: str
+    uri: str
+    kind: str = "heat"
+    on: bool = False
+    key: str = ""          # a data-layer attribute (e.g. the prototype index) for programs
+
+
+def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = READING_PX,
+                  alt: str = "region of interest", caption: str = "", max_px: int | None = None) -> str:
+    """The region of interest at ``px`` CSS pixels wide, without overlay unless a layer is ``on``;
+    buttons above it choose the heat map ("no heat map" first) and toggle the marks; a click on the
+    image enlarges it to the window. ``max_px``: encode the image at most this many pixels wide
+    (views repeated many times on a page; a reading view keeps the image's own pixels)."""
+    heat = [ly for ly in layers if ly.kind == "heat"]
+    marks = [ly for ly in layers if ly.kind == "marks"]
+    if len(heat) + len(marks) > MAX_LAYERS:
+        raise ValueError(f"a reading frame holds at most {MAX_LAYERS} layers, got {len(heat) + len(marks)}")
+    group, zoom = _uid("heat"), _uid("zoom")
+    inputs, labels, imgs = [], [], []
+    if heat:
+        first_on = next((k for k, ly in enumerate(heat, 1) if ly.on), 0)
+        for k, ly in enumerate([None, *heat]):
+            rid = f"{group}-{k}"
+            inputs.append(f"<input type='radio' name='{group}' id='{rid}' class='iaiabl-pick-{k}'"
+                          f"{' checked' if k == first_on else ''}>")
+            text = "no heat map" if ly is None else ly.label
+            labels.append(f"<label for='{rid}' class='iaiabl-pick-{k}' data-layer='{'' if ly is None else html.escape(ly.key, quote=True)}'>"
+                          f"{html.escape(text)}</label>")
+            if ly is not None:
+                imgs.append(f"<img class='iaiabl-layer iaiabl-heat iaiabl-layer-{k}' src='{ly.uri}' "
+                            f"data-layer='{html.escape(ly.key, quote=True)}' {_heat_attrs()} "
+                            f"alt='{html.escape(ly.label, quote=True)}'>")
+    for k, ly in enumerate(marks, 1):
+        cid = f"{group}-m{k}"
+        inputs.append(f"<input type='checkbox' id='{cid}' class='iaiabl-show-{k}'{' checked' if ly.on else ''}>")
+        labels.append(f"<label for='{cid}' class='iaiabl-show-{k}' data-layer='{html.escape(ly.key, quote=True)}'>"
+                      f"{html.escape(ly.label)}</label>")
+        imgs.append(f"<img class='iaiabl-marks iaiabl-extra-{k}' src='{ly.uri}' "
+                    f"data-layer='{html.escape(ly.key, quote=True)}' alt='{html.escape(ly.label, quote=True)}'>")
+    inputs.append(f"<input type='checkbox' id='{zoom}' class='iaiabl-zoom'>")
+    labels.append(f"<label for='{zoom}' class='iaiabl-zoom-label'>enlarge</label>")
+    size = np.asarray(image).shape
+    return (f"<div class='iaiabl-reader' data-px='{px}'>" + "".join(inputs)
+            + f"<div class='iaiabl-picks'>{''.join(labels)}</div>"
+            + f"<label for='{zoom}' class='iaiabl-frame' style='--px:{px}px' "
+              f"title='click to enlarge; click again to shrink'>"
+            + f"<img class='iaiabl-roi' src='{grey_uri(image, max_px)}' alt='{html.escape(alt, quote=True)}' "
+              f"data-native='{size[1]}x{size[0]}'>"
+            + "".join(imgs) + "</label>"
+            + (f"<div class='iaiabl-caption'>{caption}</div>" if caption else "") + "</div>")
+
+
+def _plain(caption: str) -> str:
+    """``caption`` (HTML) as plain text for an ``alt`` attribute."""
+    return html.escape(html.unescape(re.sub(r"<[^>]+>", "", caption)), quote=True)
+
+
+def _crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    y0, x0, y1, x1 = (int(v) for v in box)
+    h, w = np.asarray(image).shape[:2]
+    y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
+    return np.asarray(image)[y0:y1, x0:x1]
+
+
+def patch_figure(image: np.ndarray, box: tuple[int, int, int, int] | None, scale: float,
+                 caption: str, cls: str = "", data: str = "") -> str:
+    """The patch ``box`` of ``image`` at ``scale`` CSS pixels per image pixel (patches shown side by
+    side with the same ``scale`` are at the same scale), with ``caption`` (HTML) under it."""
+    if box is None:
+        body = "<div class='iaiabl-missing'>not recorded</div>"
+    else:
+        crop = _crop(image, box)
+        if not crop.size:
+            body = "<div class='iaiabl-missing'>empty</div>"
+        else:
+            body = (f"<img src='{grey_uri(crop)}' alt='{_plain(caption)}' "
+                    f"style='width:{crop.shape[1] * scale:.0f}px;height:{crop.shape[0] * scale:.0f}px' "
+                    f"data-native='{crop.shape[1]}x{crop.shape[0]}' data-scale='{scale:g}'>")
+    return (f"<figure class='iaiabl-patch {cls}' {data}>{body}"
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def thumbnail(image: np.ndarray, box: tuple[int, int, int, int] | None, caption: str,
+              px: int = THUMB_PX, heat: np.ndarray | None = None) -> str:
+    """A whole case at ``px`` CSS pixels (encoded at most that wide) with ``box`` outlined (and a
+    heat map over it if given)."""
+    h, w = np.asarray(image).shape[:2]
+    over = ""
+    if heat is not None:
+        over = f"<img class='iaiabl-heat iaiabl-on' src='{similarity_uri(heat)}' {_heat_attrs()} alt='heat map'>"
+    outline = ""
+    if box is not None:
+        y0, x0, y1, x1 = (float(v) for v in box)
+        outline = (f"<span class='iaiabl-box' style='left:{100 * x0 / w:.2f}%;top:{100 * y0 / h:.2f}%;"
+                   f"width:{100 * (x1 - x0) / w:.2f}%;height:{100 * (y1 - y0) / h:.2f}%'></span>")
+    return (f"<figure class='iaiabl-thumb'><span class='iaiabl-thumb-frame' style='--px:{px}px'>"
+            f"<img class='iaiabl-roi' src='{grey_uri(image, px)}' alt='{_plain(caption)}'>"
+            f"{over}{outline}</span><figcaption>{caption}</figcaption></figure>")
