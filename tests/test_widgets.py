@@ -446,7 +446,7 @@ def test_gallery_lists_flagged_prototypes_first_with_a_sentence(run, ds):
     ex = widgets.prototype_gallery(run, ds, n_nearest=2, mode="static")
     flagged = [h.index for h in health if h.flagged]
     assert ex.order[:len(flagged)] == [h.index for h in sorted((h for h in health if h.flagged),
-                                                                key=lambda h: (h.lesion_ap, h.index))]
+                                                                key=lambda h: (h.margin_ap, h.index))]
     assert sorted(ex.order) == list(range(run.model.num_prototypes))
     labels = [lab for lab, _ in ex.controls["prototype"].options]
     assert [lab.startswith("⚠") for lab in labels] == [j in flagged for j in ex.order]

@@ -2,7 +2,7 @@
 which training cases it matches best.
 
 Prototypes that fail their health check (``explain.prototype_health``: most of their strongest
-activation lies off the lesion of the training cases of their class, or their patch was taken from
+activation lies off the mass and its margin in the training cases of their class, or their patch was taken from
 the image border) are marked and listed first, each with one sentence on why a reader should
 distrust it; an overview table above the picker lists every prototype in that order.
 """
@@ -25,7 +25,7 @@ __all__ = ["prototype_gallery", "health_order", "health_table"]
 
 def health_order(health: Sequence) -> list:
     """Flagged prototypes first (lowest lesion precision first), then the others by index."""
-    flagged = sorted((h for h in health if h.flagged), key=lambda h: (h.lesion_ap, h.index))
+    flagged = sorted((h for h in health if h.flagged), key=lambda h: (h.margin_ap, h.index))
     return flagged + sorted((h for h in health if not h.flagged), key=lambda h: h.index)
 
 
@@ -33,7 +33,8 @@ def _threshold_words() -> str:
     from ..explain import OFF_LESION_THRESHOLD
 
     return (f"flagged when less than {T.pct(OFF_LESION_THRESHOLD)} of its most active 5 % lies on the "
-            "lesion in the training cases of its class, or when its patch lies on the image border")
+            "mass or along its edge (the margin) in the training cases of its class, or when its patch "
+            "lies on the image border")
 
 
 def health_table(order: Sequence) -> str:
@@ -45,9 +46,11 @@ def health_table(order: Sequence) -> str:
         rows.append(f"<tr class='iaiabl-health' data-prototype='{h.index}' data-flagged='{int(h.flagged)}'>"
                     f"<td>{mark}prototype {h.index}</td><td>{html.escape(MARGINS[h.cls])}</td>"
                     f"<td class='num'>{T.pct(h.lesion_ap) if np.isfinite(h.lesion_ap) else 'n/a'}</td>"
+                    f"<td class='num'>{T.pct(h.margin_ap) if np.isfinite(h.margin_ap) else 'n/a'}</td>"
                     f"<td>{why}</td></tr>")
     return ("<table class='iaiabl-table iaiabl-health-table'><tr><th>prototype</th><th>its margin</th>"
-            "<th>most active 5 % on the lesion</th><th>why to distrust it</th></tr>" + "".join(rows) + "</table>"
+            "<th>most active 5 % on the mass</th><th>… on the mass or its margin</th>"
+            "<th>why to distrust it</th></tr>" + "".join(rows) + "</table>"
             f"<div class='iaiabl-caption'>A prototype is {_threshold_words()}.</div>")
 
 
@@ -73,7 +76,7 @@ def _view(ds, e, h, weights, show_dataset_ids) -> str:
     measured = ""
     if h is not None:
         measured = (f"<div class='iaiabl-caption'>{T.pct(h.lesion_ap)} of its most active 5 % lies on the "
-                    f"lesion of the training cases of its class"
+                    f"mass, {T.pct(h.margin_ap)} on the mass or its margin, in the training cases of its class"
                     + (f"; {T.pct(h.self_ap)} on its own source case" if h.self_ap is not None else "")
                     + (f"; {h.merged} duplicate prototype(s) were merged into it" if h.merged else "")
                     + f". A prototype is {_threshold_words()}.</div>")
