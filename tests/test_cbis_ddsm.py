@@ -308,8 +308,13 @@ def test_cli_and_data_script(tmp_path, monkeypatch, capsys):
         runpy.run_path(str(REPO_ROOT / "data_scripts" / "prepare_cbis_ddsm.py"), run_name="__main__")
     assert done.value.code == 0 and (tmp_path / "d2" / "images.npy").is_file()
     bad = parser.parse_args(["prepare", "--cbis", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d3")])
-    with pytest.raises(SystemExit, match="CSV not found"):
+    with pytest.raises(CbisError, match="CSV not found"):
         bad.func(bad)
+    capsys.readouterr()
+    from iaiabl_lib.cli import main   # the command reports it on one line, exit 2 (errors.py)
+    assert main(["prepare", "--cbis", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d3")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iaiabl prepare: error: ") and "CSV not found" in err and "\n" not in err
 
 
 def test_synthetic_tree_round_trip(tmp_path):
