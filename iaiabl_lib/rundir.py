@@ -150,9 +150,9 @@ def check_run(run_dir: str | Path, kind: str | None = None) -> dict:
     cfg = read_config(d)
     found = cfg.get("kind", "iaiabl")
     if kind is not None and found != kind:
-        raise RunError(f"{d} is a {found!r} run, not {kind!r}"
-                       + ("; load black-box runs with iaiabl_lib.baselines.load_blackbox" if found == "blackbox"
-                          else "; load IAIA-BL and ProtoPNet runs with iaiabl_lib.rundir.load_run"))
+        raise ValueError(f"{d}: config.json kind is {found!r}, not {kind!r}"
+                         + ("; load black-box runs with iaiabl_lib.baselines.load_blackbox" if found == "blackbox"
+                            else "; load IAIA-BL and ProtoPNet runs with iaiabl_lib.rundir.load_run"))
     again = "re-run the same `iaiabl train` command to resume it" if (d / RESUME_FILE).is_file() \
         else "re-run the `iaiabl train` (or `iaiabl baseline`) command that made it"
     if cfg.get("complete") is not True:      # FileNotFoundError, as before: the finished model is not there
