@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .atomic import atomic_savez, atomic_write_text
+from .atomic import atomic_savez, atomic_write_text, remove_stale_tmp
 from .config import MARGINS, Preset
 from .data.dataset import PreparedDataset, load_prepared, to_tensors
 from .metrics import (Summary, activation_precision, bootstrap_ci, cohen_kappa_ci, delong_test,
@@ -431,6 +431,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         **({"overlap_patients": overlap} if overlap else {}),
     }
     if write:
+        remove_stale_tmp(run_dir)                                # left by a killed evaluate or train
         suffix = _suffix(split)
         atomic_write_text(run_dir / f"metrics{suffix}.json", json.dumps(result, indent=1) + "\n")
         atomic_write_text(run_dir / f"metrics{suffix}.md", format_metrics(result) + "\n")
