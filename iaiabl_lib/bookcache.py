@@ -78,8 +78,10 @@ SEED = 0
 _DATA_SOURCES = ("data/synthetic.py", "data/dicom.py", "data/cbis_ddsm.py", "data/dataset.py",
                  "config.py")
 _METRIC_SOURCES = ("evaluate.py", "metrics.py", "baselines.py", "model.py")
-_RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "train.py", "push.py", "prune.py",
-                                "baselines.py")
+_RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines.py",
+                                "rundir.py", "predict.py", "fastpath.py", "train/trainer.py",
+                                "train/stage_a1.py", "train/stage_a3.py", "train/stage_b.py",
+                                "train/schedule.py", "train/checkpoint.py")
 
 
 # ---------------------------------------------------------------------------------------------
