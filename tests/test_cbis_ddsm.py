@@ -559,3 +559,11 @@ def test_latin1_csv_error_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"OVAL", "OVALé".encode("latin-1"), 1))
     with pytest.raises(CbisError, match=rf"{CSV_NAMES['train']}: the file is not UTF-8 text \(byte 0xE9"):
         _prepare(root, tmp_path / "data")
+
+
+def test_relative_cbis_path_as_typed_on_the_command_line(tmp_path, monkeypatch):
+    _many_patients(tmp_path, n=3)
+    monkeypatch.chdir(tmp_path)
+    summary = _prepare(Path("cbis"), Path("data"))
+    assert summary["n_included"] == 6, summary["skipped"]
+    assert all(r["image_path"].startswith("CBIS-DDSM/") for r in _manifest(tmp_path / "data"))

@@ -196,7 +196,8 @@ def _parts(cell: str) -> list[str]:
 
 
 def resolve_inside(root: str | Path, path: str | Path) -> Path | None:
-    """``path`` (relative paths are taken from ``root``) with symbolic links and ``..`` resolved,
+    """``path`` (a relative path is taken from ``root``, not from the working directory) with
+    symbolic links and ``..`` resolved,
     or None when it leads outside ``root``. Only path names are examined (no file is opened, and
     the answer is the same whether an outside file exists or not), so a CSV cell like
     ``../../etc/passwd`` can neither be read nor probed."""
@@ -216,7 +217,7 @@ class DicomLocator:
     """
 
     def __init__(self, cbis_dir: str | Path):
-        self.cbis_dir = Path(cbis_dir)
+        self.cbis_dir = Path(cbis_dir).absolute()     # absolute: resolve_inside joins relative paths to it
         self.root = self.cbis_dir / "CBIS-DDSM" if (self.cbis_dir / "CBIS-DDSM").is_dir() else self.cbis_dir
         self.notes: list[str] = []
         self.series_from_metadata = self._read_metadata()
