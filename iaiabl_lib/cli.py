@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except KeyboardInterrupt:
         hint = INTERRUPT_HINTS.get(args.command, "run the same command again")
-        print(f"\niaiabl {args.command}: interrupted (Ctrl-C); {hint}", file=sys.stderr)
+        fresh_line = "\n" if sys.stderr.isatty() else ""      # after a progress bar or the ^C echo
+        print(f"{fresh_line}iaiabl {args.command}: interrupted (Ctrl-C); {hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except torch_oom() as err:
         first = str(err).splitlines()[0] if str(err) else "CUDA out of memory"

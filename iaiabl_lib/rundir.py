@@ -228,7 +228,7 @@ def check_split(cfg: dict, run_dir: Path, patient_ids, split: str, data_dir: Pat
     leaked = sorted({normalise_patient_id(p) for p in patient_ids} & set(seen))
     if not leaked:
         return []
-    where = ", ".join(sorted({seen[p] for p in leaked}))
+    where = " or ".join(sorted({seen[p] for p in leaked}))
     shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
     text = (f"{len(leaked)} patients of the {split!r} split of {data_dir} were in the {where} split of "
             f"run {run_dir} ({shown}): the data was prepared with another split (seed or --split) than "

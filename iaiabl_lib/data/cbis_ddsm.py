@@ -41,7 +41,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from iaiabl_lib.atomic import pid_alive, tmp_owner
+from iaiabl_lib.atomic import pid_alive
 from iaiabl_lib.config import MARGINS
 from iaiabl_lib.data.dataset import (PREPARED_FILES, PREPARED_MARKER, SPLITS, foreign_entries,
                                      normalise_patient_id, resize_images, resize_masks, save_prepared)
