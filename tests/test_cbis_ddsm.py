@@ -22,7 +22,7 @@ from iaiabl_lib.config import MARGINS
 from iaiabl_lib.data import cbis_ddsm
 from iaiabl_lib.data.cbis_ddsm import (CbisError, assign_splits, classify_margin, classify_pathology, crop_geometry, prepare,
                                        read_mass_csv)
-from iaiabl_lib.data.dataset import PREPARED_MARKER, load_prepared
+from iaiabl_lib.data.dataset import PREPARED_MARKER, PreparedDatasetError, load_prepared
 
 KEPT = ("CIRCUMSCRIBED", "ILL_DEFINED", "SPICULATED")
 
@@ -278,7 +278,7 @@ def test_failures_leave_no_dataset(tmp_path, monkeypatch):
     assert not (tmp_path / "other").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(CbisError, match="not a prepared dataset"):
+    with pytest.raises(PreparedDatasetError, match="not a prepared dataset"):
         _prepare(root, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
@@ -366,7 +366,7 @@ def test_prepare_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     (p / "results").mkdir(parents=True)
     (p / "manifest.csv").write_text("a,b\n")
     (p / "results" / "thesis.tex").write_text("x\n")
-    with pytest.raises(CbisError, match=r"not a prepared dataset.*results/.*never deletes your files"):
+    with pytest.raises(PreparedDatasetError, match=r"not a prepared dataset.*results/.*never deletes your files"):
         _prepare(root, p)
     assert main(["prepare", "--cbis", str(root), "--out", str(p)]) == 2
     assert "results/" in capsys.readouterr().err
@@ -378,17 +378,17 @@ def test_prepare_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     _prepare(root, d, size=40)
     assert load_prepared(d).size == 40
     (d / "notes.txt").write_text("mine")
-    with pytest.raises(CbisError, match=r"notes\.txt"):
+    with pytest.raises(PreparedDatasetError, match=r"notes\.txt"):
         _prepare(root, d, size=48)
     assert (d / "notes.txt").read_text() == "mine" and load_prepared(d).size == 40
     (d / "notes.txt").unlink()
     (d / PREPARED_MARKER).unlink()                       # a dataset of an older version: no marker
-    with pytest.raises(CbisError, match="older version"):
+    with pytest.raises(PreparedDatasetError, match="older version"):
         _prepare(root, d, size=48)
     (tmp_path / "f").write_text("a file")
     (tmp_path / "link").symlink_to(d, target_is_directory=True)
     for out, message in ((tmp_path / "f", "is a file"), (tmp_path / "link", "symbolic link")):
-        with pytest.raises(CbisError, match=message):
+        with pytest.raises(PreparedDatasetError, match=message):
             _prepare(root, out)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["cbis", "d", "f", "link", "p"]   # no lock, no temporaries
 

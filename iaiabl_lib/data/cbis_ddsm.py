@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import re
 import sys
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -41,11 +40,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from iaiabl_lib.atomic import pid_alive
 from iaiabl_lib.config import MARGINS
-from iaiabl_lib.data.dataset import (PREPARED_FILES, PREPARED_MARKER, SPLITS, foreign_entries,
-                                     normalise_patient_id, resize_images, resize_masks, save_prepared)
+from iaiabl_lib.data.dataset import SPLITS, normalise_patient_id, resize_images, resize_masks, save_prepared
 from iaiabl_lib.data.dicom import DEFAULT_MAX_PIXELS, DicomError, read_dicom, robust_window, window_to_uint8
+from iaiabl_lib.data.prepared_dir import check_replaceable, recover, remove_ours, swap_in
 from iaiabl_lib.lock import exclusive_lock, sibling_lock
 
 __all__ = [
@@ -548,92 +546,6 @@ def _summary(cbis_dir: Path, size: int, split: str, seed: int, n_rows: int,
             "skipped": skipped}
 
 
-# --- the output folder: recognised, locked, replaced by renames ----------------------------------
-
-def _check_replaceable(out: Path) -> None:
-    """Refuse an ``out`` that ``prepare`` may not replace: anything but a missing path, an empty
-    folder or a prepared dataset (``dataset.foreign_entries``)."""
-    if out.is_symlink():
-        raise CbisError(f"--out {out} is a symbolic link; pass the folder it points to "
-                        f"({out.resolve()}) or another --out")
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise CbisError(f"--out {out} exists and is a file, not a prepared dataset; choose another --out")
-    foreign = foreign_entries(out)
-    if foreign is None:
-        return
-    if foreign == [PREPARED_MARKER]:
-        why = (f"it has no {PREPARED_MARKER} (the marker `iaiabl prepare` writes; an older version "
-               "did not): remove that folder yourself, or choose another --out")
-    else:
-        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        why = (f"it holds files `iaiabl prepare` did not write ({listed}); prepare only replaces its "
-               "own output and never deletes your files: choose another --out (e.g. a new folder "
-               "inside it), or move those files away")
-    raise CbisError(f"--out {out} exists and is not a prepared dataset: {why}")
-
-
-def _remove_ours(folder: Path) -> bool:
-    """Delete the prepared-dataset files (``PREPARED_FILES``) in ``folder`` and the folder when
-    that leaves it empty; anything else stays. True when the folder is gone."""
-    for name in PREPARED_FILES:
-        path = folder / name
-        if path.is_file() and not path.is_symlink():
-            path.unlink()
-    try:
-        folder.rmdir()
-    except OSError:
-        return False
-    return True
-
-
-def _leftovers(out: Path) -> list[tuple[Path, str]]:
-    """``(folder, 'tmp'|'old')`` for the ``OUT.tmp-<pid>`` / ``OUT.old-<pid>`` folders of
-    ``prepare`` processes that no longer run (killed before they could clean up)."""
-    found = []
-    pattern = re.compile(re.escape(out.name) + r"\.(tmp|old)-(\d+)")
-    for entry in out.parent.iterdir() if out.parent.is_dir() else []:
-        match = pattern.fullmatch(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and int(match[2]) != os.getpid() \
-                and not pid_alive(int(match[2])):
-            found.append((entry, match[1]))
-    return found
-
-
-def _recover(out: Path) -> None:
-    """Clean up after a killed ``prepare`` of the same ``out``: a previous dataset it had moved
-    aside (``OUT.old-<pid>``) is put back when ``out`` is missing, else removed; half-written
-    ``OUT.tmp-<pid>`` folders are removed. Only folders holding nothing but our files are touched."""
-    for folder, kind in sorted(_leftovers(out), key=lambda item: item[1] == "tmp"):
-        if any(e.name not in PREPARED_FILES for e in folder.iterdir()):
-            continue
-        if kind == "old" and not out.exists() and foreign_entries(folder) is None:
-            folder.rename(out)
-            print(f"prepare: restored {out} from {folder.name} (an earlier prepare was killed while "
-                  "replacing it)", file=sys.stderr)
-        else:
-            _remove_ours(folder)
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp`` with renames only (the old dataset survives until the new one is
-    in place), then delete the old one's files (``_remove_ours``: nothing that is not ours)."""
-    old = out.parent / f"{out.name}.old-{os.getpid()}"
-    replaced = out.exists()
-    if replaced:
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if replaced:
-            old.rename(out)
-        raise
-    if replaced and not _remove_ours(old):
-        print(f"prepare: {old} kept: something other than a prepared dataset appeared in it",
-              file=sys.stderr)
-
-
 def prepare(cbis_dir: str | Path, out_dir: str | Path, size: int = 224, split: str = "paper",
             seed: int = 0, progress: bool = False, verbose: bool = True,
             max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
@@ -641,8 +553,9 @@ def prepare(cbis_dir: str | Path, out_dir: str | Path, size: int = 224, split: s
 
     Holds an exclusive lock on ``out_dir`` (``lock.sibling_lock``) throughout, writes
     ``out_dir.tmp-<pid>`` and renames it into place only when complete (an existing dataset is
-    replaced only then, and only when it is one: ``_check_replaceable``). Raises
-    :class:`CbisError` when nothing usable is found or ``out_dir`` is not ours to replace;
+    replaced only then, and only when it is one: ``prepared_dir.check_replaceable``). Raises
+    :class:`CbisError` when nothing usable is found, ``PreparedDatasetError`` when ``out_dir``
+    is not ours to replace;
     per-row problems are skipped and listed in the summary. ``max_pixels``: the pixel budget
     of each DICOM file (``dicom.read_dicom``).
     """
@@ -653,12 +566,12 @@ def prepare(cbis_dir: str | Path, out_dir: str | Path, size: int = 224, split: s
         raise CbisError(f"--size {size} is too small; use at least 8 px (the paper uses 224)")
     if max_pixels < 1:
         raise CbisError(f"the pixel budget must be positive (got {max_pixels} pixels)")
-    _check_replaceable(out)
+    check_replaceable(out)
     rows = [(source, r) for source, name in CSV_NAMES.items() for r in read_mass_csv(cbis_dir / name)]
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(sibling_lock(out), f"prepared dataset {out}"):
-        _recover(out)
-        _check_replaceable(out)
+        recover(out)
+        check_replaceable(out)
         summary = _import(cbis_dir, out, rows, size, split, seed, progress, max_pixels)
     if verbose:
         print(format_table(summary))
@@ -739,16 +652,16 @@ def _import(cbis_dir: Path, out: Path, rows: list[tuple[str, MassRow]], size: in
 
     tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
-        _remove_ours(tmp)
+        remove_ours(tmp)
     tmp.mkdir()
     try:
         arrays = [np.stack([s[key] for s in samples]).astype(np.uint8)  # (N, S, S) each
                   for key in ("image", "lesion", "fine")]
         save_prepared(tmp, manifest, *arrays, summary)
-        _swap_in(tmp, out)
+        swap_in(tmp, out)
     except BaseException:
         if tmp.exists():
-            _remove_ours(tmp)
+            remove_ours(tmp)
         raise
     return summary
 
