@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         first = str(err).splitlines()[0] if str(err) else "CUDA out of memory"
         print(f"{prefix} the GPU ran out of memory ({first}); {_oom_hint(args)}", file=sys.stderr)
         return EXIT_USER
-    except (ValueError, FileNotFoundError, UserError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, UserError) as err:
         # errors raised on purpose carry a message that names the file or value and what to do
         print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_USER

@@ -4,7 +4,8 @@ reports each kind (``cli.main``).
 * A **user error** (a wrong path, a damaged or foreign file, a run that is not finished, a setting
   out of range) is raised on purpose with a message that names the file, row or value and says
   what to do. ``ValueError`` (and its subclasses ``CbisError``, ``DicomError``,
-  ``PreparedDatasetError``...), ``FileNotFoundError`` and :class:`UserError` are user errors: the
+  ``PreparedDatasetError``...), ``FileNotFoundError``, ``FileExistsError`` (an output that must
+  not be overwritten) and :class:`UserError` are user errors: the
   command prints the message on one line and exits with :data:`EXIT_USER`.
 * **Faults of the machine** the user can fix without reading code: a full disk (ENOSPC, EDQUOT), an
   output folder that is read-only or not ours to write (EACCES, EPERM, EROFS), the GPU running out

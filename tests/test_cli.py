@@ -88,3 +88,10 @@ def test_bad_set_values_are_one_line_errors(prepared, tmp_path, capsys, value, w
     assert main(["train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--set", value]) == 2
     assert words in _one_line(capsys, "train")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_gpu_is_a_user_error(prepared, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
+    assert main(["train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+    assert "CUDA is not available here" in _one_line(capsys, "train")
