@@ -6,21 +6,17 @@
 
 The same as `iaiabl prepare ...`; see iaiabl_lib/data/cbis_ddsm.py for what it does.
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from iaiabl_lib.data.cbis_ddsm import add_cli  # noqa: E402
+from iaiabl_lib.cli import main as iaiabl_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="prepare_cbis_ddsm")
-    sub = parser.add_subparsers(dest="command")
-    add_cli(sub)
-    args = parser.parse_args(["prepare", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    """``iaiabl prepare`` with the same arguments, under the command's error policy (cli.main)."""
+    return iaiabl_main(["prepare", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ Every output file (run files, metrics, reports, prepared data) is written to a t
 the same directory and moved into place with ``os.replace``, which is atomic on POSIX and Windows:
 a reader sees the old file or the new one, never half of one, and a crash leaves no file that
 looks complete. Temporary names start with a dot and end in ``.tmp-<pid>`` and are removed when the
-write fails.
+write fails; a process killed outright (SIGKILL, power loss) cannot clean up, so writers of a
+directory call :func:`remove_stale_tmp` before they start, which removes the temporary files of
+processes that no longer run. A failed write raises the ``OSError`` with the destination's name
+(not the temporary one), so that "no space left" or "read-only" messages name the file the user
+asked for.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["tmp_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez"]
+__all__ = ["tmp_path", "pid_alive", "tmp_owner", "remove_stale_tmp", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez"]
 
 
 def tmp_path(path: Path) -> Path:
@@ -25,9 +29,46 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # it runs, as another user
+        return True
+    return True
+
+
+def tmp_owner(name: str) -> int | None:
+    """The process id in a temporary name ``….tmp-<pid>`` (``….tmp-<pid>.<suffix>`` too), or None."""
+    if ".tmp-" not in name:
+        return None
+    pid = name.rsplit(".tmp-", 1)[1].split(".")[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def remove_stale_tmp(directory: str | Path) -> list[Path]:
+    """Remove the temporary files (``.<name>.tmp-<pid>``, :func:`tmp_path`) left in ``directory``
+    by processes that no longer run; returns what was removed. Files of running processes and
+    anything not named like our temporary files are never touched."""
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for entry in directory.glob(".*.tmp-*"):
+        pid = tmp_owner(entry.name)
+        if pid is not None and pid != os.getpid() and entry.is_file() and not entry.is_symlink() \
+                and not pid_alive(pid):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (a temporary file in the same directory, fsync,
-    os.replace); the temporary file is removed if anything fails."""
+    os.replace); the temporary file is removed if anything fails, and an ``OSError`` names
+    ``path``."""
     path = Path(path)
     tmp = tmp_path(path)
     try:
@@ -36,6 +77,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -43,8 +43,9 @@ from torch import Tensor, nn
 from .atomic import atomic_write_json
 from .config import MARGINS, ModelConfig, Preset, get_preset, resolve_preset
 from .fastpath import autocast_dtype, needs_scaler, pick_device
+from .lock import LOCK_NAME, exclusive_lock
 from .model import build_backbone
-from .rundir import load_state, read_history, save_state, write_history
+from .rundir import check_run, load_state, read_history, save_state, split_record, write_history
 
 __all__ = [
     "TASKS", "BlackBox", "BlackBoxRun", "build_blackbox", "train_blackbox", "load_blackbox",
@@ -325,8 +326,17 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
     batches from ``dataset.BatchPlan``), epochs and learning rates (backbone: ``lr_joint_backbone``,
     added layers: ``lr_joint_add_on``; Adam, step decay). The weights of the epoch with the best
     validation AUROC are kept (the last epoch when the validation split is empty or undefined).
-    Returns the run directory (written atomically: ``out.tmp-<pid>`` renamed into place).
+    Returns the run directory. Holds the run directory's lock (``lock.exclusive_lock``) throughout.
     """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):
+        return _train_blackbox(data, preset, out, task, epochs, seed, device, progress, overrides)
+
+
+def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs: int | None, seed: int,
+                    device, progress: bool, overrides: dict[str, Any] | None) -> Path:
+    """The body of :func:`train_blackbox`, under its lock."""
     from .data.dataset import (BatchPlan, augment_batch, check_classes, load_prepared,
                                pre_augment, to_tensors)
     from .train.schedule import epoch_size
@@ -439,12 +449,10 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
                      "margin AUROC, or malignancy AUROC)",
         "architecture": f"{p.model.backbone} conv layers + global average pooling + Linear(C, C) + "
                         f"ReLU + Dropout(0.5) + Linear(C, {model.num_outputs})",
-        "torch": torch.__version__, "complete": True,
+        "torch": torch.__version__, "split": split_record(data), "complete": True,
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").unlink(missing_ok=True)     # a half-written run never looks complete
-    save_state(best_state, out / "model.pt")
+    config["model_pt"] = save_state(best_state, out / "model.pt")   # rundir.check_run compares it
     write_history(out / "history.csv", history)
     atomic_write_json(out / "config.json", config)
     return out
@@ -454,15 +462,7 @@ def load_blackbox(run_dir: str | Path, device: str | torch.device | None = None)
     """Load a black-box run written by :func:`train_blackbox` (weights_only; no download: the
     backbone is built without pretrained weights and then receives the saved ones)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.json; not a run directory (train one with "
-                                "`iaiabl baseline --model blackbox ...`)")
-
-    config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if config.get("kind") != "blackbox":
-        raise ValueError(f"{run_dir}: config.json kind is {config.get('kind', 'iaiabl')!r}, not "
-                         "'blackbox'; load IAIA-BL and ProtoPNet runs with iaiabl_lib.rundir.load_run")
+    config = check_run(run_dir, kind="blackbox")   # finished, model.pt the file it wrote
     preset = Preset.from_dict(config["preset"])
     cfg = copy.deepcopy(preset.model)
     cfg.pretrained = "none"
@@ -470,10 +470,7 @@ def load_blackbox(run_dir: str | Path, device: str | torch.device | None = None)
         warnings.simplefilter("ignore")
         model = BlackBox(cfg, config["task"])
     model.cfg = preset.model
-    weights = run_dir / "model.pt"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found; the run is incomplete: train it again")
-    model.load_state_dict(load_state(weights))
+    model.load_state_dict(load_state(run_dir / "model.pt"))
     model.to(pick_device(device)).eval()
     history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
     data_dir = Path(config["data"]) if config.get("data") else None

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import pid_alive, tmp_owner
+
 __all__ = [
     "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
     "ensure_synth", "ensure_data", "ensure_run", "ensure_metrics", "load", "glue", "clear",
@@ -76,8 +78,10 @@ SEED = 0
 _DATA_SOURCES = ("data/synthetic.py", "data/dicom.py", "data/cbis_ddsm.py", "data/dataset.py",
                  "config.py")
 _METRIC_SOURCES = ("evaluate.py", "metrics.py", "baselines.py", "model.py")
-_RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "train.py", "push.py", "prune.py",
-                                "baselines.py")
+_RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines.py",
+                                "rundir.py", "predict.py", "fastpath.py", "train/trainer.py",
+                                "train/stage_a1.py", "train/stage_a3.py", "train/stage_b.py",
+                                "train/schedule.py", "train/checkpoint.py")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,21 +141,11 @@ def _key(params: dict[str, Any], sources: tuple[str, ...]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_abandoned(parent: Path) -> None:
     """Delete ``*.tmp-<pid>`` build directories whose process is gone (a killed build)."""
     for tmp in parent.glob("*.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[-1].split(".")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        pid = tmp_owner(tmp.name)
+        if pid is not None and tmp.is_dir() and not tmp.is_symlink() and not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,9 +224,40 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     if text.lower() in ("none", "null"):
         return None
     try:
-        return json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError:
         raise ValueError(f"override {key}={value!r}: not a number") from None
+    wants_int = isinstance(current, int) or key in _OPTIONAL_INTS
+    if wants_int and not (isinstance(parsed, int) and not isinstance(parsed, bool)):
+        raise ValueError(f"override {key}={value!r}: expected a whole number")
+    if not isinstance(parsed, (int, float)) or isinstance(parsed, bool) or not math.isfinite(parsed):
+        raise ValueError(f"override {key}={value!r}: expected a finite number")
+    return parsed
+
+
+_OPTIONAL_INTS = {"model.topk"}
+_AT_LEAST = {"model.image_size": 16, "model.prototype_channels": 1, "model.prototypes_per_class": 1,
+             "model.topk": 1, "train.eval_batch_size": 1, "train.lr_step_size": 1}
+_ANY_SIGN = {"model.incorrect_class_weight"}
+_CHOICES = {"model.backbone": ("vgg16", "tiny"), "train.amp_dtype": ("auto", "bf16", "fp16")}
+
+
+def _check_values(p: "Preset") -> None:
+    """Values a run cannot use, refused with the key (``--set`` typos that would otherwise fail
+    deep inside training with a traceback)."""
+    for section in ("model", "loss", "train"):
+        for f in dataclasses.fields(getattr(p, section)):
+            key, value = f"{section}.{f.name}", getattr(getattr(p, section), f.name)
+            if key in _CHOICES and value not in _CHOICES[key]:
+                raise ValueError(f"{key}={value!r}: choose one of {', '.join(_CHOICES[key])}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            low = _AT_LEAST.get(key, -math.inf if key in _ANY_SIGN else 0)
+            if not math.isfinite(value) or value < low:
+                raise ValueError(f"{key}={value!r}: must be a finite number" + (f" ≥ {low}" if low > -math.inf else ""))
+    if p.model.num_classes != len(MARGINS):
+        raise ValueError(f"model.num_classes={p.model.num_classes}: the margin classes are "
+                         f"{', '.join(MARGINS)} ({len(MARGINS)})")
 
 
 def resolve_preset(preset: str | Preset, overrides: dict[str, Any] | None = None,
@@ -249,4 +281,5 @@ def resolve_preset(preset: str | Preset, overrides: dict[str, Any] | None = None
         raise ValueError(f"preset {p.name}: need epochs ≥ 1, warm_epochs ≥ 0, push_every ≥ 1, "
                          f"last_layer_epochs ≥ 0, batch_size ≥ 1 (got {t.epochs}, {t.warm_epochs}, "
                          f"{t.push_every}, {t.last_layer_epochs}, {t.batch_size})")
+    _check_values(p)
     return p

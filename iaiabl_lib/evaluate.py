@@ -28,15 +28,17 @@ What is measured (Barnett et al. 2021, §4 and Tables 1-3), on the test split of
 
 Undefined metrics (e.g. a class absent from a tiny test split) are ``null`` in metrics.json.
 ``metrics.json`` is the test split's file; other splits write ``metrics_<split>.json`` (and
-``.md``, ``predictions_<split>.npz``). Per-case predictions are kept so that ``compare`` can run
+``.md``, ``predictions_<split>.npz``). A run is evaluated only when ``rundir.check_run`` accepts
+it (finished, model.pt the file it wrote), and not on cases whose patients it trained on
+(``rundir.check_split``; ``--allow-overlap`` evaluates anyway, with a warning, and lists them in
+``overlap_patients``). metrics.json keeps ``model_sha256``, the model.pt it was computed from, so
+``compare`` refuses metrics left over from an earlier model. Per-case predictions are kept so that ``compare`` can run
 paired DeLong tests between runs evaluated on the same cases.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,11 +46,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .atomic import atomic_savez, atomic_write_text, remove_stale_tmp
 from .config import MARGINS, Preset
 from .data.dataset import PreparedDataset, load_prepared, to_tensors
 from .metrics import (Summary, activation_precision, bootstrap_ci, cohen_kappa_ci, delong_test,
                       malignancy_auroc, margin_auroc, margin_auroc_test)
 from .model import activation_map
+from .rundir import check_run, check_split
 
 __all__ = [
     "RUN_FILES", "METRIC_KEYS", "Predictions", "EvalModel", "LOADERS", "predicted_class_pam",
@@ -239,37 +243,11 @@ def metrics_from_predictions(labels, malignant, has_fine, lesion_masks, fine_mas
 # ---------------------------------------------------------------------------------------------
 
 
-def _train_hint(run_dir: Path) -> str:
-    return f"train one with `iaiabl train --data DATA --preset tiny --out {run_dir}`"
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    """RUN/config.json as a dict; clear errors for a missing directory or file."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist; {_train_hint(run_dir)}")
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a finished training run: config.json is missing; "
-                                f"{_train_hint(run_dir)}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); the run is damaged: retrain it") from None
-
-
 def run_kind(cfg: dict) -> str:
     kind = cfg.get("kind", "iaiabl")
     if kind not in RUN_FILES:
         raise ValueError(f"config.json: unknown run kind {kind!r}; expected one of {', '.join(RUN_FILES)}")
     return kind
-
-
-def _check_run_files(run_dir: Path, kind: str) -> None:
-    missing = [name for name in RUN_FILES[kind] if not (run_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{run_dir}: missing {', '.join(missing)}; the run did not finish "
-                                f"or was moved without its weights: {_train_hint(run_dir)}")
 
 
 def _recorded_data_dir(cfg: dict) -> str | None:
@@ -310,9 +288,6 @@ def _load_iaiabl(run_dir: Path, cfg: dict, device) -> EvalModel:
     from .predict import predict
     from .rundir import load_run
 
-    if cfg.get("complete") is False:
-        raise FileNotFoundError(f"{run_dir}: training has not finished (config.json says "
-                                "complete: false); re-run the same `iaiabl train` command to resume it")
     run = load_run(run_dir, device=device)
     preset: Preset = run.preset
     size = preset.model.image_size
@@ -417,43 +392,21 @@ def _suffix(split: str) -> str:
     return "" if split == "test" else f"_{split}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split: str = "test",
                  device=None, n_boot: int = 5000, *, seed: int = 0, alpha: float = 0.05,
-                 tau: float = 0.95, write: bool = True) -> dict:
+                 tau: float = 0.95, write: bool = True, allow_overlap: bool = False) -> dict:
     """Evaluate a run on one split of its prepared data; write RUN/metrics.json (atomically),
     RUN/metrics.md and RUN/predictions.npz (``_<split>`` suffixes for splits other than test),
     and return the metrics dict (module docstring; DESIGN.md §5).
 
-    ``data_dir`` overrides the data path recorded in the run's config.json.
+    ``data_dir`` overrides the data path recorded in the run's config.json. Cases whose patients
+    the run trained on are refused unless ``allow_overlap`` (``rundir.check_split``).
     """
     run_dir = Path(run_dir)
     if n_boot < 1:
         raise ValueError(f"--bootstrap must be at least 1 (got {n_boot})")
-    cfg = read_run_config(run_dir)
+    cfg = check_run(run_dir)                                     # finished, model.pt its own
     kind = run_kind(cfg)
-    _check_run_files(run_dir, kind)
     data_dir = resolve_data_dir(run_dir, cfg, data_dir)          # fail fast, before loading weights
     from .fastpath import pick_device
     device = pick_device(device)
@@ -465,6 +418,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     if len(cases) == 0:
         raise ValueError(f"{data_dir}: the {split!r} split is empty; prepare the data with enough "
                          "patients, or choose another --split")
+    overlap = check_split(cfg, run_dir, [r.get("patient_id", "") for r in cases.manifest], split, data_dir,
+                          allow_overlap)
     preds = model.predict(cases)
     metrics, per_case = metrics_from_predictions(
         cases.labels, cases.malignant, cases.has_fine, cases.lesion_masks, cases.fine_masks,
@@ -474,14 +429,17 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         "data": str(data_dir), **({"task": model.task} if model.kind == "blackbox" else {}), **metrics,
         "settings": {"alpha": alpha, "tau": tau, "n_boot": n_boot, "seed": seed,
                      "activation_map": preds.map_kind, "ci": CI_METHODS},
+        "model_sha256": (cfg.get("model_pt") or {}).get("sha256"),
+        **({"overlap_patients": overlap} if overlap else {}),
     }
     if write:
+        remove_stale_tmp(run_dir)                                # left by a killed evaluate or train
         suffix = _suffix(split)
-        _atomic_write(run_dir / f"metrics{suffix}.json", json.dumps(result, indent=1) + "\n")
-        _atomic_write(run_dir / f"metrics{suffix}.md", format_metrics(result) + "\n")
+        atomic_write_text(run_dir / f"metrics{suffix}.json", json.dumps(result, indent=1) + "\n")
+        atomic_write_text(run_dir / f"metrics{suffix}.md", format_metrics(result) + "\n")
         n = len(cases)
         missing = np.full(n, np.nan)
-        _atomic_savez(run_dir / f"predictions{suffix}.npz", ids=np.asarray(cases.ids, dtype=str),
+        atomic_savez(run_dir / f"predictions{suffix}.npz", compressed=True, ids=np.asarray(cases.ids, dtype=str),
                       labels=cases.labels, malignant=cases.malignant, has_fine=cases.has_fine,
                       margin_prob=preds.margin_prob if preds.margin_prob is not None
                       else np.full((n, len(MARGINS)), np.nan),
@@ -535,10 +493,19 @@ def format_metrics(m: dict, digits: int = 2) -> str:
 
 
 def load_metrics(run_dir: str | Path, split: str = "test") -> dict:
+    """RUN/metrics.json (``_<split>`` for other splits) of a run that ``rundir.check_run`` accepts,
+    computed from the run's present model.pt (``model_sha256``; files written before it was
+    recorded are accepted)."""
     path = Path(run_dir) / f"metrics{_suffix(split)}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run `iaiabl evaluate --run {run_dir}` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    cfg = check_run(run_dir)
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    now, then = (cfg.get("model_pt") or {}).get("sha256"), metrics.get("model_sha256")
+    if now and then and now != then:
+        raise ValueError(f"{path} is stale: it was computed from another model.pt than the run's "
+                         f"present one (the run was trained again); run `iaiabl evaluate --run {run_dir}` again")
+    return metrics
 
 
 def _load_predictions(run_dir: Path, split: str) -> dict | None:
@@ -651,6 +618,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=5000, metavar="N",
                    help="bootstrap resamples for κ and activation precision CIs (default 5000)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed (default 0)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate even when patients of the evaluated split were in the run's train/val "
+                        "split (data prepared with another split); they are listed in metrics.json")
     p.set_defaults(func=run_cli)
 
     c = subparsers.add_parser(
@@ -668,7 +638,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """``iaiabl evaluate``: prints the metrics table and where it was written."""
     result = evaluate_run(args.run, args.data, split=args.split, device=args.device,
-                          n_boot=args.bootstrap, seed=args.seed)
+                          n_boot=args.bootstrap, seed=args.seed, allow_overlap=args.allow_overlap)
     print(format_metrics(result))
     print(f"\nwrote {Path(args.run) / ('metrics' + _suffix(args.split) + '.json')}")
     return 0
@@ -680,5 +650,5 @@ def run_compare_cli(args: argparse.Namespace) -> int:
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(args.out, text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return 0

@@ -32,13 +32,15 @@ from typing import Callable
 
 import torch
 
+from .errors import UserError
+
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` if given (``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...), else CUDA when present, else CPU."""
     if device is not None and str(device) != "auto":
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available here; "
+            raise UserError(f"device {device!r} requested but CUDA is not available here; "
                                "use --device cpu (or leave it out to pick automatically)")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -146,7 +148,7 @@ def fit_batch(try_step: Callable[[int, int], object], batch_size: int, fine_batc
         if device.type == "cuda":
             where = f"the {torch.cuda.get_device_properties(device).total_memory / 2 ** 30:.0f} GiB of {where}"
         if b <= min_batch_size:
-            raise RuntimeError(
+            raise UserError(
                 f"a training step at batch {b} + {f} does not fit in {where}; train at a smaller image "
                 f"size (--set model.image_size=...) or on a GPU with more memory")
         nb = max(min_batch_size, (3 * b) // 4)

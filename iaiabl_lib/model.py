@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig, Preset
+from .errors import UserError
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions (DESIGN.md §4)
@@ -154,7 +155,7 @@ def load_vgg16_state_dict(source: str) -> dict[str, Tensor]:
     try:
         return VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
     except Exception as err:  # offline, proxy, ...
-        raise RuntimeError(
+        raise UserError(
             f"could not obtain ImageNet VGG-16 weights ({err}). Put {VGG16_FILENAME} into "
             f"{cached.parent} or pass pretrained=PATH; pretrained='none' trains from random "
             "initialisation (much worse, for smoke tests only)."

@@ -24,6 +24,7 @@ import datetime as _dt
 import html
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,9 @@ def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | No
                              "this image)")
         if not lesion.any():
             raise ValueError(f"--mask {mpath.name}: the mask is empty (no lesion pixels)")
+        if lesion.all():
+            raise ValueError(f"--mask {mpath.name}: the mask marks every pixel as lesion; it "
+                             "outlines nothing: pass the ROI mask of this lesion")
     bbox, crop_box = crop_geometry(lesion)
     image, (lesion_roi,) = crop_and_resize(window_to_uint8(pixels, info), [lesion], crop_box, size)
     if model_size is not None and model_size != size:
@@ -289,17 +293,16 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
                     box=None, mask: str | Path | None = None, out: str | Path | None = None,
                     top: int = 3, device=None) -> Path:
     """The whole ``iaiabl explain`` command as a function; returns the written HTML path."""
+    from .data.dataset import normalise_patient_id
     from .explain import explain_case, load_dataset
-    from .rundir import load_run
+    from .rundir import load_run, read_config, recorded_split_of
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if cfg_path.is_file():
-        kind = json.loads(cfg_path.read_text(encoding="utf-8")).get("kind", "iaiabl")
-        if kind != "iaiabl":
-            raise ValueError(f"{run_dir} is a {kind} run; `iaiabl explain` explains IAIA-BL and "
-                             "ProtoPNet runs (a black box has no prototypes to show)")
-    run = load_run(run_dir, device=device or "cpu")
+    kind = read_config(run_dir).get("kind", "iaiabl")
+    if kind != "iaiabl":
+        raise ValueError(f"{run_dir} is a {kind} run; `iaiabl explain` explains IAIA-BL and "
+                         "ProtoPNet runs (a black box has no prototypes to show)")
+    run = load_run(run_dir, device=device or "cpu")     # refuses an unfinished or mixed-up run
     size = int(run.preset.model.image_size)
     data_dir = Path(data) if data is not None else run.data_dir
     case_path = Path(case)
@@ -334,9 +337,16 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
         name = case
         split = ds.split[ds.ids.index(case)]
         source = f"prepared dataset {Path(data_dir).name}, case {case} ({split} split)"
+        patient = normalise_patient_id(ds.manifest[ds.ids.index(case)].get("patient_id", ""))
+        trained_as = (recorded_split_of(run.config) or {}).get(patient)
         if split != "test":
             extra["note"] = (f"this case is in the {split} split: the model has seen it in "
                              "training (or used it for model selection)")
+        elif trained_as in ("train", "val"):
+            extra["note"] = (f"patient {patient} was in the run's {trained_as} split (this data set was "
+                             "prepared with another split): the model has seen this case in training "
+                             "(or used it for model selection)")
+            print(f"warning: {case}: {extra['note']}", file=sys.stderr)
     text = render_html(expl, run, source, cam_png=_cam_figure_html(run, expl), extra=extra)
     target = Path(out) if out is not None else run_dir / "explanations" / f"{_safe_name(name)}.html"
     return write_report(target, text)

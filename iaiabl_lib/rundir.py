@@ -13,13 +13,24 @@ Checkpoints are state dicts (tensors, numbers, strings, lists, dicts) written wi
 and read with ``torch.load(weights_only=True)``: a file that carries a pickled Python object is
 refused (:class:`CheckpointError`). Every file is written aside and renamed (``atomic``).
 docs/INTERFACES.md §5 lists the fields.
+
+Every command that loads a run goes through :func:`check_run` first (``load_run``, the black-box
+loader, ``evaluate``, ``explain``, the widgets): a run is used only when config.json says it is
+complete and model.pt is the file that run wrote (size and SHA-256 recorded in config.json's
+``model_pt`` when it finished), so a retrain that was killed half-way, or a model.pt copied in from
+elsewhere, is refused instead of being explained with the wrong description. A run also records
+its split (:func:`split_record`: the patients of each split and the manifest's SHA-256);
+:func:`check_split` refuses to evaluate a run on cases whose patients it trained on.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import pickle
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +40,14 @@ import torch
 
 from .atomic import atomic_write_bytes
 from .config import Preset
+from .errors import UserError
 from .fastpath import pick_device
 from .model import IAIABL, build_model
 
-__all__ = ["HISTORY_COLUMNS", "RESUME_FILE", "RUN_FILES", "CheckpointError", "save_state", "load_state",
-           "write_history", "read_history", "Run", "load_run"]
+__all__ = ["HISTORY_COLUMNS", "RESUME_FILE", "RUN_FILES", "CheckpointError", "RunError", "save_state",
+           "load_state", "file_digest", "read_config", "check_run", "check_prototypes", "split_record", "recorded_split_of",
+           "check_split",
+           "LEAK_SPLITS", "write_history", "read_history", "Run", "load_run"]
 
 HISTORY_COLUMNS = ("epoch", "stage", "ce", "clst", "sep", "l1", "fine", "loss",
                    "train_auroc", "val_auroc", "val_lesion_ap", "distinct_prototypes", "push_lesion_ap",
@@ -52,32 +66,178 @@ RUN_FILES = ("config.json", "model.pt", "push.json", "push.npz", "prune.json", "
              "history.csv")
 
 
-class CheckpointError(RuntimeError):
+LEAK_SPLITS = {"test": ("train", "val"), "val": ("train",), "train": ()}
+"""For each evaluated split, the run's splits whose patients must not appear in it."""
+
+
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded safely (e.g. it carries a pickled Python object)."""
 
 
-def save_state(obj: dict, path: Path) -> None:
-    """torch.save of a state dict (tensors, numbers, strings, lists, dicts only), atomically."""
+class RunError(UserError):
+    """A run directory that must not be used: unfinished, or config.json and model.pt disagree."""
+
+
+def save_state(obj: dict, path: Path) -> dict:
+    """torch.save of a state dict (tensors, numbers, strings, lists, dicts only), atomically.
+    Returns the file's ``{"bytes", "sha256"}`` (config.json's ``model_pt``, :func:`check_run`)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_digest(path: str | Path) -> dict:
+    """``{"bytes", "sha256"}`` of a file, read in 1 MiB blocks."""
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            n += len(block)
+    return {"bytes": n, "sha256": h.hexdigest()}
 
 
 def load_state(path: str | Path) -> dict:
     """torch.load(path, weights_only=True). A file that carries a pickled Python object (not a
-    plain state dict) is refused with a :class:`CheckpointError` naming the file."""
+    plain state dict), or that is damaged, is refused with a :class:`CheckpointError` naming the
+    file (in our words: torch's own message suggests retrying with the unsafe loader)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = (f"it carries a pickled Python object (it references {found[1]})" if found else
+                "it is a pickle that is not a plain torch state dict")
         raise CheckpointError(
-            f"{path}: refusing to load it: it carries a pickled Python object, not a plain state dict "
-            f"(torch.load(weights_only=True) said: {str(err).splitlines()[0]}). Only load "
-            "checkpoints you trust; re-create it with torch.save(model.state_dict(), ...) or retrain "
-            "with `iaiabl train`."
+            f"{path}: refusing to load it: {what}, and loading such a file could run code. Use "
+            "checkpoints written by `iaiabl train` (or torch.save(model.state_dict(), ...)); if this "
+            "is one, it was altered: retrain."
         ) from None
+    except (RuntimeError, EOFError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}); the file is "
+                              "damaged or truncated: retrain, or copy it again") from None
+
+
+def read_config(run_dir: str | Path) -> dict:
+    """RUN/config.json as a dict, with clear errors for a missing or damaged one. Only
+    :func:`check_run` says whether the run may be used."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist; train one with "
+                                f"`iaiabl train --data DATA --preset tiny --out {run_dir}`")
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json); train one with "
+                                f"`iaiabl train --data DATA --preset tiny --out {run_dir}`")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path}: not valid JSON ({err}); the run is damaged: retrain it") from None
+    if not isinstance(cfg, dict):
+        raise RunError(f"{path}: not a run configuration (a JSON object); the run is damaged: retrain it")
+    return cfg
+
+
+def check_run(run_dir: str | Path, kind: str | None = None) -> dict:
+    """config.json of a run that may be used, after checking that the run is finished and that
+    model.pt is the file it wrote; raises :class:`RunError` (or FileNotFoundError) with what to
+    do otherwise (FileNotFoundError for an unfinished run: its model does not exist yet).
+    ``kind``: the run kind expected (config.json ``kind``, default ``iaiabl``)."""
+    d = Path(run_dir)
+    cfg = read_config(d)
+    found = cfg.get("kind", "iaiabl")
+    if kind is not None and found != kind:
+        raise ValueError(f"{d}: config.json kind is {found!r}, not {kind!r}"
+                         + ("; load black-box runs with iaiabl_lib.baselines.load_blackbox" if found == "blackbox"
+                            else "; load IAIA-BL and ProtoPNet runs with iaiabl_lib.rundir.load_run"))
+    again = "re-run the same `iaiabl train` command to resume it" if (d / RESUME_FILE).is_file() \
+        else "re-run the `iaiabl train` (or `iaiabl baseline`) command that made it"
+    if cfg.get("complete") is not True:      # FileNotFoundError, as before: the finished model is not there
+        raise FileNotFoundError(f"{d}: training has not finished (config.json says complete: "
+                       f"{json.dumps(cfg.get('complete'))}); {again}. Any model.pt there belongs to an "
+                       "earlier run and is not used")
+    weights = d / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{d}: no model.pt, although config.json says the run finished; the "
+                                f"weights were moved or deleted: {again}")
+    recorded = cfg.get("model_pt")
+    if isinstance(recorded, dict) and recorded.get("sha256"):
+        size = weights.stat().st_size
+        if size != recorded.get("bytes") or file_digest(weights)["sha256"] != recorded["sha256"]:
+            raise RunError(f"{weights} is not the model.pt this run wrote (its size or SHA-256 differs "
+                           "from config.json's model_pt): it was replaced, copied from another run or "
+                           f"damaged. Restore the run's own model.pt, or {again}")
+    return cfg
+
+
+def check_prototypes(cfg: dict, state: dict, run_dir: Path, push: list | None = None) -> None:
+    """config.json, model.pt and push.json must agree on the number of prototypes."""
+    n_state = tuple(state["prototypes"].shape)[0] if "prototypes" in state else None
+    counts = {"model.pt": n_state, "config.json num_prototypes": cfg.get("num_prototypes"),
+              "config.json prototype_class": len(cfg["prototype_class"]) if isinstance(cfg.get("prototype_class"), list) else None,
+              "push.json": len(push) if push else None}
+    known = {k: v for k, v in counts.items() if v is not None}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{k} {v}" for k, v in known.items())
+        raise RunError(f"{run_dir}: the run's files disagree on the number of prototypes ({listed}); "
+                       "they come from different runs: retrain, or restore the run's own files")
+
+
+# --- the split a run was trained on -----------------------------------------------------------
+
+def split_record(data_dir: str | Path) -> dict:
+    """The split of a prepared dataset as a run records it in config.json (``split``): the SHA-256
+    of manifest.csv and the (normalised) patient ids of each split."""
+    from .data.dataset import SPLITS, normalise_patient_id
+
+    raw = (Path(data_dir) / "manifest.csv").read_bytes()
+    patients: dict[str, set] = {s: set() for s in SPLITS}
+    for row in csv.DictReader(io.StringIO(raw.decode("utf-8"))):
+        if row.get("split") in patients:
+            patients[row["split"]].add(normalise_patient_id(row.get("patient_id", "")))
+    return {"manifest_sha256": hashlib.sha256(raw).hexdigest(),
+            "patients": {s: sorted(p) for s, p in patients.items()}}
+
+
+def recorded_split_of(cfg: dict) -> dict[str, str] | None:
+    """Normalised patient id -> the split the run had it in (config.json ``split``); None when
+    the run recorded no split."""
+    record = cfg.get("split")
+    if not isinstance(record, dict) or not isinstance(record.get("patients"), dict):
+        return None
+    return {p: name for name, ids in record["patients"].items() if isinstance(ids, list) for p in ids}
+
+
+def check_split(cfg: dict, run_dir: Path, patient_ids, split: str, data_dir: Path,
+                allow_overlap: bool = False) -> list[str]:
+    """Patients among ``patient_ids`` (the evaluated cases of ``split`` in ``data_dir``) that the
+    run trained or selected its model on (``LEAK_SPLITS``). Raises :class:`RunError` when there
+    are any, unless ``allow_overlap`` (then it warns on stderr); returns them, sorted. A run that
+    recorded no split (an older version) is not checked: a warning says so."""
+    from .data.dataset import normalise_patient_id
+
+    recorded = recorded_split_of(cfg)
+    if recorded is None:
+        print(f"warning: {run_dir} records no split (trained by an older version): cannot check that "
+              f"the {split} cases of {data_dir} were not used in training", file=sys.stderr)
+        return []
+    seen = {p: name for p, name in recorded.items() if name in LEAK_SPLITS.get(split, ())}
+    leaked = sorted({normalise_patient_id(p) for p in patient_ids} & set(seen))
+    if not leaked:
+        return []
+    where = " or ".join(sorted({seen[p] for p in leaked}))
+    shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
+    text = (f"{len(leaked)} patients of the {split!r} split of {data_dir} were in the {where} split of "
+            f"run {run_dir} ({shown}): the data was prepared with another split (seed or --split) than "
+            "the run's, so these results would be measured on cases the model was trained on")
+    if not allow_overlap:
+        raise RunError(text + "; evaluate on the preparation the run was trained on, or pass "
+                       "--allow-overlap to evaluate anyway")
+    print(f"warning: {text} (--allow-overlap)", file=sys.stderr)
+    return leaked
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -127,27 +287,22 @@ class Run:
 
 def load_run(run_dir: str | Path, device=None) -> Run:
     """Read a run directory written by :func:`train`: the model (eval mode, on ``device``), its
-    preset, push records and arrays, history, malignancy and pruning reports."""
+    preset, push records and arrays, history, malignancy and pruning reports. The run must pass
+    :func:`check_run` and :func:`check_prototypes`."""
     d = Path(run_dir)
-    if not (d / "config.json").is_file():
-        raise FileNotFoundError(f"{d}: not a run directory (no config.json); train one with "
-                                "`iaiabl train --data DATA --preset tiny --out RUN`")
-    if not (d / "model.pt").is_file():
-        hint = " (training was interrupted: re-run the same `iaiabl train` command to resume)" \
-            if (d / RESUME_FILE).is_file() else ""
-        raise FileNotFoundError(f"{d}: no model.pt{hint}")
-    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    preset = Preset.from_dict(config["preset"])
-    model = build_model(preset, config.get("prototype_class"), pretrained=False)
-    state = load_state(d / "model.pt")
-    model.load_state_dict(state)
-    model.to(pick_device(device)).eval()
+    config = check_run(d, kind="iaiabl")
 
     def read_json(name):
         p = d / name
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
 
+    preset = Preset.from_dict(config["preset"])
+    state = load_state(d / "model.pt")
     push = read_json("push.json")
+    check_prototypes(config, state, d, push if isinstance(push, list) else None)
+    model = build_model(preset, config.get("prototype_class"), pretrained=False)
+    model.load_state_dict(state)
+    model.to(pick_device(device)).eval()
     arrays = {}
     if (d / "push.npz").is_file():
         with np.load(d / "push.npz", allow_pickle=False) as z:

@@ -49,7 +49,9 @@ def _value(summary: dict | None) -> float | None:
 
 
 def _min_per_class(run_dir: Path) -> int | None:
-    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    from .rundir import check_run
+
+    cfg = check_run(run_dir)               # the run's one reader, with its consistency checks
     pclass = cfg.get("prototype_class")
     if not pclass:
         return None

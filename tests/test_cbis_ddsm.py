@@ -4,22 +4,25 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import runpy
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from cbis_fixtures import (CSV_NAMES, DEFECTS, FINE_COLUMN, PHI_BIRTH, PHI_INSTITUTION, PHI_NAME, REAL_CBIS,
                            REPO_ROOT, Case, build_tree, case_key, make_row, real_rows,
-                           require_real_csvs)
+                           require_real_csvs, write_dicom)
 from iaiabl_lib.config import MARGINS
 from iaiabl_lib.data import cbis_ddsm
 from iaiabl_lib.data.cbis_ddsm import (CbisError, assign_splits, classify_margin, classify_pathology, crop_geometry, prepare,
                                        read_mass_csv)
-from iaiabl_lib.data.dataset import load_prepared
+from iaiabl_lib.data.dataset import PREPARED_MARKER, PreparedDatasetError, load_prepared
 
 KEPT = ("CIRCUMSCRIBED", "ILL_DEFINED", "SPICULATED")
 
@@ -275,7 +278,7 @@ def test_failures_leave_no_dataset(tmp_path, monkeypatch):
     assert not (tmp_path / "other").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(CbisError, match="not a prepared dataset"):
+    with pytest.raises(PreparedDatasetError, match="not a prepared dataset"):
         _prepare(root, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
@@ -308,8 +311,13 @@ def test_cli_and_data_script(tmp_path, monkeypatch, capsys):
         runpy.run_path(str(REPO_ROOT / "data_scripts" / "prepare_cbis_ddsm.py"), run_name="__main__")
     assert done.value.code == 0 and (tmp_path / "d2" / "images.npy").is_file()
     bad = parser.parse_args(["prepare", "--cbis", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d3")])
-    with pytest.raises(SystemExit, match="CSV not found"):
+    with pytest.raises(CbisError, match="CSV not found"):
         bad.func(bad)
+    capsys.readouterr()
+    from iaiabl_lib.cli import main   # the command reports it on one line, exit 2 (errors.py)
+    assert main(["prepare", "--cbis", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d3")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iaiabl prepare: error: ") and "CSV not found" in err and "\n" not in err
 
 
 def test_synthetic_tree_round_trip(tmp_path):
@@ -325,3 +333,237 @@ def test_synthetic_tree_round_trip(tmp_path):
     assert not ds.fine_masks[~ds.has_fine].any()
     with open(tmp_path / "synth" / CSV_NAMES["train"], newline="") as f:
         assert FINE_COLUMN in next(csv.reader(f))
+
+
+# --- hostile input and faults (issue 16) ---------------------------------------------------------
+
+def _dead_pid() -> int:
+    """The id of a process that has ended (a killed prepare)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def _rewrite_csv(root: Path, which: str, edit) -> None:
+    """Apply ``edit(rows)`` (lists of cells, header first) to one CSV of the tree."""
+    path = root / CSV_NAMES[which]
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    edit(rows)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def _series_file(root: Path, cell: str, name: str) -> Path:
+    """Where build_tree (default layout) wrote the file of CSV path ``cell``."""
+    return root / "CBIS-DDSM" / Path(*cell.strip().split("/")[:3]) / name
+
+
+def test_prepare_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
+    from iaiabl_lib.cli import main
+
+    root = _many_patients(tmp_path, n=3)
+    p = tmp_path / "p"                                   # the issue's reproducer
+    (p / "results").mkdir(parents=True)
+    (p / "manifest.csv").write_text("a,b\n")
+    (p / "results" / "thesis.tex").write_text("x\n")
+    with pytest.raises(PreparedDatasetError, match=r"not a prepared dataset.*results/.*never deletes your files"):
+        _prepare(root, p)
+    assert main(["prepare", "--cbis", str(root), "--out", str(p)]) == 2
+    assert "results/" in capsys.readouterr().err
+    assert (p / "results" / "thesis.tex").read_text() == "x\n" and (p / "manifest.csv").read_text() == "a,b\n"
+    # its own output is replaced; once a user file is added to it, it is not
+    d = tmp_path / "d"
+    _prepare(root, d)
+    assert json.loads((d / PREPARED_MARKER).read_text())["format"] == 1
+    _prepare(root, d, size=40)
+    assert load_prepared(d).size == 40
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(PreparedDatasetError, match=r"notes\.txt"):
+        _prepare(root, d, size=48)
+    assert (d / "notes.txt").read_text() == "mine" and load_prepared(d).size == 40
+    (d / "notes.txt").unlink()
+    (d / PREPARED_MARKER).unlink()                       # a dataset of an older version: no marker
+    with pytest.raises(PreparedDatasetError, match="older version"):
+        _prepare(root, d, size=48)
+    (tmp_path / "f").write_text("a file")
+    (tmp_path / "link").symlink_to(d, target_is_directory=True)
+    for out, message in ((tmp_path / "f", "is a file"), (tmp_path / "link", "symbolic link")):
+        with pytest.raises(PreparedDatasetError, match=message):
+            _prepare(root, out)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["cbis", "d", "f", "link", "p"]   # no lock, no temporaries
+
+
+def test_killed_prepare_leftovers_are_restored_or_removed(tmp_path):
+    root = _many_patients(tmp_path, n=3)
+    d, dead = tmp_path / "d", _dead_pid()
+    _prepare(root, d)
+    d.rename(tmp_path / f"d.old-{dead}")                 # killed between its two renames: no d
+    half = tmp_path / f"d.tmp-{dead}"                    # and a half-written new one
+    half.mkdir()
+    (half / "images.npy").write_bytes(b"partial")
+    foreign = tmp_path / f"d.tmp-{dead + 1 if dead + 1 != os.getpid() else dead + 2}"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("not ours")      # a look-alike holding another file: untouched
+    build_tree(tmp_path / "unusable", [Case(make_row("P_00009", "OBSCURED"))], [])
+    with pytest.raises(CbisError, match="no usable rows"):
+        _prepare(tmp_path / "unusable", d)              # fails, after the clean-up
+    assert load_prepared(d).size == 32                   # the previous dataset is back
+    assert not (tmp_path / f"d.old-{dead}").exists() and not half.exists()
+    assert (foreign / "keep.txt").read_text() == "not ours"
+
+
+def test_prepare_output_is_locked_while_written(tmp_path, capsys):
+    from iaiabl_lib.cli import main
+    from iaiabl_lib.errors import LockedError
+    from iaiabl_lib.lock import exclusive_lock, sibling_lock
+
+    root = _many_patients(tmp_path, n=3)
+    with exclusive_lock(sibling_lock(tmp_path / "d"), "test"):
+        with pytest.raises(LockedError, match=rf"prepared dataset .*d is being written by another process \(pid {os.getpid()}"):
+            _prepare(root, tmp_path / "d")
+        assert main(["prepare", "--cbis", str(root), "--out", str(tmp_path / "d")]) == 2
+        assert f"pid {os.getpid()}" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    _prepare(root, tmp_path / "d")                       # released: the next prepare runs
+    assert not sibling_lock(tmp_path / "d").exists()
+
+
+def test_csv_paths_outside_the_dataset_are_skipped_unopened(tmp_path, monkeypatch):
+    cases = [Case(make_row(f"P_{i:05d}", KEPT[i % 3])) for i in range(7)]
+    build_tree(tmp_path / "cbis", cases, [])
+    root = tmp_path / "cbis"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    full_cell = cases[0].row["image file path"]
+    secret = outside / "secret.dcm"                      # a real DICOM outside the download
+    secret.write_bytes(_series_file(root, full_cell, "1-1.dcm").read_bytes())
+    (root / "CBIS-DDSM" / "link").symlink_to(outside, target_is_directory=True)
+    cells = {"P_00001": ("image file path", "../../outside/secret.dcm"),      # exists
+             "P_00002": ("image file path", "../../outside/nothing-here.dcm"),  # does not
+             "P_00003": ("image file path", "link/secret.dcm"),               # a symlink out
+             "P_00004": ("ROI mask file path", "Mass/../../../outside/secret.dcm")}
+
+    def edit(rows):
+        header = rows[0]
+        for r in rows[1:]:
+            if r[0] in cells:
+                column, value = cells[r[0]]
+                r[header.index(column)] = value
+    _rewrite_csv(root, "train", edit)
+    opened = []
+    real_read = cbis_ddsm.read_dicom
+    monkeypatch.setattr(cbis_ddsm, "read_dicom", lambda path, **kw: opened.append(Path(path)) or real_read(path, **kw))
+    summary = _prepare(root, tmp_path / "data")
+    _assert_accounted(summary)
+    skipped = {s["patient_id"]: s for s in summary["skipped"]}
+    assert set(skipped) == set(cells) and summary["n_included"] == 3
+    for pid, (column, cell) in cells.items():
+        entry = skipped[pid]
+        assert entry["reason"] == "path outside the dataset" and entry["file"] == cell, entry
+        assert "was not opened" in entry["detail"]
+    # the same words whether the outside file exists or not: nothing is revealed
+    assert skipped["P_00001"]["detail"].replace("secret", "X") == skipped["P_00002"]["detail"].replace("nothing-here", "X")
+    base = root.resolve()
+    assert opened and all(base in p.resolve().parents for p in opened), opened
+    assert "outside" not in (tmp_path / "data" / "manifest.csv").read_text()
+    assert cbis_ddsm.resolve_inside(root, "a/../b") == (root / "b").resolve()
+    assert cbis_ddsm.resolve_inside(root, "../cbis2/x") is None and cbis_ddsm.resolve_inside(root, "/etc/passwd") is None
+
+
+def test_metadata_locations_outside_the_dataset_are_ignored(tmp_path):
+    root = tmp_path / "cbis" / "CBIS-DDSM"
+    (tmp_path / "elsewhere" / "series").mkdir(parents=True)
+    root.mkdir(parents=True)
+    (root / "metadata.csv").write_text("Series UID,File Location\n1.2.3,../../elsewhere/series\n")
+    assert cbis_ddsm.DicomLocator(tmp_path / "cbis").series_from_metadata == {}
+
+
+def test_oversized_dicom_rows_are_skipped_by_the_pixel_budget(tmp_path, capsys):
+    from hostile_files import rle_bomb
+    from iaiabl_lib.cli import main
+
+    cases = [Case(make_row(f"P_{i:05d}", KEPT[i % 3])) for i in range(4)]
+    build_tree(tmp_path / "cbis", cases, [])
+    rle_bomb(_series_file(tmp_path / "cbis", cases[0].row["image file path"], "1-1.dcm"), 30000, 30000)
+    summary = _prepare(tmp_path / "cbis", tmp_path / "data")
+    entry = next(s for s in summary["skipped"] if s["patient_id"] == "P_00000")
+    assert entry["reason"] == "image too large" and "900 megapixels" in entry["detail"]
+    assert summary["n_included"] == 3 and summary["max_pixels"] == 100_000_000
+    # --max-megapixels: the test images are 160 x 128 = 0.02 MP
+    assert main(["prepare", "--cbis", str(tmp_path / "cbis"), "--out", str(tmp_path / "d2"),
+                 "--max-megapixels", "0.02"]) == 2
+    assert "image too large" in capsys.readouterr().err
+
+
+def test_patient_ids_are_normalised_before_splitting(tmp_path):
+    train = [Case(make_row(f"P_{i:05d}", KEPT[i % 3], view=v)) for i in range(12) for v in ("CC", "MLO")]
+    train += [Case(make_row("p_00012", "SPICULATED", view="CC")), Case(make_row(" P_00012 ", "SPICULATED", view="MLO")),
+              Case(make_row("P_ 00012", "SPICULATED", side="RIGHT"))]
+    build_tree(tmp_path / "cbis", train, [], shape=(96, 80))
+    summary = _prepare(tmp_path / "cbis", tmp_path / "data")
+    rows = [r for r in _manifest(tmp_path / "data") if r["patient_id"].upper().replace(" ", "") == "P_00012"]
+    assert len(rows) == 3 and {r["patient_id"] for r in rows} == {"P_00012"}
+    assert len({r["split"] for r in rows}) == 1
+    assert {r["id"] for r in rows} == {"P_00012_LEFT_CC_1", "P_00012_LEFT_MLO_1", "P_00012_RIGHT_CC_1"}
+    assert summary["patients"]["train"] + summary["patients"]["val"] + summary["patients"]["test"] == 13
+
+
+def test_mask_specks_are_removed_and_recorded(tmp_path):
+    case = Case(make_row("P_00001", "SPICULATED"), center=(80, 40), radius=10)
+    others = [Case(make_row(f"P_{i:05d}", KEPT[i % 3])) for i in range(2, 5)]
+    build_tree(tmp_path / "cbis", [case] + others, [])
+    _prepare(tmp_path / "cbis", tmp_path / "clean")
+    mask_file = _series_file(tmp_path / "cbis", case.row["ROI mask file path"], "1-2.dcm")
+    mask = pydicom.dcmread(mask_file).pixel_array.copy()
+    mask[2, 120] = mask.max()                            # one stray pixel in the far corner
+    write_dicom(mask_file, mask, description="ROI mask images")
+    summary = _prepare(tmp_path / "cbis", tmp_path / "data")
+    clean, specked = (_manifest(tmp_path / name)[0] for name in ("clean", "data"))
+    assert specked["id"] == "P_00001_LEFT_CC_1" and specked["crop_box"] == clean["crop_box"]   # crop not stretched
+    assert specked["bbox"] == clean["bbox"]
+    (entry,) = summary["cleaned"]
+    assert entry["id"] == specked["id"] and entry["components"] == 2 and entry["removed_pixels"] == 1
+    assert entry["reason"] == "mask specks removed" and entry["file"].endswith("1-2.dcm")
+    assert any("connected component" in note for note in summary["notes"])
+
+
+def test_skip_reasons_full_mask_short_row_and_ill_defined_spelling(tmp_path):
+    cases = [Case(make_row(f"P_{i:05d}", KEPT[i % 3])) for i in range(3)]
+    full = Case(make_row("P_00100", "SPICULATED"))
+    short = Case(make_row("P_00101", "SPICULATED"))
+    hyphen = Case(make_row("P_00102", "ILL-DEFINED"))
+    build_tree(tmp_path / "cbis", cases + [full, short, hyphen], [])
+    mask_file = _series_file(tmp_path / "cbis", full.row["ROI mask file path"], "1-2.dcm")
+    ones = np.full(pydicom.dcmread(mask_file).pixel_array.shape, 255, np.uint8)
+    write_dicom(mask_file, ones, description="ROI mask images")
+
+    def cut(rows):
+        for r in rows[1:]:
+            if r[0] == "P_00101":
+                del r[9:]                                 # the line ends after 'assessment'
+    _rewrite_csv(tmp_path / "cbis", "train", cut)
+    summary = _prepare(tmp_path / "cbis", tmp_path / "data")
+    reasons = {s["patient_id"]: s for s in summary["skipped"]}
+    assert reasons["P_00100"]["reason"] == "mask full"
+    assert reasons["P_00101"]["reason"] == "row too short" and "'pathology'" in reasons["P_00101"]["detail"]
+    hyphen_row = next(r for r in _manifest(tmp_path / "data") if r["patient_id"] == "P_00102")
+    assert hyphen_row["margin"] == "indistinct"
+    assert classify_margin("ILL-DEFINED") == ("indistinct", None)
+    assert classify_margin("SPICULATED-ILL-DEFINED") == (None, "margin combined")
+    assert classify_margin("ILL_DEFINED-SPICULATED") == (None, "margin combined")
+
+
+def test_latin1_csv_error_names_the_file(tmp_path):
+    root = _many_patients(tmp_path, n=3)
+    path = root / CSV_NAMES["train"]
+    path.write_bytes(path.read_bytes().replace(b"OVAL", "OVALé".encode("latin-1"), 1))
+    with pytest.raises(CbisError, match=rf"{CSV_NAMES['train']}: the file is not UTF-8 text \(byte 0xE9"):
+        _prepare(root, tmp_path / "data")
+
+
+def test_relative_cbis_path_as_typed_on_the_command_line(tmp_path, monkeypatch):
+    _many_patients(tmp_path, n=3)
+    monkeypatch.chdir(tmp_path)
+    summary = _prepare(Path("cbis"), Path("data"))
+    assert summary["n_included"] == 6, summary["skipped"]
+    assert all(r["image_path"].startswith("CBIS-DDSM/") for r in _manifest(tmp_path / "data"))

@@ -1,14 +1,17 @@
 """iaiabl_lib.data.dicom: rescale, MONOCHROME1, windowing, clear errors, PHI stripping."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import JPEGLSLossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGLSLossless
 
 from cbis_fixtures import PHI_BIRTH, PHI_INSTITUTION, PHI_NAME, write_dicom
+from hostile_files import deflate_bomb, plain_dicom, rle_bomb
 from iaiabl_lib.data import dicom
 from iaiabl_lib.data.dicom import DicomError, read_dicom, robust_window, strip_phi, window_to_uint8
 
@@ -175,3 +178,120 @@ def test_strip_phi_removes_identifiers_everywhere(tmp_path, ramp):
     for keyword in ("PatientName", "PatientBirthDate", "InstitutionName", "ReferringPhysicianName",
                     "AccessionNumber", "StudyDate", "OtherPatientIDs", "PatientAddress"):
         assert keyword in dicom.PHI_KEYWORDS
+
+
+# --- hostile files: decompression bombs, the pixel budget, bad rescale (issue 16) ----------------
+
+BOMB_READER = r"""
+import json, resource, sys
+mode, path, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))     # before any import: everything counts
+out = {}
+try:
+    if mode == "read_dicom":
+        from iaiabl_lib.data.dicom import DicomError, read_dicom
+        try:
+            read_dicom(path)
+            out["result"] = "read"
+        except DicomError as err:
+            out["result"], out["message"] = err.reason, str(err)
+    else:                                                  # the control: plain pydicom
+        import logging
+        import pydicom
+        failed = []                                        # pydicom logs a plugin's exception, then
+        handler = logging.Handler()                        # raises RuntimeError without its cause
+        handler.emit = lambda record: failed.append(record.exc_info[0].__name__ if record.exc_info else "")
+        logging.getLogger("pydicom").addHandler(handler)
+        try:
+            pydicom.dcmread(path).pixel_array
+            out["result"] = "read"
+        except RuntimeError as err:
+            out["result"] = "MemoryError" if "MemoryError" in failed else f"RuntimeError: {err}"
+except MemoryError:
+    out["result"] = "MemoryError"
+# VmHWM: this program's peak resident memory (ru_maxrss would include the forked parent's)
+status = open("/proc/self/status").read()
+out["peak_rss_mib"] = int(status.split("VmHWM:")[1].split()[0]) / 1024
+print(json.dumps(out))
+"""
+MEMORY_LIMIT = 1 << 30          # address space of the reading process: 1 GiB
+
+
+def _read_limited(mode: str, path) -> dict:
+    """Read ``path`` in a fresh process whose address space is capped at MEMORY_LIMIT."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", BOMB_READER, mode, str(path), str(MEMORY_LIMIT)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("bomb", ["deflate 60000²", "rle 30000²", "deflate 64² inflating to 3 GiB"])
+def test_decompression_bombs_refused_before_decoding_in_bounded_memory(tmp_path, bomb):
+    """Small files that declare (or inflate to) gigabytes: refused as 'image too large', with a
+    peak memory far below the 1 GiB the process may use; the control shows that plain pydicom
+    runs out of that memory on the same file (so the file really is a bomb)."""
+    if bomb == "deflate 60000²":
+        path = deflate_bomb(tmp_path / "b.dcm", 60000, 60000)            # 3.4 GiB of zeros, 3.5 MB
+    elif bomb == "rle 30000²":
+        path = rle_bomb(tmp_path / "b.dcm", 30000, 30000, full=True)     # 900 MP, 14 MB
+    else:
+        path = deflate_bomb(tmp_path / "b.dcm", 64, 64, inflated=3 << 30)   # declares 4 KiB
+    assert path.stat().st_size < 16 << 20
+    ours = _read_limited("read_dicom", path)
+    assert ours["result"] == dicom.TOO_LARGE, ours
+    assert str(path) in ours["message"] and "not decoded" in ours["message"]
+    assert ours["peak_rss_mib"] < 300, ours                               # measured: about 60 MiB
+    control = _read_limited("pydicom", path)
+    assert control["result"] == "MemoryError", control
+
+
+def test_deflated_file_within_the_budget_reads_like_the_native_one(tmp_path):
+    native = read_dicom(plain_dicom(tmp_path / "n.dcm", 9, 7, value=5))[0]
+    deflated, info = read_dicom(plain_dicom(tmp_path / "d.dcm", 9, 7, DeflatedExplicitVRLittleEndian, value=5))
+    assert info["transfer_syntax"] == DeflatedExplicitVRLittleEndian
+    np.testing.assert_array_equal(native, deflated)
+    big, _ = read_dicom(deflate_bomb(tmp_path / "z.dcm", 700, 500))      # an honest deflated image
+    assert big.shape == (700, 500) and not big.any()
+
+
+def test_pixel_budget_is_settable_and_checks_the_file_size_first(tmp_path, ramp):
+    path = write_dicom(tmp_path / "a.dcm", ramp)                          # 64 x 48 = 3072 px
+    assert read_dicom(path, max_pixels=3072)[0].shape == (64, 48)
+    err = _error_with(path, max_pixels=3071)
+    assert err.reason == dicom.TOO_LARGE and "Rows 64 x Columns 48" in str(err)
+    huge = tmp_path / "huge.dcm"                                          # sparse: no disk used
+    with open(huge, "wb") as f:
+        f.truncate(dicom.max_file_bytes(1000) + 1)
+    err = _error_with(huge, max_pixels=1000)
+    assert err.reason == dicom.TOO_LARGE and "MiB" in str(err)
+
+
+@pytest.mark.parametrize("slope", [0.0, "nan"])
+def test_rescale_slope_zero_or_not_finite_is_refused(tmp_path, ramp, slope):
+    path = write_dicom(tmp_path / "s.dcm", ramp, slope=1.0, intercept=5.0)
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope = slope
+    ds.save_as(path)
+    err = _error(path)
+    assert err.reason == dicom.BAD_RESCALE and "RescaleSlope" in str(err)
+
+
+def test_rescale_slope_absent_or_empty_means_one(tmp_path, ramp):
+    path = write_dicom(tmp_path / "s.dcm", ramp, slope=1.0, intercept=5.0)
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope = None
+    ds.save_as(path)
+    np.testing.assert_allclose(read_dicom(path)[0], ramp + 5.0)
+
+
+def _error_with(path, **kwargs) -> DicomError:
+    with pytest.raises(DicomError) as info:
+        read_dicom(path, **kwargs)
+    return info.value

@@ -18,7 +18,7 @@ from iaiabl_lib.model import activation_map
 
 SUMMARY_KEYS = {"value", "ci_low", "ci_high"}
 TOP_KEYS = {"run", "preset", "kind", "split", "data", "n_test", "n_fine", "margin_auroc", "kappa",
-            "activation_precision", "malignancy_auroc", "settings"}
+            "activation_precision", "malignancy_auroc", "settings", "model_sha256"}
 N_BOOT = 300
 
 
@@ -122,10 +122,10 @@ def test_errors_name_the_missing_file(tmp_path, run_copy):
         evaluate_run(tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="config.json is missing.*iaiabl train"):
+    with pytest.raises(FileNotFoundError, match="no config.json.*iaiabl train"):
         evaluate_run(empty)
     (run_copy / "model.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="missing model.pt.*iaiabl train"):
+    with pytest.raises(FileNotFoundError, match="no model.pt.*iaiabl train"):
         evaluate_run(run_copy)
     assert main(["evaluate", "--run", str(run_copy)]) == 2     # the CLI prints the message
 

@@ -17,6 +17,7 @@ from iaiabl_lib.train import (HISTORY_COLUMNS, Batch, CheckpointError, add_cli, 
                               fit_malignancy_head, load_run, load_state, make_optimizer, make_step, pick_device,
                               predict, push_epochs, resolve_preset, save_state, set_stage, train,
                               train_last_layer, train_step)
+from iaiabl_lib.rundir import RunError, file_digest
 
 # the tiny_run fixture's arguments (tests/conftest.py): runs compared with it must use the same
 RUN_KW = dict(epochs=4, seed=0, device="cpu", progress=False,
@@ -262,8 +263,17 @@ def test_checkpoint_with_a_pickled_object_is_refused(tiny_run, tmp_path):
     state = load_state(run_dir / "model.pt")
     state["extra"] = Evil()
     torch.save(state, run_dir / "model.pt")
-    with pytest.raises(CheckpointError, match=r"model\.pt: refusing to load it: it carries a pickled Python object"):
+    # config.json's digest no longer matches: refused before the file is unpickled at all
+    with pytest.raises(RunError, match=r"model\.pt is not the model\.pt this run wrote"):
         load_run(run_dir)
+    # a tamperer who also rewrites the digest: the unpickler still refuses, in our words
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model_pt"] = file_digest(run_dir / "model.pt")
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"model\.pt: refusing to load it: it carries a pickled Python "
+                                              r"object \(it references [\w.]*Evil\)") as refused:
+        load_run(run_dir)
+    assert "weights_only" not in str(refused.value)     # not torch's hint to load it unsafely
 
 
 def test_pruned_model_round_trip(tiny_run, prepared, tmp_path):
@@ -281,9 +291,13 @@ def test_pruned_model_round_trip(tiny_run, prepared, tmp_path):
     records[j].update(source_index=records[i]["source_index"], patch=records[i]["patch"])
     report = prune_duplicates(model, records, 1e-6)
     assert report["after"] == run.model.num_prototypes == len(run.push) - 1
-    save_state(model.state_dict(), run_dir / "model.pt")
-    config = dict(run.config, prototype_class=model.prototype_class.tolist())
+    digest = save_state(model.state_dict(), run_dir / "model.pt")
+    config = dict(run.config, prototype_class=model.prototype_class.tolist(),
+                  num_prototypes=model.num_prototypes, model_pt=digest)
     (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match=f"disagree on the number of prototypes.*push.json {len(run.push)}"):
+        load_run(run_dir)                   # push.json still lists the merged prototype
+    (run_dir / "push.json").write_text(json.dumps([records[k] for k in report["kept"]]))
     val = to_tensors(load_prepared(prepared, size=64).subset("val"))
     again = load_run(run_dir)
     assert again.model.num_prototypes == model.num_prototypes

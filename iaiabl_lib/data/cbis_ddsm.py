@@ -18,15 +18,24 @@ The quirks of a real download it handles:
   (:mod:`iaiabl_lib.data.locate`);
 * crop and ROI mask are sometimes swapped, in one series or two: the mask is recognised by its
   CONTENT (binary, the full image's size), never by file name or column;
-* margins: CIRCUMSCRIBED, ILL_DEFINED (-> indistinct), SPICULATED are kept; OBSCURED,
-  MICROLOBULATED, combinations ("SPICULATED-ILL_DEFINED") and missing ones are excluded and counted.
+* margins: CIRCUMSCRIBED, ILL_DEFINED (-> indistinct; also spelled ILL-DEFINED), SPICULATED are
+  kept; OBSCURED, MICROLOBULATED, combinations ("SPICULATED-ILL_DEFINED") and missing ones are
+  excluded and counted;
+* patient ids are normalised (case, whitespace) before splitting: ``p_00012`` is ``P_00012``.
+
+Hostile input (issue 16): every path from a CSV or metadata.csv is resolved (symbolic links,
+``..``) and must stay inside ``--cbis`` (:func:`resolve_inside`), else the row is skipped as
+``path outside the dataset`` without the file being opened; DICOM files are held to a pixel budget
+(``max_pixels``, ``dicom.read_dicom``); an ROI mask with several connected components keeps the
+largest (specks would stretch the crop), recorded in ``summary["cleaned"]``. The output folder is
+locked while it is written and replaced only when it is a prepared dataset (its marker file and
+nothing but its files): ``prepare`` never deletes what it did not write.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
-import shutil
 import sys
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -36,14 +45,17 @@ from typing import Callable, Iterable
 import numpy as np
 
 from iaiabl_lib.config import MARGINS
-from iaiabl_lib.data.dataset import SPLITS, resize_images, resize_masks, save_prepared
-from iaiabl_lib.data.dicom import DicomError, read_dicom, robust_window, window_to_uint8
+from iaiabl_lib.data.dataset import SPLITS, normalise_patient_id, resize_images, resize_masks, save_prepared
+from iaiabl_lib.data.dicom import DEFAULT_MAX_PIXELS, DicomError, read_dicom, robust_window, window_to_uint8
 from iaiabl_lib.data.locate import SeriesIndex, cell_uids
+from iaiabl_lib.data.prepared_dir import check_replaceable, recover, remove_ours, swap_in
+from iaiabl_lib.lock import exclusive_lock, sibling_lock
 
 __all__ = [
     "CbisError", "MassRow", "read_mass_csv", "classify_margin", "classify_pathology",
     "DicomLocator", "crop_geometry", "crop_and_resize", "assign_splits", "prepare",
-    "format_table", "add_cli", "run_cli", "CSV_NAMES", "COLUMNS", "MIN_CROP",
+    "format_table", "add_cli", "run_cli", "CSV_NAMES", "COLUMNS", "MIN_CROP", "resolve_inside",
+    "largest_component", "OUTSIDE",
 ]
 
 CSV_NAMES = {"train": "mass_case_description_train_set.csv", "test": "mass_case_description_test_set.csv"}
@@ -57,6 +69,8 @@ FINE_COLUMN = "fine annotation file path"   # optional extra column (synthetic d
 MARGIN_CODES = {"CIRCUMSCRIBED": "circumscribed", "ILL_DEFINED": "indistinct", "SPICULATED": "spiculated"}
 EXCLUDED_MARGINS = {"OBSCURED": "margin obscured", "MICROLOBULATED": "margin microlobulated"}
 MISSING_MARGIN_CELLS = {"", "NA", "N/A", "NAN", "NONE", "NULL"}
+SPELLINGS = {"ILL-DEFINED": "ILL_DEFINED", "ILL DEFINED": "ILL_DEFINED"}   # one margin, not a combination
+OUTSIDE = "path outside the dataset"
 MIN_CROP = 64                                  # px, smallest crop side
 PAPER_FRACTIONS = (0.73, 0.12, 0.15)           # train, val, test (patients)
 OFFICIAL_VAL_FRACTION = 0.15
@@ -92,20 +106,40 @@ class MassRow:
     crop_path: str
     mask_path: str
     fine_path: str = ""
+    missing_column: str = ""      # a required column the row has no cell for (a short row)
 
 
 def _norm(name: str) -> str:
     return " ".join(name.strip().lower().split())
 
 
+def _text_error(path: Path, err: Exception) -> CbisError:
+    """A CSV that is not UTF-8 text (or holds NUL bytes), as a CbisError naming the file."""
+    if isinstance(err, UnicodeDecodeError):
+        byte = err.object[err.start:err.start + 1].hex().upper() if err.object else "?"
+        what = (f"is not UTF-8 text (byte 0x{byte}; Latin-1 or another encoding?); convert it, e.g. "
+                f"`iconv -f latin1 -t utf-8 {path.name} > fixed.csv`, or download it again")
+    else:
+        what = f"cannot be read as CSV ({err}); download it again"
+    return CbisError(f"{path}: the file {what}")
+
+
 def read_mass_csv(path: str | Path) -> list[MassRow]:
     """Rows of a CBIS-DDSM mass CSV, columns found by header name (order free; the optional
     'fine annotation file path' column is read when present). Raises :class:`CbisError` naming
-    the CSV and the column when a required column is missing."""
+    the CSV and the column when a required column is missing, or the CSV when it is not UTF-8
+    text. A row without a cell for a required column has ``missing_column`` set."""
     path = Path(path)
     if not path.is_file():
         raise CbisError(f"{path}: CSV not found; --cbis must be the folder that holds "
                         f"{CSV_NAMES['train']} and {CSV_NAMES['test']}")
+    try:
+        return _read_mass_rows(path)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise _text_error(path, err) from None
+
+
+def _read_mass_rows(path: Path) -> list[MassRow]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -126,7 +160,9 @@ def read_mass_csv(path: str | Path) -> list[MassRow]:
             def cell(i: int | None) -> str:
                 return cells[i].strip() if i is not None and i < len(cells) else ""
 
+            short = [COLUMNS[field] for field, i in index.items() if i >= len(cells)]
             rows.append(MassRow(csv=path.name, row=number, fine_path=cell(fine_index),
+                                missing_column=short[0] if short else "",
                                 **{field: cell(i) for field, i in index.items()}))
     return rows
 
@@ -134,8 +170,11 @@ def read_mass_csv(path: str | Path) -> list[MassRow]:
 def classify_margin(cell: str) -> tuple[str | None, str | None]:
     """``(margin, None)`` for a usable margin (a MARGINS name), else ``(None, reason)``:
     'margin obscured', 'margin microlobulated', 'margin combined', 'margin missing', or
-    "margin unknown 'X'" for a string CBIS-DDSM does not use."""
-    code = cell.strip().upper()
+    "margin unknown 'X'" for a string CBIS-DDSM does not use. ``ILL-DEFINED`` is a spelling of
+    ILL_DEFINED (indistinct), not a combination."""
+    code = " ".join(cell.strip().upper().split())
+    for spelling, canonical in SPELLINGS.items():
+        code = code.replace(spelling, canonical)
     if code in MISSING_MARGIN_CELLS:
         return None, "margin missing"
     if "-" in code:
@@ -159,6 +198,17 @@ def _parts(cell: str) -> list[str]:
     return [p for p in cell.strip().replace("\\", "/").split("/") if p not in ("", ".")]
 
 
+def resolve_inside(root: str | Path, path: str | Path) -> Path | None:
+    """``path`` (a relative path is taken from ``root``, not from the working directory) with
+    symbolic links and ``..`` resolved,
+    or None when it leads outside ``root``. Only path names are examined (no file is opened, and
+    the answer is the same whether an outside file exists or not), so a CSV cell like
+    ``../../etc/passwd`` can neither be read nor probed."""
+    base = Path(root).resolve()
+    target = (base / path).resolve()
+    return target if target == base or base in target.parents else None
+
+
 class DicomLocator:
     """Resolve CSV paths (``folder/study/series/000000.dcm``) to files in an NBIA download.
 
@@ -172,7 +222,7 @@ class DicomLocator:
     """
 
     def __init__(self, cbis_dir: str | Path):
-        self.cbis_dir = Path(cbis_dir)
+        self.cbis_dir = Path(cbis_dir).absolute()     # absolute: resolve_inside joins relative paths to it
         self.root = self.cbis_dir / "CBIS-DDSM" if (self.cbis_dir / "CBIS-DDSM").is_dir() else self.cbis_dir
         self.notes: list[str] = []
         self._noted: set[str] = set()
@@ -193,12 +243,16 @@ class DicomLocator:
                                   "series folders were searched by name")
                 return {}
             table = {}
-            for row in reader:
-                location = Path(*_parts(row.get(loc_col) or ""))
-                for base in (path.parent, path.parent.parent, self.cbis_dir):
-                    if (base / location).is_dir():
-                        table[(row.get(uid_col) or "").strip()] = base / location
-                        break
+            try:
+                for row in reader:
+                    location = Path(*_parts(row.get(loc_col) or ""))
+                    for base in (path.parent, path.parent.parent, self.cbis_dir):
+                        inside = resolve_inside(self.cbis_dir, base / location)
+                        if inside is not None and inside.is_dir():
+                            table[(row.get(uid_col) or "").strip()] = inside
+                            break
+            except (UnicodeDecodeError, csv.Error) as err:
+                raise _text_error(path, err) from None
         return table
 
     def series_dir(self, cell: str) -> Path | None:
@@ -207,8 +261,8 @@ class DicomLocator:
         if len(parts) < 2:
             return None
         folder, series = parts[0], parts[-2]
-        direct = self.root.joinpath(*parts[:-1])
-        if direct.is_dir():
+        direct = resolve_inside(self.cbis_dir, self.root.joinpath(*parts[:-1]))
+        if direct is not None and direct.is_dir():
             return direct
         if series in self.series_from_metadata:
             return self.series_from_metadata[series]
@@ -222,45 +276,59 @@ class DicomLocator:
                 self.notes.append(f"series {series} is in {len(self.uid_index.ambiguous[series])} folders "
                                   f"({', '.join(self.relative(d) for d in self.uid_index.ambiguous[series])}); "
                                   "its rows were skipped: keep one copy")
-        top = self.root / folder
-        if not top.is_dir():
+        top = resolve_inside(self.cbis_dir, self.root / folder)
+        if top is None or not top.is_dir():
             return None
         suffixes = {"-" + series[-5:], "-" + (series[-5:].lstrip("0") or "0")}
-        leaves = [d for d in top.rglob("*") if d.is_dir() and any(d.glob("*.dcm"))]
+        leaves = [d for d in top.rglob("*") if resolve_inside(self.cbis_dir, d) is not None
+                  and d.is_dir() and any(d.glob("*.dcm"))]
         exact = [d for d in leaves if d.name == series]
         chosen = exact or [d for d in leaves if any(d.name.endswith(s) for s in suffixes)]
         return chosen[0] if len(chosen) == 1 else None  # never guess between two folders
 
     def files(self, cell: str) -> list[Path]:
-        """DICOM files CSV path ``cell`` may denote ([] when nothing is found)."""
+        """DICOM files CSV path ``cell`` may denote ([] when nothing is found). Raises
+        ``SkipRow(OUTSIDE)`` when the path leads outside ``--cbis``, before anything is opened."""
+        if not _parts(cell) or resolve_inside(self.cbis_dir, self.root.joinpath(*_parts(cell))) is None:
+            if _parts(cell):
+                raise SkipRow(OUTSIDE, cell, f"CSV path {cell!r} leads outside {self.cbis_dir} (through "
+                              "'..' or a symbolic link); the file was not opened. "
+                              "Fix the CSV cell, or copy the file into the download")
+            return []
         directory = self.series_dir(cell)
         if directory is None:
             return []
-        named = directory / _parts(cell)[-1]
-        if named.is_file():
+        named = resolve_inside(self.cbis_dir, directory / _parts(cell)[-1])
+        if named is not None and named.is_file():
             return [named]
-        return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() == ".dcm")
+        return sorted(p for p in directory.iterdir() if p.suffix.lower() == ".dcm"
+                      and resolve_inside(self.cbis_dir, p) is not None and p.is_file())
 
     def relative(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.cbis_dir).as_posix()
-        except ValueError:
-            return str(path)
+        """``path`` relative to ``--cbis`` (found paths are resolved: relative to its real path)."""
+        for base in (self.cbis_dir.resolve(), self.cbis_dir):
+            try:
+                return path.relative_to(base).as_posix()
+            except ValueError:
+                continue
+        return str(path)
 
 
 # --- reading one ROI -----------------------------------------------------------------------------
 
 class _Reader:
-    """read_dicom with a small cache (rows of one mammogram share its full image), errors cached too."""
+    """read_dicom with a small cache (rows of one mammogram share its full image), errors cached
+    too; ``max_pixels``: the pixel budget of every file (``dicom.read_dicom``)."""
 
-    def __init__(self, capacity: int = 4):
+    def __init__(self, capacity: int = 4, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.cache: OrderedDict[Path, tuple] = OrderedDict()
         self.capacity = capacity
+        self.max_pixels = max_pixels
 
     def __call__(self, path: Path) -> tuple[np.ndarray, dict]:
         if path not in self.cache:
             try:
-                self.cache[path] = (read_dicom(path), None)
+                self.cache[path] = (read_dicom(path, max_pixels=self.max_pixels), None)
             except DicomError as exc:
                 self.cache[path] = (None, exc)
             if len(self.cache) > self.capacity:
@@ -273,12 +341,31 @@ class _Reader:
 
 
 def _binary(pixels: np.ndarray) -> np.ndarray | None:
-    """bool (H, W) foreground of a two-valued image (all False when constant); None when the
-    image has more than two values (a photograph, not a mask)."""
+    """bool (H, W) foreground of a two-valued image; a constant image is all False when it is 0
+    and all True otherwise (an all-ones mask is full, not empty); None when the image has more
+    than two values (a photograph, not a mask)."""
     low, high = pixels.min(), pixels.max()
     if not np.all((pixels == low) | (pixels == high)):
         return None
-    return pixels == high if high > low else np.zeros(pixels.shape, dtype=bool)
+    return pixels == high if high > low else np.full(pixels.shape, bool(high != 0))
+
+
+def largest_component(mask: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``(mask, components, removed_pixels)``: the largest 8-connected component of a non-empty
+    bool mask (H, W), how many components there were, and how many pixels were dropped. One stray
+    pixel far from the lesion would otherwise stretch the bounding box and the crop around it
+    (INTERFACES.md §1), shrinking the lesion in the ROI."""
+    from scipy import ndimage
+
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    labels, count = ndimage.label(mask[y0:y1, x0:x1], structure=np.ones((3, 3), dtype=bool))
+    if count <= 1:
+        return mask, count, 0
+    sizes = np.bincount(labels.ravel())[1:]                    # pixels per component 1..count
+    keep = np.zeros_like(mask)
+    keep[y0:y1, x0:x1] = labels == (int(np.argmax(sizes)) + 1)
+    return keep, count, int(sizes.sum() - sizes.max())
 
 
 def _one_file(locator: DicomLocator, cell: str, what: str) -> Path:
@@ -319,6 +406,9 @@ def _find_mask(locator: DicomLocator, row: MassRow, read: _Reader, shape: tuple[
     path, mask = full_size[0]
     if not mask.any():
         raise SkipRow("mask empty", path, "the ROI mask has no lesion pixels")
+    if mask.all():
+        raise SkipRow("mask full", path, "the ROI mask marks every pixel of the image as lesion; "
+                      "it outlines nothing: check the file (download it again)")
     return mask, path
 
 
@@ -430,6 +520,7 @@ def _load_row(row: MassRow, locator: DicomLocator, read: _Reader, size: int) -> 
     pixels, info = read(full_path)
     shape = pixels.shape
     lesion, mask_path = _find_mask(locator, row, read, shape)
+    lesion, components, removed = largest_component(lesion)
     fine, fine_path = (None, None)
     if row.fine_path:
         fine, fine_path = _fine_mask(locator, row, read, shape)
@@ -446,6 +537,7 @@ def _load_row(row: MassRow, locator: DicomLocator, read: _Reader, size: int) -> 
         "image_path": locator.relative(full_path), "mask_path": locator.relative(mask_path),
         "fine_mask_path": locator.relative(fine_path) if fine_path else "",
         "bbox": " ".join(map(str, bbox)), "crop_box": " ".join(map(str, box)),
+        "mask_components": components, "mask_removed_pixels": removed,
     }
 
 
@@ -473,37 +565,42 @@ def _summary(cbis_dir: Path, size: int, split: str, seed: int, n_rows: int,
             "skipped": skipped}
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp`` (renames only; the old dataset survives until the new one is in place)."""
-    old = out.parent / f"{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def prepare(cbis_dir: str | Path, out_dir: str | Path, size: int = 224, split: str = "paper",
-            seed: int = 0, progress: bool = False, verbose: bool = True) -> dict:
+            seed: int = 0, progress: bool = False, verbose: bool = True,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Import a CBIS-DDSM-shaped tree into a prepared dataset at ``out_dir``; returns the summary.
 
-    Writes ``out_dir.tmp-<pid>`` and renames it into place only when complete (an existing dataset
-    is replaced only then). Raises :class:`CbisError` when nothing usable is found or ``out_dir``
-    is an unrelated folder; per-row problems are skipped and listed in the summary.
+    Holds an exclusive lock on ``out_dir`` (``lock.sibling_lock``) throughout, writes
+    ``out_dir.tmp-<pid>`` and renames it into place only when complete (an existing dataset is
+    replaced only then, and only when it is one: ``prepared_dir.check_replaceable``). Raises
+    :class:`CbisError` when nothing usable is found, ``PreparedDatasetError`` when ``out_dir``
+    is not ours to replace;
+    per-row problems are skipped and listed in the summary. ``max_pixels``: the pixel budget
+    of each DICOM file (``dicom.read_dicom``).
     """
     cbis_dir, out = Path(cbis_dir), Path(out_dir)
     if split not in ("paper", "official"):
         raise CbisError(f"unknown --split {split!r}; use 'paper' or 'official'")
     if size < 8:
         raise CbisError(f"--size {size} is too small; use at least 8 px (the paper uses 224)")
-    if out.exists() and not (out / "manifest.csv").is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise CbisError(f"{out} exists and is not a prepared dataset; choose another --out or remove it")
+    if max_pixels < 1:
+        raise CbisError(f"the pixel budget must be positive (got {max_pixels} pixels)")
+    check_replaceable(out)
     rows = [(source, r) for source, name in CSV_NAMES.items() for r in read_mass_csv(cbis_dir / name)]
-    locator, read = DicomLocator(cbis_dir), _Reader()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(sibling_lock(out), f"prepared dataset {out}"):
+        recover(out)
+        check_replaceable(out)
+        summary = _import(cbis_dir, out, rows, size, split, seed, progress, max_pixels)
+    if verbose:
+        print(format_table(summary))
+    return summary
+
+
+def _import(cbis_dir: Path, out: Path, rows: list[tuple[str, MassRow]], size: int, split: str, seed: int,
+            progress: bool, max_pixels: int) -> dict:
+    """The body of :func:`prepare` (under its lock): rows -> samples -> splits -> files."""
+    locator, read = DicomLocator(cbis_dir), _Reader(max_pixels=max_pixels)
     iterator = rows
     if progress:
         from tqdm.auto import tqdm
@@ -512,7 +609,12 @@ def prepare(cbis_dir: str | Path, out_dir: str | Path, size: int = 224, split: s
     for source, row in iterator:
         margin, reason = classify_margin(row.margin_raw)
         malignant = classify_pathology(row.pathology_raw)
-        if not row.patient_id:
+        patient = normalise_patient_id(row.patient_id)
+        if row.missing_column:
+            skipped.append(_skip(row, "row too short", detail=f"the row has no cell for the column "
+                                 f"{row.missing_column!r}; the CSV line is cut short: repair it or "
+                                 "download the CSV again"))
+        elif not patient:
             skipped.append(_skip(row, "patient id missing", detail="the patient_id cell is empty"))
         elif margin is None:
             skipped.append(_skip(row, reason, detail=f"mass margins = {row.margin_raw!r}"))
@@ -526,7 +628,7 @@ def prepare(cbis_dir: str | Path, out_dir: str | Path, size: int = 224, split: s
                 file = locator.relative(Path(exc.file)) if Path(exc.file).is_absolute() else exc.file
                 skipped.append(_skip(row, exc.reason, file, exc.detail))
                 continue
-            samples.append({"row": row, "source": source, "patient_id": row.patient_id,
+            samples.append({"row": row, "source": source, "patient_id": patient,
                             "label": MARGINS.index(margin), "margin": margin,
                             "malignant": malignant, **loaded})
     if not samples:
@@ -534,18 +636,25 @@ def prepare(cbis_dir: str | Path, out_dir: str | Path, size: int = 224, split: s
         raise CbisError(f"{cbis_dir}: no usable rows among {len(rows)} (most common reasons: {reasons}); "
                         "check that --cbis points at the download (CSVs + CBIS-DDSM folder)")
     assignment, moved = assign_splits(samples, split, seed)
-    manifest, used_ids = [], Counter()
+    manifest, used_ids, cleaned = [], Counter(), []
     for s in samples:
         r: MassRow = s["row"]
-        base = f"{r.patient_id}_{r.side}_{r.view}_{r.abnormality_id}"
+        base = f"{s['patient_id']}_{r.side}_{r.view}_{r.abnormality_id}"
         used_ids[base] += 1
         manifest.append({
             "id": base if used_ids[base] == 1 else f"{base}-{used_ids[base]}",
-            "patient_id": r.patient_id, "split": assignment[r.patient_id], "margin": s["margin"],
+            "patient_id": s["patient_id"], "split": assignment[s["patient_id"]], "margin": s["margin"],
             "margin_index": s["label"], "pathology": "MALIGNANT" if s["malignant"] else "BENIGN",
             "malignant": s["malignant"], "has_fine": int(s["fine_mask_path"] != ""),
             "side": r.side, "view": r.view, "abnormality_id": r.abnormality_id, "source_csv": r.csv,
             "csv_row": r.row, **{k: s[k] for k in ("image_path", "mask_path", "fine_mask_path", "bbox", "crop_box")}})
+        if s["mask_components"] > 1:
+            cleaned.append({"csv": r.csv, "row": r.row, "id": manifest[-1]["id"], "reason": "mask specks removed",
+                            "file": s["mask_path"], "components": s["mask_components"],
+                            "removed_pixels": s["mask_removed_pixels"],
+                            "detail": f"the ROI mask has {s['mask_components']} separate regions; kept the "
+                                      f"largest, dropped {s['mask_removed_pixels']} px elsewhere (they "
+                                      "would have stretched the crop)"})
     owners: dict[str, set] = {}
     for m in manifest:
         owners.setdefault(m["patient_id"], set()).add(m["split"])
@@ -553,23 +662,26 @@ def prepare(cbis_dir: str | Path, out_dir: str | Path, size: int = 224, split: s
     if leaking:  # a bug guard, never expected
         raise RuntimeError(f"patients in two splits: {leaking[:5]}")
     summary = _summary(cbis_dir, size, split, seed, len(rows), manifest, skipped)
-    summary["notes"] = locator.notes + ([f"{moved} patients in both CSVs sent to test"] if moved else [])
+    summary["max_pixels"] = int(max_pixels)
+    summary["cleaned"] = cleaned
+    summary["notes"] = locator.notes + ([f"{moved} patients in both CSVs sent to test"] if moved else []) \
+        + ([f"{len(cleaned)} ROI masks had more than one connected component: kept the largest "
+            "(see 'cleaned')"] if cleaned else [])
     assert summary["n_included"] + len(skipped) == summary["n_csv_rows"]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp.exists():
+        remove_ours(tmp)
     tmp.mkdir()
     try:
         arrays = [np.stack([s[key] for s in samples]).astype(np.uint8)  # (N, S, S) each
                   for key in ("image", "lesion", "fine")]
         save_prepared(tmp, manifest, *arrays, summary)
-        _swap_in(tmp, out)
+        swap_in(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            remove_ours(tmp)
         raise
-    if verbose:
-        print(format_table(summary))
     return summary
 
 
@@ -602,15 +714,17 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("paper", "official"), default="paper",
                    help="paper: patient-level 73/12/15 stratified; official: CBIS-DDSM's test set")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="split seed (default 0)")
+    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
+                   help="refuse DICOM files declaring more than this many megapixels (Rows x Columns "
+                        f"x frames), before decoding them (default {DEFAULT_MAX_PIXELS / 1e6:g}; a "
+                        "mammogram has 10-40)")
     p.set_defaults(func=run_cli)
     return p
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Entry point of ``iaiabl prepare``: 0 on success; exits with the message on a CbisError."""
-    try:
-        prepare(args.cbis, args.out, size=args.size, split=args.split, seed=args.seed,
-                progress=sys.stderr.isatty())
-    except CbisError as exc:
-        raise SystemExit(f"iaiabl prepare: error: {exc}") from None
+    """Entry point of ``iaiabl prepare``: 0 on success; errors (``CbisError``...) are reported by
+    ``cli.main``'s error policy."""
+    prepare(args.cbis, args.out, size=args.size, split=args.split, seed=args.seed,
+            progress=sys.stderr.isatty(), max_pixels=int(args.max_megapixels * 1e6))
     return 0

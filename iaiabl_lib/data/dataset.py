@@ -7,6 +7,7 @@ On disk (docs/INTERFACES.md §2)::
     DATA/lesion_masks.npy    uint8 (N, S, S) 1 inside the lesion
     DATA/fine_masks.npy      uint8 (N, S, S) 1 on the margin-relevant region (0 where has_fine == 0)
     DATA/summary.json        counts, skipped rows with reasons
+    DATA/prepared-by-iaiabl.json   the marker: format version and the files above (PREPARED_FILES)
 
 In memory: :class:`PreparedDataset` (numpy) -> :func:`to_tensors` -> :class:`TensorSet` (torch,
 ImageNet-normalised 3-channel images) -> :func:`augment_batch` / :class:`BatchPlan` in training.
@@ -30,7 +31,8 @@ __all__ = [
     "MANIFEST_COLUMNS", "ARRAY_FILES", "SPLITS", "PreparedDatasetError", "MissingClassError",
     "PreparedDataset", "TensorSet", "load_prepared", "save_prepared", "resize_images",
     "resize_masks", "to_tensors", "augment_batch", "BatchPlan", "balanced_order", "pre_augment",
-    "check_classes",
+    "check_classes", "PREPARED_MARKER", "PREPARED_FILES", "PREPARED_FORMAT", "foreign_entries",
+    "normalise_patient_id",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -42,6 +44,34 @@ MANIFEST_COLUMNS = (
 """manifest.csv columns: INTERFACES.md §2, plus ``crop_box`` ("top left side" of the square crop
 in full-image pixels, so a prepared ROI maps back onto its mammogram)."""
 ARRAY_FILES = {"images": "images.npy", "lesion_masks": "lesion_masks.npy", "fine_masks": "fine_masks.npy"}
+PREPARED_MARKER = "prepared-by-iaiabl.json"
+PREPARED_FORMAT = 1
+PREPARED_FILES = ("manifest.csv", *ARRAY_FILES.values(), "summary.json", PREPARED_MARKER)
+"""Every file :func:`save_prepared` writes, the marker last. ``prepare`` replaces an existing
+folder only when it holds the marker and nothing but these files (:func:`foreign_entries`): it
+never deletes what it did not write."""
+
+
+def foreign_entries(path: str | Path) -> list[str] | None:
+    """What keeps ``path`` from being recognised as a prepared dataset that ``prepare`` may
+    replace: None when it is one (the marker and only :data:`PREPARED_FILES`, or an empty
+    folder), else the names of the entries that are not ours (or ``[marker]`` when the marker
+    is missing), sorted."""
+    path = Path(path)
+    entries = sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in path.iterdir())
+    if not entries:
+        return None
+    foreign = [e for e in entries if e not in PREPARED_FILES]
+    if foreign:
+        return foreign
+    return None if PREPARED_MARKER in entries else [PREPARED_MARKER]
+
+
+def normalise_patient_id(patient_id: str) -> str:
+    """One spelling per patient: upper case, no whitespace (``" p_00012 "`` -> ``"P_00012"``).
+    Applied before splitting, so that one patient never lands in two splits, and when a run's
+    recorded split is compared with another preparation's."""
+    return "".join(str(patient_id).split()).upper()
 
 
 class PreparedDatasetError(ValueError):
@@ -132,7 +162,8 @@ class PreparedDataset:
 def save_prepared(path: str | Path, manifest: Sequence[dict], images: np.ndarray,
                   lesion_masks: np.ndarray, fine_masks: np.ndarray, summary: dict) -> None:
     """Write the prepared-dataset files into the existing directory ``path`` (no atomicity here:
-    the importer writes into a temporary directory and renames it)."""
+    the importer writes into a temporary directory and renames it), the marker
+    (:data:`PREPARED_MARKER`) last."""
     path = Path(path)
     n = len(manifest)
     for name, arr in (("images", images), ("lesion_masks", lesion_masks), ("fine_masks", fine_masks)):
@@ -145,6 +176,10 @@ def save_prepared(path: str | Path, manifest: Sequence[dict], images: np.ndarray
         writer.writerows(manifest)
     with open(path / "summary.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
+        f.write("\n")
+    with open(path / PREPARED_MARKER, "w", encoding="utf-8") as f:   # last: the set is complete
+        json.dump({"format": PREPARED_FORMAT, "written_by": "iaiabl prepare",
+                   "files": list(PREPARED_FILES)}, f, indent=1)
         f.write("\n")
 
 

@@ -11,24 +11,36 @@ tags only; ``window_to_uint8`` turns them into 0 = black, 255 = white display va
 is a :class:`DicomError` that names the file, says what is wrong and what to do, and carries a short
 ``reason`` code the CBIS-DDSM importer counts in ``summary.json``.
 
+Hostile files are read with bounded memory (a "decompression bomb" is a small file that declares or
+inflates to a huge image): before anything is decoded, the file's size, the declared
+Rows × Columns × frames and, for the deflate transfer syntax, the inflated size are held to a
+pixel budget (``max_pixels``, default :data:`DEFAULT_MAX_PIXELS`, far above any mammogram);
+deflated data is inflated in bounded chunks (pydicom would inflate it whole). A file over budget is
+refused with reason ``image too large`` before any large allocation.
+
 Nothing here keeps a pydicom ``Dataset`` around: the prepared dataset stores pixel arrays and a
 manifest only. Code that must keep one (a report of a user's own DICOM file) passes it through
 :func:`strip_phi` first.
 """
 from __future__ import annotations
 
+import math
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.multival import MultiValue
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 __all__ = [
     "DicomError", "read_dicom", "window_to_uint8", "robust_window", "strip_phi",
-    "PHI_KEYWORDS", "PHI_VRS", "INFO_KEYWORDS",
+    "PHI_KEYWORDS", "PHI_VRS", "INFO_KEYWORDS", "DEFAULT_MAX_PIXELS", "max_file_bytes",
 ]
 
 # reason codes (stable strings; the importer counts skipped rows by them)
@@ -40,6 +52,17 @@ NO_HANDLER = "compressed pixels without handler"
 NOT_FINITE = "pixels not finite"
 EMPTY = "pixel data empty"
 NOT_2D = "not a single-frame grayscale image"
+TOO_LARGE = "image too large"
+BAD_RESCALE = "rescale slope invalid"
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Pixel budget: Rows × Columns × frames a file may declare (100 MP; a full-field mammogram is
+about 10-40 MP). ``iaiabl prepare --max-megapixels`` changes it."""
+
+INFLATE_CHUNK = 1 << 20          # bytes inflated per step of a deflated file
+HEADER_LIMIT = 16 << 20          # inflated bytes allowed before the pixel data element
+TRAILER_SLACK = 1 << 20          # inflated bytes allowed after the declared pixel data
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)   # Float, DoubleFloat, PixelData
 
 INSTALL_HINT = ("install a decoder: `pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` "
                 "(or `pip install python-gdcm`), or decompress the file first "
@@ -131,17 +154,110 @@ _PHI_SET = frozenset(PHI_KEYWORDS)
 
 # --- reading -------------------------------------------------------------------------------------
 
-def _read_dataset(path: Path) -> pydicom.Dataset:
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file accepted under a pixel budget: 4 bytes per pixel (32-bit pixels, the
+    widest a grayscale mammogram uses) plus 64 MiB of header. Read before parsing, so that a huge
+    file is refused without being loaded."""
+    return 4 * int(max_pixels) + (64 << 20)
+
+
+def _too_large(path: Path, what: str, max_pixels: int) -> DicomError:
+    return DicomError(path, TOO_LARGE,
+                      f"{what}; the file was not decoded (pixel budget {max_pixels / 1e6:g} megapixels; "
+                      "a mammogram has 10-40). The file is damaged or hostile; if it really is an image "
+                      "this large, raise the budget (iaiabl prepare --max-megapixels)")
+
+
+def _read_dataset(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> pydicom.Dataset:
+    """Parse the file (pixel data not decoded) within the budget: file size first, then the
+    deflate transfer syntax inflated by :func:`_inflate_dataset` instead of by pydicom."""
     if not path.is_file():
         raise DicomError(path, MISSING, "file not found; check the path (and that the download is complete)")
+    size = path.stat().st_size
+    if size > max_file_bytes(max_pixels):
+        raise _too_large(path, f"the file is {size / 2 ** 20:.0f} MiB, more than any image within the "
+                         "budget needs", max_pixels)
     try:
+        with open(path, "rb") as fp:
+            preamble = read_preamble(fp, False)
+            meta = _read_file_meta_info(fp)
+            if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                return _inflate_dataset(fp, path, preamble, meta, max_pixels)
         return pydicom.dcmread(path)
+    except DicomError:
+        raise
     except InvalidDicomError:
         raise DicomError(path, NOT_DICOM, "not a DICOM file (no 'DICM' header); "
                          "point the importer at the original DICOM download") from None
     except Exception as exc:  # pydicom raises many types on damaged files
         raise DicomError(path, CORRUPT, f"cannot parse the DICOM file ({type(exc).__name__}: {exc}); "
                          "the file is damaged or truncated: download it again") from None
+
+
+def _declared_pixels(ds: pydicom.Dataset) -> tuple[int, int]:
+    """``(Rows × Columns × frames, bytes of the decoded pixel data)`` as the header declares them."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    pixels = max(rows, 0) * max(cols, 0) * max(frames, 1)
+    return pixels, math.ceil(pixels * max(samples, 1) * max(bits, 1) / 8)
+
+
+def _inflate_dataset(fp: BinaryIO, path: Path, preamble: bytes | None, meta, max_pixels: int) -> pydicom.Dataset:
+    """The dataset of a Deflated Explicit VR Little Endian file, inflated in chunks of
+    ``INFLATE_CHUNK`` bytes: first up to the pixel data element (at most ``HEADER_LIMIT``), whose
+    Rows × Columns × frames must fit ``max_pixels``; then at most the declared pixel bytes
+    (+ ``TRAILER_SLACK``). A stream that inflates past that is refused: memory stays within the
+    budget whatever the file holds."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    limit, header_done = HEADER_LIMIT, False
+    while not inflater.eof:
+        data = inflater.unconsumed_tail or fp.read(INFLATE_CHUNK)
+        if not data:
+            raise DicomError(path, CORRUPT, "the deflated data stream ends early; the file is "
+                             "truncated: download it again")
+        out += inflater.decompress(data, INFLATE_CHUNK)
+        if not header_done:
+            parsed = _header_of(bytes(out)) if len(out) >= INFLATE_CHUNK or inflater.eof else None
+            if parsed is not None:
+                header_done = True
+                pixels, nbytes = _declared_pixels(parsed[0])
+                if pixels > max_pixels:
+                    raise _too_large(path, f"the header declares {pixels / 1e6:.0f} megapixels", max_pixels)
+                limit = parsed[1] + nbytes + TRAILER_SLACK
+        if len(out) > limit:
+            what = (f"the deflated data inflates past the size its header declares (stopped at "
+                    f"{len(out) / 2 ** 20:.0f} MiB)" if header_done else
+                    f"the deflated data holds more than {HEADER_LIMIT >> 20} MiB before any pixel data")
+            raise _too_large(path, what, max_pixels)
+    dataset = read_dataset(DicomBytesIO(bytes(out)), is_implicit_VR=False, is_little_endian=True)
+    ds = pydicom.FileDataset(str(path), dataset, preamble=preamble, file_meta=meta,
+                             is_implicit_VR=False, is_little_endian=True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
+
+
+def _header_of(prefix: bytes) -> tuple[pydicom.Dataset, int] | None:
+    """``(elements before the pixel data, offset of the pixel data element)`` parsed from the
+    start of an inflated dataset, or None when ``prefix`` does not reach the pixel data yet."""
+    stop: list[int] = []
+    buffer = DicomBytesIO(prefix)
+
+    def at_pixels(tag, vr, length) -> bool:
+        if int(tag) in _PIXEL_TAGS:
+            stop.append(1)
+            return True
+        return False
+
+    try:
+        header = read_dataset(buffer, is_implicit_VR=False, is_little_endian=True, stop_when=at_pixels)
+    except Exception:      # the prefix ends inside an element: inflate more
+        return None
+    if not stop:
+        return None
+    return header, buffer.tell()
 
 
 def _check_decodable(ds: pydicom.Dataset, path: Path) -> None:
@@ -171,11 +287,21 @@ def _has_pixels(ds: pydicom.Dataset) -> bool:
     return any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
 
 
-def _stored_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
-    """Decoded stored values, (H, W)."""
+def _stored_pixels(ds: pydicom.Dataset, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decoded stored values, (H, W). The declared size is checked against ``max_pixels``
+    before decoding: decoders (RLE, JPEG) allocate the declared size up front."""
     if not _has_pixels(ds):
         raise DicomError(path, EMPTY, "the file holds no pixel data (a report or a header-only "
                          "object?); use the image file instead")
+    try:
+        pixels, _ = _declared_pixels(ds)
+    except (TypeError, ValueError) as exc:
+        raise DicomError(path, CORRUPT, f"unreadable Rows/Columns/NumberOfFrames ({exc}); the file "
+                         "is damaged: download it again") from None
+    if pixels > max_pixels:
+        raise _too_large(path, f"the header declares {pixels / 1e6:.0f} megapixels "
+                         f"(Rows {ds.get('Rows')} x Columns {ds.get('Columns')}"
+                         f" x {ds.get('NumberOfFrames', 1)} frames)", max_pixels)
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     raw = ds.get("PixelData", ds.get("FloatPixelData", ds.get("DoubleFloatPixelData")))
     if rows * cols == 0 or raw is None or len(raw) == 0:
@@ -193,7 +319,25 @@ def _stored_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     return arr
 
 
-def _modality_lut(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+def _rescale_value(ds: pydicom.Dataset, keyword: str, default: float, path: Path) -> float:
+    """RescaleSlope / RescaleIntercept as a finite float; ``default`` when the tag is absent or
+    empty (not when it is 0: a zero slope is an error, not "no slope")."""
+    value = ds.get(keyword)
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = value[0] if len(value) else None
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise DicomError(path, BAD_RESCALE, f"{keyword} is {str(value)!r}, not a finite number; the "
+                         "header is damaged: download the file again")
+    return number
+
+
+def _modality_lut(arr: np.ndarray, ds: pydicom.Dataset, path: Path | str = "") -> np.ndarray:
     """Stored values -> modality values, float32 (H, W) (exact for stored integers < 2**24)."""
     if "ModalityLUTSequence" in ds:
         try:
@@ -201,8 +345,11 @@ def _modality_lut(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
         except ImportError:  # pydicom 2.x
             from pydicom.pixel_data_handlers.util import apply_modality_lut
         return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope = _rescale_value(ds, "RescaleSlope", 1.0, path)
+    intercept = _rescale_value(ds, "RescaleIntercept", 0.0, path)
+    if slope == 0.0:
+        raise DicomError(path, BAD_RESCALE, "RescaleSlope is 0: every pixel would become the "
+                         "intercept (a blank image); the header is damaged: download the file again")
     pixels = arr.astype(np.float32)
     if slope != 1.0 or intercept != 0.0:
         pixels = pixels * np.float32(slope) + np.float32(intercept)
@@ -240,27 +387,30 @@ def _voi(ds: pydicom.Dataset, path: Path) -> dict | None:
     return None
 
 
-def read_dicom(path: str | Path, modality: str | None = "MG") -> tuple[np.ndarray, dict]:
+def read_dicom(path: str | Path, modality: str | None = "MG",
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, dict]:
     """Read one mammography DICOM file.
 
     Returns ``(pixels, info)``: ``pixels`` float32 (H, W), modality values with high = bright
     (MONOCHROME1 inverted); ``info`` holds :data:`INFO_KEYWORDS` that are present, plus
     ``path``, ``transfer_syntax``, ``inverted`` (bool) and ``voi`` (the window or VOI LUT to use
     with :func:`window_to_uint8`, or None). ``modality``: required Modality ('MG'); None accepts
-    any. A file without a Modality tag is accepted.
+    any. A file without a Modality tag is accepted. ``max_pixels``: the pixel budget (module
+    docstring).
 
     Raises :class:`DicomError` for a missing, non-DICOM, damaged or truncated file, another
-    modality, compressed pixels without a decoder, empty or non-finite pixel data.
+    modality, compressed pixels without a decoder, empty or non-finite pixel data, a file over
+    the pixel budget, a zero or non-finite RescaleSlope.
     """
     path = Path(path)
-    ds = _read_dataset(path)
+    ds = _read_dataset(path, max_pixels)
     strip_phi(ds)  # nothing identifying survives this function, even by accident
     found = str(ds.get("Modality", "") or "").strip().upper()
     if modality is not None and found and found != modality.upper():
         raise DicomError(path, WRONG_MODALITY,
                          f"Modality is '{found}', expected '{modality}' (mammography); this file is "
                          "not a mammogram: check that the path points at the mammography series")
-    pixels = _modality_lut(_stored_pixels(ds, path), ds)  # (H, W) float32
+    pixels = _modality_lut(_stored_pixels(ds, path, max_pixels), ds, path)  # (H, W) float32
     if not np.all(np.isfinite(pixels)):
         bad = int(np.size(pixels) - np.count_nonzero(np.isfinite(pixels)))
         raise DicomError(path, NOT_FINITE, f"{bad} pixels are NaN or infinite (after RescaleSlope/"

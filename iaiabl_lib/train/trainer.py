@@ -27,16 +27,17 @@ import torch
 from torch import Tensor
 
 from .. import fastpath
-from ..atomic import atomic_savez, atomic_write_json
+from ..atomic import atomic_savez, atomic_write_json, remove_stale_tmp
 from ..config import MARGINS, Preset, resolve_preset
 from ..data.dataset import BatchPlan
 from ..fastpath import pick_device
+from ..lock import LOCK_NAME, exclusive_lock
 from ..model import build_model
 from ..predict import average_margin_auroc, predict, similarities
 from ..prune import prune_duplicates
 from ..push import push_prototypes
 from ..push import select as select_push
-from ..rundir import RESUME_FILE, Run, load_run, load_state, save_state, write_history
+from ..rundir import RESUME_FILE, Run, load_run, load_state, save_state, split_record, write_history
 from .checkpoint import capture_rng, clone_state, restore_rng, tensors_of
 from .schedule import a1_steps_per_epoch, epoch_size, push_epochs
 from .stage_a1 import Batch, make_batch, make_optimizer, make_step, set_stage
@@ -333,7 +334,12 @@ class Trainer:
         }
 
     def _resume_key(self) -> dict:
-        return {k: self.run_config[k] for k in ("preset", "data", "seed")}
+        """What must match for resume.pt to be continued: preset, data path, seed and the
+        preparation itself (manifest hash: the same path re-prepared with another split is
+        another data set)."""
+        key = {k: self.run_config[k] for k in ("preset", "data", "seed")}
+        key["manifest_sha256"] = (self.run_config.get("split") or {}).get("manifest_sha256")
+        return key
 
     def try_resume(self) -> bool:
         path = self.out / RESUME_FILE
@@ -432,7 +438,9 @@ class Trainer:
         if t_start is not None:
             config["wall_seconds"] = round(time.perf_counter() - t_start, 1)
         out = self.out
-        save_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
+        # config.json (written last) keeps model.pt's size and hash: rundir.check_run
+        config["model_pt"] = save_state({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                        out / "model.pt")
         atomic_write_json(out / "push.json", records)
         atomic_savez(out / "push.npz", **arrays)
         atomic_write_json(out / "prune.json", report)
@@ -476,6 +484,16 @@ def train(data: str | Path, preset: str | Preset, out: str | Path, epochs: int |
     out = Path(out)
     train_set, val_set, ids, index = _load_splits(data, preset, dev)
     out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):      # one trainer per run directory
+        remove_stale_tmp(out)                                           # left by a killed run
+        _train_locked(data, preset, out, seed, dev, progress, overrides, resume, callback,
+                      train_set, val_set, ids, index)
+    return load_run(out, device=dev)
+
+
+def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device, progress: bool,
+                  overrides, resume: bool, callback, train_set, val_set, ids, index) -> None:
+    """The body of :func:`train`, run while it holds the run directory's lock."""
     run_config = {
         "preset_name": preset.name,
         "preset": preset.to_dict(),
@@ -487,6 +505,7 @@ def train(data: str | Path, preset: str | Preset, out: str | Path, epochs: int |
         "n_train": len(train_set),
         "n_val": len(val_set),
         "torch": torch.__version__,
+        "split": split_record(data),            # patients per split: evaluate/explain check leaks
         "complete": False,
     }
     if not resume:
@@ -494,7 +513,6 @@ def train(data: str | Path, preset: str | Preset, out: str | Path, epochs: int |
     atomic_write_json(out / "config.json", run_config)
     trainer = Trainer(preset, train_set, val_set, ids, index, out, dev, seed, progress, run_config, callback)
     trainer.run(resume)
-    return load_run(out, device=dev)
 
 
 def estimate(data: str | Path, preset: str | Preset, epochs: int | None = None, seed: int = 0, device=None,
