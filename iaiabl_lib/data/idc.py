@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from iaiabl_lib.data.cbis_ddsm import CSV_NAMES, read_mass_csv
+from iaiabl_lib.errors import UserError
 from iaiabl_lib.data.locate import SeriesIndex, cell_uids
 
 __all__ = [
@@ -63,12 +64,12 @@ _TEMPLATE_ATTRIBUTES = {"collection_id": "collection_id", "PatientID": "patient_
                         "SeriesInstanceUID": "series_uid"}
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError):
     """The download cannot start or did not complete; the message names the series or path and
     what to do."""
 
 
-class MissingDependency(RuntimeError):
+class MissingDependency(UserError):
     """``idc-index`` (or its index wheel) is not installed; the message says how to install it."""
 
 
