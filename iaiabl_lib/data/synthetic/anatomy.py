@@ -16,12 +16,13 @@ What is drawn, in order:
   26(11):2254; Burgess, Jacobson & Judy 2001, "Human observer detection experiments with mammograms
   and power-law noise", Med. Phys. 28(4):419, beta 1.5-3.5, about 2.8 on average; Chen et al.
   2012, Med. Phys. 39(3):1435, beta 3.17 (CC) and 3.30 (MLO)). Its amount, the glandular fraction
-  of the breast, follows the BI-RADS
-  ``breast_density`` 1-4 (fatty, scattered, heterogeneously dense, extremely dense).
+  of the breast, follows the BI-RADS ``breast_density`` 1-4 (fatty, scattered, heterogeneously
+  dense, extremely dense).
 * **Linear structures.** Ducts converging on the nipple, vessels crossing the breast, and Cooper's
   ligaments (short curved lines in the subcutaneous fat): thin tapered lines 0.3-1 mm wide that,
-  seen through a small window, look like the spicules of a spiculated mass. Some ducts are routed
-  past each mass site, whatever its margin, so that a line near a mass is no margin cue.
+  seen through a small window, look like the spicules of a spiculated mass. Half of the mass
+  sites, whatever their margin, get a duct routed past them, so that a line near a mass is no
+  margin cue by itself.
 * **Skin line** (a thin brighter band just inside the outline), **detector blur** and **quantum
   noise** (signal-dependent, small enough not to whiten the texture's spectrum below 1/4 cycle per
   pixel).
@@ -203,7 +204,7 @@ def draw_curves(rng: np.random.Generator, curves: Curves, shape: tuple[int, int]
 def linear_structures(rng: np.random.Generator, geom: BreastGeometry, H: int, W: int,
                       spacing: float, guides: list[tuple[float, float, float]] = ()) -> Curves:
     """Ducts (towards the nipple), vessels, Cooper's ligaments and, for each guide (y, x, radius)
-    -- a mass site -- 1-3 ducts passing it at 0.3-2 radii. Widths and amplitudes in px and
+    -- a mass site -- up to one duct passing it at 0.8-2 radii. Widths and amplitudes in px and
     image units; ``spacing`` mm per px."""
     ny, nx = geom.nipple
     mm = 1.0 / spacing                                                  # px per mm
@@ -249,9 +250,9 @@ def linear_structures(rng: np.random.Generator, geom: BreastGeometry, H: int, W:
                         rng.uniform(0.012, 0.03, n), 0.04))
     # ducts routed past each mass site
     for gy, gx, radius in guides:
-        n = int(rng.integers(0, 3))
+        n = int(rng.integers(0, 2))
         away = np.arctan2(gy - ny, gx - nx)                              # from nipple to mass
-        offset = rng.uniform(0.3, 2.0, n) * radius * rng.choice([-1, 1], n)
+        offset = rng.uniform(0.8, 2.0, n) * radius * rng.choice([-1, 1], n)
         back = rng.uniform(2.0, 4.0, n) * radius
         y = gy + back * np.sin(away) + offset * np.cos(away)
         x = gx + back * np.cos(away) - offset * np.sin(away)

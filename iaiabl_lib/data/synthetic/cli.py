@@ -17,7 +17,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                     "(mass CSVs, DICOM tree, metadata.csv), plus fine-annotation masks. Labels "
                     "follow the real CBIS-DDSM tables' joint distribution.")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--patients", type=int, default=220, help="number of patients (default 220)")
+    p.add_argument("--patients", type=int, default=260, help="number of patients (default 260)")
     p.add_argument("--size", type=int, default=512,
                    help="full-mammogram height in px, width 0.8 x (default 512)")
     p.add_argument("--seed", type=int, default=0)

@@ -73,7 +73,7 @@ def _prepare_out_dir(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def make_synthetic(out_dir, patients: int = 220, size: int = 512, seed: int = 0,
+def make_synthetic(out_dir, patients: int = 260, size: int = 512, seed: int = 0,
                    confounder: float = 0.0, confounder_class: str = "indistinct",
                    test_fraction: float = 0.3, progress: bool = False) -> dict:
     """Generate a CBIS-DDSM-shaped tree of procedural mammograms under ``out_dir``.

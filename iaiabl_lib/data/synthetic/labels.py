@@ -36,7 +36,7 @@ COUNTS_FILE = Path(__file__).with_name("cbis_ddsm_mass_counts.csv")
 #: Single margins a mass can be drawn with (the five BI-RADS mass margins).
 SINGLE_MARGINS = ("CIRCUMSCRIBED", "ILL_DEFINED", "SPICULATED", "OBSCURED", "MICROLOBULATED")
 #: Fraction of single-margin masses drawn between their margin and a partner margin.
-P_BORDERLINE = 0.10
+P_BORDERLINE = 0.08
 #: Probability that one view of a borderline mass carries the partner margin in the CSV.
 P_SECOND_READER = 0.5
 

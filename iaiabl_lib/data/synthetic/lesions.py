@@ -22,9 +22,9 @@ never pasted over the tissue. What each label does:
   with the tissue; *spiculated* -- lines of varying length, width and contrast radiating from the
   mass. Each margin is a :class:`MarginStyle` (edge blur, infiltration, spiculation,
   microlobulation, obscuring); combined margins and borderline masses (see :mod:`.labels`) blend
-  the styles of their parts. Within a margin's ranges, malignant masses lean to the suspicious end
-  and benign ones to the mild end (:data:`SEVERITY`), so the margin's look, not only its name,
-  carries some of the malignancy signal, as in the clinic.
+  the styles of their parts. Malignant masses lean towards a spiculated border and benign ones
+  towards a circumscribed one (:data:`SUSPICION`), so the margin's look, not only its name, carries
+  some of the malignancy signal, as in the clinic.
 
 Masks, true to what was drawn: the **lesion mask** is the outline a reader would draw, where the
 mass's body adds at least 30 % of its peak, with the roots of its spicules (so the crop square's
@@ -53,10 +53,11 @@ SIZE_RANGE_MM = (5.0, 45.0)
 SUBTLETY_CNR = {0: 2.0, 1: 2.0, 2: 3.0, 3: 4.5, 4: 6.0, 5: 8.0}
 CONTRAST_SCALE = 1.0           # global factor on SUBTLETY_CNR (the difficulty calibration)
 SPICULE_ROOT = 0.4             # part of each spicule (from its start) inside the lesion outline
-#: Severity ranges by pathology: within its margin's ranges, a malignant mass's border is drawn
-#: towards the suspicious end (more blur, infiltration, spiculation), a benign one's towards the
-#: mild end, as BI-RADS reads the margin as a continuum of suspicion (ACR BI-RADS Atlas 2013).
-SEVERITY = {"MALIGNANT": (0.35, 1.0), "BENIGN": (0.0, 0.65)}
+#: How far (blend weight) a malignant mass's border leans towards a spiculated one, and a benign
+#: mass's towards a circumscribed one, whatever its margin: BI-RADS reads margins as a scale of
+#: suspicion (ACR BI-RADS Atlas 2013), and a malignant "circumscribed" mass is less smooth than a
+#: cyst. So the margin's look, not only its name, carries some of the malignancy signal.
+SUSPICION = (0.1, 0.3)
 
 
 @dataclass
@@ -96,42 +97,34 @@ NA_STYLES = {
 }
 
 
-def severity(rng: np.random.Generator, pathology: str) -> float:
-    """Where in its margin's ranges a mass's border falls, 0 (mildest) .. 1 (most suspicious):
-    malignant masses draw from the upper, benign ones from the lower part (SEVERITY)."""
-    low, high = SEVERITY["MALIGNANT" if pathology == "MALIGNANT" else "BENIGN"]
-    return float(rng.uniform(low, high))
-
-
-def draw_style(rng: np.random.Generator, margin: str, level: float = 0.5) -> MarginStyle:
-    """One style drawn from the ranges of a single margin, each parameter at ``level`` (0..1)
-    along its range, jittered by a standard deviation of 0.15."""
+def draw_style(rng: np.random.Generator, margin: str) -> MarginStyle:
+    """One style drawn from the ranges of a single margin."""
     if margin not in STYLE_RANGES:
         raise ValueError(f"unknown single margin {margin!r}; expected one of {SINGLE_MARGINS}")
     r = STYLE_RANGES[margin]
-    u = np.clip(level + 0.15 * rng.standard_normal(len(fields(MarginStyle))), 0.0, 1.0)
-    return MarginStyle(*(float(r[f.name][0] + t * (r[f.name][1] - r[f.name][0]))
-                         for f, t in zip(fields(MarginStyle), u)))
+    return MarginStyle(*(float(rng.uniform(*r[f.name])) for f in fields(MarginStyle)))
 
 
 def margin_style(rng: np.random.Generator, margin: str, shape: str, partner: str = "",
-                 blend: float = 0.0, level: float = 0.5) -> MarginStyle:
+                 blend: float = 0.0, pathology: str = "BENIGN") -> MarginStyle:
     """The style of a mass with CSV margin cell ``margin``: a single margin's style; the mean of
     the parts' styles for a combined margin ("OBSCURED-ILL_DEFINED"); for a missing margin (NA or
-    empty) the style its shape implies; blended towards ``partner`` by ``blend`` (borderline).
-    ``level``: the mass's :func:`severity`."""
+    empty) the style its shape implies; blended towards ``partner`` by ``blend`` (borderline);
+    finally leaning by :data:`SUSPICION` towards a spiculated border if malignant, towards a
+    circumscribed one if benign."""
     if margin in ("", "NA"):
         first = shape.split("-")[0]
         parts = [NA_STYLES.get(first, NA_STYLES.get(shape.split("-")[-1], "ILL_DEFINED"))]
     else:
         parts = [p for p in margin.split("-")]
-    styles = [draw_style(rng, p, level) for p in parts]
+    styles = [draw_style(rng, p) for p in parts]
     style = styles[0]
     for k, s in enumerate(styles[1:], start=2):
         style = style.blend(s, 1.0 / k)                                # running mean
     if partner:
-        style = style.blend(draw_style(rng, partner, level), blend)
-    return style
+        style = style.blend(draw_style(rng, partner), blend)
+    lean = "SPICULATED" if pathology == "MALIGNANT" else "CIRCUMSCRIBED"
+    return style.blend(draw_style(rng, lean), float(rng.uniform(*SUSPICION)))
 
 
 def diameter_mm(rng: np.random.Generator) -> float:
@@ -176,7 +169,7 @@ def mass_spec(rng: np.random.Generator, margin: str, shape: str, spacing: float,
               pathology: str = "BENIGN") -> MassSpec:
     """Geometry and appearance of a mass from its CSV margin cell, shape and pathology
     (``spacing`` mm per px; ``max_radius`` px caps the size where a breast holds two masses)."""
-    style = margin_style(rng, margin, shape, partner, blend, severity(rng, pathology))
+    style = margin_style(rng, margin, shape, partner, blend, pathology)
     R = 0.5 * diameter_mm(rng) / spacing
     if max_radius is not None:
         R = min(R, max_radius)
