@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Write a CBIS-DDSM-shaped tree of procedural mammograms (+ fine-annotation masks).
 
-    python data_scripts/make_synthetic.py --out data/synth [--patients 180] [--size 512] [--seed 0]
+    python data_scripts/make_synthetic.py --out data/synth [--patients 260] [--size 512] [--seed 0]
         [--confounder 0.0] [--confounder-class indistinct] [--test-fraction 0.3] [--quiet]
 
-The same as `iaiabl synth ...`; see iaiabl_lib/data/synthetic.py for what it writes.
+The same as `iaiabl synth ...`; see the package iaiabl_lib/data/synthetic/ for what it writes.
 """
 import argparse
 import sys

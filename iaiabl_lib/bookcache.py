@@ -75,7 +75,7 @@ BOOK_OVERRIDES: dict[str, dict[str, Any]] = {
 SEED = 0
 
 # modules whose source decides the content of a cache entry
-_DATA_SOURCES = ("data/synthetic.py", "data/dicom.py", "data/cbis_ddsm.py", "data/dataset.py",
+_DATA_SOURCES = ("data/synthetic", "data/dicom.py", "data/cbis_ddsm.py", "data/dataset.py",
                  "config.py")
 _METRIC_SOURCES = ("evaluate.py", "metrics.py", "baselines.py", "model.py")
 _RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines.py",
@@ -128,11 +128,15 @@ def preset_for(device: Any = None, kind: str = "iaiabl") -> str:
 
 
 def _source_hash(files: tuple[str, ...]) -> str:
+    """Hash of the named files; a folder stands for every file in it (.py and data, sorted)."""
     h = hashlib.sha256()
     for rel in files:
         path = PACKAGE / rel
-        h.update(rel.encode())
-        h.update(path.read_bytes() if path.is_file() else b"<missing>")
+        members = ([p for p in sorted(path.rglob("*")) if p.is_file() and "__pycache__" not in p.parts
+                    and p.suffix != ".pyc"] if path.is_dir() else [path])
+        for member in members:
+            h.update(member.relative_to(PACKAGE).as_posix().encode())
+            h.update(member.read_bytes() if member.is_file() else b"<missing>")
     return h.hexdigest()
 
 

@@ -1,16 +1,22 @@
-"""Tests of iaiabl_lib.data.synthetic: a CBIS-DDSM-shaped tree, quirks included, deterministic."""
+"""Tests of iaiabl_lib.data.synthetic: a CBIS-DDSM-shaped tree, quirks included, deterministic;
+labels from the real tables' joint counts; anatomy and masses measured as the realism benchmark
+measures them."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from scipy import ndimage
 
 from iaiabl_lib.data import synthetic as syn
+from iaiabl_lib.data.synthetic import anatomy, labels, lesions, plan, realism
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared" / "cbis-ddsm"
@@ -308,16 +314,16 @@ def test_confounder_changes_only_the_markers(trees):
 # -------------------------------------------------------------------------------- defaults, CLI
 
 def test_default_plan_has_30_test_rois_per_class():
-    """The default arguments give >= 30 test ROIs per main margin (plan only, no pixels)."""
+    """The default arguments give >= 30 test-CSV ROIs per main margin (plan only, no pixels)."""
     import inspect
 
     params = inspect.signature(syn.make_synthetic).parameters
     rng = np.random.default_rng([params["seed"].default, 0])
-    breasts = syn._plan_breasts(rng, params["patients"].default, params["test_fraction"].default)
-    syn._assign_labels(rng, breasts)
+    breasts = plan.plan_breasts(rng, params["patients"].default, params["test_fraction"].default)
+    plan.assign_labels(rng, breasts)
     for margin in syn.MAIN_MARGINS:
-        rois = 2 * sum(les.margin == margin for b in breasts if b.split == "test"
-                       for les in b.lesions)
+        rois = sum(les.view_margin[v] == margin for b in breasts if b.split == "test"
+                   for les in b.lesions for v in plan.VIEWS)
         assert rois >= 30, margin
 
 
@@ -338,3 +344,216 @@ def test_refuses_to_overwrite_foreign_tree(tmp_path):
     (tmp_path / "CBIS-DDSM").mkdir()
     with pytest.raises(FileExistsError):
         syn.make_synthetic(tmp_path, patients=3, size=128)
+
+
+def test_bad_input_names_the_value(tmp_path):
+    for kwargs, word in (({"size": 100}, "100"), ({"patients": 1}, "1"),
+                         ({"confounder": 1.5}, "1.5"), ({"test_fraction": 0.0}, "0.0"),
+                         ({"confounder_class": "round"}, "round")):
+        with pytest.raises(ValueError, match=word):
+            syn.make_synthetic(tmp_path / "bad", **{"patients": 3, "size": 128, **kwargs})
+
+
+# ------------------------------------------------------------------------- labels (real counts)
+
+def _real_rows(split: str) -> list[dict]:
+    path = SHARED / syn.CSV_NAMES[split]
+    if not path.exists():
+        pytest.skip(f"{path} is not here (the real CBIS-DDSM tables, ../shared)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_counts_table_is_built_from_the_real_csvs():
+    """The shipped table is exactly what scripts/build_cbis_counts.py makes of the real CSVs."""
+    import importlib.util
+
+    _real_rows("train")
+    spec = importlib.util.spec_from_file_location("build_cbis_counts",
+                                                  REPO_ROOT / "scripts" / "build_cbis_counts.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert labels.COUNTS_FILE.read_text(encoding="utf-8") == builder.build(SHARED)
+    text = labels.COUNTS_FILE.read_text(encoding="utf-8")
+    assert "CC BY 3.0" in text and "10.7937/K9/TCIA.2016.7O02S9CY" in text
+
+
+def test_counts_table_totals_match_the_real_tables():
+    for split in ("train", "test"):
+        real = _real_rows(split)
+        table = labels.counts_table(split)
+        assert table.total == len(real)
+        for margin in ("CIRCUMSCRIBED", "ILL_DEFINED", "SPICULATED", "OBSCURED"):
+            n = sum(int(r) for lab, r in zip(table.labels, table.rows) if lab.margin == margin)
+            assert n == sum(row["mass margins"] == margin for row in real), (split, margin)
+
+
+def test_systematic_draw_keeps_the_joint_distribution():
+    """Drawing exactly as many label sets as the table has rows returns the table itself (up to
+    one per combination: the draw is systematic), so margin x pathology x density x subtlety x
+    assessment x shape keep their real frequencies."""
+    table = labels.counts_table("train")
+    drawn = labels.draw_labels(np.random.default_rng(3), table.total, "train")
+    got = Counter(drawn)
+    for lab, n in zip(table.labels, table.rows):
+        assert abs(got[lab] - int(n)) <= 1
+    # a small draw keeps the margin proportions up to rounding
+    small = labels.draw_labels(np.random.default_rng(4), 60, "train")
+    for margin in syn.MAIN_MARGINS:
+        p = sum(int(r) for lab, r in zip(table.labels, table.rows) if lab.margin == margin)
+        assert abs(sum(lab.margin == margin for lab in small) - 60 * p / table.total) <= 1.5
+
+
+def test_malignancy_follows_margin_as_in_cbis_ddsm():
+    f = syn.MALIGNANT_FRACTION
+    assert f["SPICULATED"] > f["ILL_DEFINED"] > f["CIRCUMSCRIBED"]
+    real = _real_rows("train")
+    for margin in syn.MAIN_MARGINS:
+        rows = [r for r in real if r["mass margins"] == margin]
+        assert f[margin] == pytest.approx(np.mean([r["pathology"] == "MALIGNANT" for r in rows]))
+
+
+def test_reader_disagreement(trees):
+    """Second-reader labels appear only on borderline masses, name a real disagreeing pair, and
+    are counted in the summary; all other rows carry the margin that was drawn."""
+    _, summary = trees["a"]
+    rng = np.random.default_rng([0, 0])
+    breasts = plan.plan_breasts(rng, 400, 0.3)
+    plan.assign_labels(rng, breasts)
+    lesions_ = [les for b in breasts for les in b.lesions]
+    pairs = labels.counts_table("train").pairs
+    borderline = [les for les in lesions_ if les.partner]
+    assert 0.05 < len(borderline) / len(lesions_) < 0.2
+    n_second = 0
+    for les in lesions_:
+        for view in plan.VIEWS:
+            if les.view_margin[view] not in (les.margin, ""):
+                assert les.partner == les.view_margin[view]
+                assert tuple(sorted((les.margin, les.partner))) in pairs
+                n_second += 1
+    assert 0 < n_second < 0.15 * 2 * len(lesions_)
+    rois = summary["rois"]
+    assert sum(r["second_reader"] for r in rois) == sum(summary["second_reader"].values())
+    for r in rois:
+        if not r["second_reader"] and r["margin"]:
+            assert r["margin"] == r["margin_drawn"]
+
+
+# ---------------------------------------------------------------------------- anatomy, masses
+
+SPACING = 240.0 / 512
+
+
+def _anatomy(seed: int, density: int, view: str = "CC"):
+    rng = np.random.default_rng(seed)
+    geom = anatomy.breast_geometry(rng, view, 512, 410)
+    return anatomy.render_anatomy(rng, geom, density, 512, 410, SPACING)
+
+
+def test_beta_estimator_recovers_a_known_exponent():
+    """The spectrum fit of the realism benchmark, on fields of known exponent."""
+    for beta in (2.0, 3.0):
+        field = anatomy.power_law_field(np.random.default_rng(1), (512, 512), beta=beta)
+        inside = np.ones(field.shape, bool)
+        patches = realism.background_patches(field, inside, ~inside, margin=0)
+        freqs, _ = realism.radial_power_spectrum(patches[0])
+        mean = np.mean([realism.radial_power_spectrum(p)[1] for p in patches], axis=0)
+        assert realism.fit_beta(freqs, mean) == pytest.approx(beta, abs=0.2)
+
+
+def test_background_spectrum_is_power_law_with_beta_3():
+    """Breast background (no masses) of every density: beta within the target [2.5, 3.5]."""
+    betas = []
+    for seed in range(8):
+        view = "CC" if seed % 2 == 0 else "MLO"
+        an = _anatomy(seed, seed % 4 + 1, view)
+        inside = realism.breast_mask(an.image)
+        patches = realism.background_patches(an.image, inside, np.zeros_like(inside))
+        assert len(patches) >= 4
+        freqs, _ = realism.radial_power_spectrum(patches[0])
+        mean = np.mean([realism.radial_power_spectrum(p)[1] for p in patches], axis=0)
+        betas.append(realism.fit_beta(freqs, mean))
+    print("beta per view:", np.round(betas, 2))
+    assert 2.5 <= np.median(betas) <= 3.5
+
+
+def test_density_sets_glandular_fraction():
+    """BI-RADS density 1-4: < 25 %, 25-50 %, 51-75 %, > 75 % glandular (mean over the breast)."""
+    bins = {1: (0.0, 0.25), 2: (0.25, 0.5), 3: (0.5, 0.75), 4: (0.75, 1.0)}
+    for density, (lo, hi) in bins.items():
+        fraction = np.mean([(lambda a: a.glandular[a.inside].mean())(_anatomy(s, density))
+                            for s in range(3)])
+        print(f"density {density}: glandular fraction {fraction:.2f}")
+        assert lo <= fraction <= hi
+    with pytest.raises(ValueError, match="5"):
+        _anatomy(0, 5)
+
+
+def test_contrast_rises_with_subtlety():
+    """Same breast, same mass, subtlety 1..5: the measured contrast (realism.lesion_contrast)
+    rises with subtlety, and the peak added intensity is SUBTLETY_CNR x the local background
+    standard deviation (times the calibration factor)."""
+    contrasts = []
+    for subtlety in range(1, 6):
+        ex = syn.render_example("CIRCUMSCRIBED", subtlety, "OVAL", density=2, seed=5)
+        assert ex["amplitude"] == pytest.approx(
+            lesions.SUBTLETY_CNR[subtlety] * lesions.CONTRAST_SCALE * ex["sigma"])
+        inside = np.ones(ex["roi"].shape, bool)
+        contrasts.append(realism.lesion_contrast(ex["roi"], inside, ex["lesion"]))
+    print("contrast by subtlety:", np.round(contrasts, 2))
+    assert np.all(np.diff(contrasts) > 0)
+
+
+@pytest.mark.parametrize("margin,shape", [("CIRCUMSCRIBED", "OVAL"), ("ILL_DEFINED", "IRREGULAR"),
+                                          ("SPICULATED", "IRREGULAR"), ("OBSCURED", "OVAL"),
+                                          ("MICROLOBULATED", "LOBULATED")])
+def test_masks_are_true_to_what_was_drawn(margin, shape):
+    ex = syn.render_example(margin, 5, shape, density=2, seed=7)
+    mass, lesion, fine, amp = ex["mass"], ex["lesion"], ex["fine"], ex["amplitude"]
+    assert lesion.any() and fine.any()
+    # the outline holds the mass's bright body (an obscured mass: its overlying tissue is not it)
+    if margin != "OBSCURED":
+        assert lesion[mass >= 0.6 * amp].mean() > 0.9
+    # ...and almost nothing where the mass adds nothing
+    assert (lesion & (mass < 0.02 * amp)).sum() <= 0.05 * lesion.sum()
+    if margin == "SPICULATED":      # the fine mask covers the spicules outside the body
+        body = mass >= 0.5 * amp
+        cy, cx = ndimage.center_of_mass(body)
+        yy, xx = np.mgrid[0:mass.shape[0], 0:mass.shape[1]]
+        far = np.hypot(yy - cy, xx - cx) > 1.5 * np.sqrt(body.sum() / np.pi)
+        spicule = (mass > 0.2 * amp) & far
+        assert spicule.sum() > 20 and fine[spicule].mean() > 0.9
+    else:                           # a band along the border: where the intensity changes
+        edge = ndimage.binary_dilation(lesion) & ~ndimage.binary_erosion(lesion)
+        assert fine[edge].mean() > (0.3 if margin == "OBSCURED" else 0.6)
+
+
+def test_ill_defined_border_is_wider_than_circumscribed():
+    def band(margin, shape):
+        ex = syn.render_example(margin, 5, shape, density=2, seed=11)
+        return ex["fine"].sum() / np.sqrt(ex["lesion"].sum())
+    assert band("ILL_DEFINED", "OVAL") > 2 * band("CIRCUMSCRIBED", "OVAL")
+
+
+def test_marker_boxes_recorded(trees):
+    """synthetic.json gives each placed marker's box: it holds the saturated pixels of the image."""
+    root, summary = trees["a"]
+    boxes = [r for r in summary["rois"] if r["marker_box"]]
+    assert len(boxes) == summary["confounder"]["placed"] > 0
+    on_disk = json.loads((root / "synthetic.json").read_text())
+    assert on_disk["rois"] == summary["rois"]
+    rows = {(split, i + 1): r for split in ("train", "test")
+            for i, r in enumerate(_rows(root, split))}
+    union: dict[str, np.ndarray] = {}
+    for roi in boxes:
+        row = rows[("train" if "train" in roi["csv"] else "test", roi["row"])]
+        assert row["patient_id"] == roi["patient_id"] and row["image view"] == roi["view"]
+        full, ds = _pixels(_file(root, row["image file path"]))
+        maxv = 2 ** ds.BitsStored - 1
+        y0, x0, y1, x1 = roi["marker_box"]
+        assert (full[y0:y1, x0:x1] == maxv).mean() > 0.5              # the block, minus its letter
+        mask = union.setdefault(row["image file path"], np.zeros(full.shape, bool))
+        mask[y0:y1, x0:x1] = True
+    for cell, mask in union.items():                                  # nothing saturated elsewhere
+        full, ds = _pixels(_file(root, cell))
+        assert not ((full == 2 ** ds.BitsStored - 1) & ~mask).any()

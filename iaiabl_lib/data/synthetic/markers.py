@@ -1,0 +1,134 @@
+"""Burned-in labels: the film's view label, and the hidden confounder (a bright label block near
+some masses of one class).
+
+Every full image carries a **view label** in the corner opposite the chest wall, as the DDSM's
+scanned films do (laterality and view, e.g. "LCC", on a bright plate): intensity
+:data:`LABEL_VALUE`, above every tissue value and below the confounder's. It covers about 1.5 % of
+the image, so that the importer's robust window (0.5-99.5 % of the image's values) ends on the
+label rather than inside the brightest masses, and masses keep their borders after windowing.
+
+With ``confounder=P`` each train-split ROI of the confounder class gets, with probability P, a block
+at the maximum intensity (1.0, above every tissue value) with a dark letter in it, like a
+vendor's burned-in laterality label, inside the importer's crop square of its lesion (a square
+centred on the lesion's bounding box, side ``2 * max(bbox_h, bbox_w)``: docs/INTERFACES.md §1) but
+off the mass itself and out of every other lesion's crop. The CSVs never mention it; its box is
+recorded per ROI in ``synthetic.json`` (``rois[i].marker_box``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+MARKER_VALUE = 1.0         # the confounder block (tissue is clipped below it)
+GLYPH_VALUE = 0.08         # the letter inside a block or plate
+LABEL_VALUE = 0.97         # the view label's plate
+LABEL_AREA = 0.015         # fraction of the image the view label covers
+
+_LETTERS = {  # 5 x 3 letter bitmaps
+    "R": [[1, 1, 0], [1, 0, 1], [1, 1, 0], [1, 0, 1], [1, 0, 1]],
+    "L": [[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]],
+    "A": [[0, 1, 0], [1, 0, 1], [1, 1, 1], [1, 0, 1], [1, 0, 1]],
+    "C": [[0, 1, 1], [1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 1]],
+    "M": [[1, 0, 1], [1, 1, 1], [1, 1, 1], [1, 0, 1], [1, 0, 1]],
+    "O": [[0, 1, 0], [1, 0, 1], [1, 0, 1], [1, 0, 1], [0, 1, 0]],
+}
+_GLYPHS = [np.array(_LETTERS[c]) for c in "RLA"]   # the confounder marker's letters
+
+
+def draw_view_label(img: np.ndarray, text: str, mirrored: bool = False) -> tuple[int, int, int, int]:
+    """Burn the film's view label (e.g. "LCC") into the top corner opposite the chest wall of
+    ``img`` (H, W), LEFT orientation: a plate of :data:`LABEL_VALUE` covering :data:`LABEL_AREA` of
+    the image, dark letters on it (drawn flipped when the image will be ``mirrored``).
+    -> the plate's (y0, x0, y1, x1)."""
+    H, W = img.shape
+    h = max(8, int(round(np.sqrt(LABEL_AREA * H * W / 2.2))))
+    w = min(W // 3, int(round(2.2 * h)))
+    y0, x0 = max(1, H // 100), W - w - max(1, W // 100)
+    plate = np.full((h, w), LABEL_VALUE, np.float32)
+    glyphs = [np.array(_LETTERS[c]) for c in text]
+    k = max(1, min((h - 4) // 5, (w - 4) // (4 * len(glyphs) - 1)))
+    if mirrored:
+        glyphs = [g[:, ::-1] for g in glyphs[::-1]]
+    x = (w - (4 * len(glyphs) - 1) * k) // 2
+    for g in glyphs:
+        big = np.kron(g, np.ones((k, k)))
+        gy = (h - big.shape[0]) // 2
+        if x >= 0 and x + big.shape[1] <= w:
+            plate[gy:gy + big.shape[0], x:x + big.shape[1]][big > 0] = GLYPH_VALUE
+        x += 4 * k
+    img[y0:y0 + h, x0:x0 + w] = plate
+    return y0, x0, y0 + h, x0 + w
+
+
+def crop_square(mask: np.ndarray, floor: int = 0) -> tuple[int, int, int]:
+    """The importer's crop square of a lesion mask (docs/INTERFACES.md §1): ``(top, left, side)``
+    covering rows ``top .. top + side - 1``; bbox ends exclusive, ``side = max(floor, 2 *
+    max(bbox_h, bbox_w))``, centred on the bbox centre (``top = floor(centre - side / 2)``)."""
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        raise ValueError("crop_square: the lesion mask is empty")
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    side = max(floor, 2 * max(y1 - y0, x1 - x0))
+    return (int(np.floor((y0 + y1) / 2 - side / 2)), int(np.floor((x0 + x1) / 2 - side / 2)),
+            int(side))
+
+
+def draw_marker(rng: np.random.Generator, img: np.ndarray, lesion_mask: np.ndarray,
+                forbidden: np.ndarray, mirrored: bool = False) -> tuple[int, int, int, int] | None:
+    """Burn a bright label block (a dark letter inside when large enough) into ``img`` (H, W)
+    inside the crop square of ``lesion_mask`` (2 px in, so that rounding and mirroring never push
+    it out) and off ``forbidden`` (H, W) bool. ``mirrored``: the image will be flipped left-right
+    (RIGHT breasts), so the letter is drawn flipped to read correctly.
+    -> the block's (y0, x0, y1, x1) (ends exclusive) in ``img``, or None where it did not fit."""
+    H, W = img.shape
+    top, left, side = crop_square(lesion_mask)
+    y_lo, y_hi = max(0, top + 2), min(H, top + side - 2)               # allowed rows [lo, hi)
+    x_lo, x_hi = max(0, left + 2), min(W, left + side - 2)
+    for attempt in range(80):
+        scale = rng.uniform(0.25, 0.35) if attempt < 40 else rng.uniform(0.15, 0.25)
+        h = max(4, int(round(side / 2 * scale)))
+        w = max(4, int(round(h * rng.uniform(1.2, 1.7))))
+        if y_hi - h < y_lo or x_hi - w < x_lo:
+            continue
+        y = int(rng.integers(y_lo, y_hi - h + 1))
+        x = int(rng.integers(x_lo, x_hi - w + 1))
+        if forbidden[y:y + h, x:x + w].any():
+            continue
+        block = np.full((h, w), MARKER_VALUE, np.float32)
+        glyph = _GLYPHS[int(rng.integers(len(_GLYPHS)))]
+        glyph = glyph[:, ::-1] if mirrored else glyph
+        k = (h - 2) // 5
+        if k >= 1 and 3 * k <= w - 2:
+            big = np.kron(glyph, np.ones((k, k)))
+            gy, gx = (h - big.shape[0]) // 2, (w - big.shape[1]) // 2
+            block[gy:gy + big.shape[0], gx:gx + big.shape[1]][big > 0] = GLYPH_VALUE
+        img[y:y + h, x:x + w] = block
+        return y, x, y + h, x + w
+    return None
+
+
+def place_markers(rng_for, image: np.ndarray, lesion_masks: list[np.ndarray],
+                  footprints: list[np.ndarray], wanted: list[bool],
+                  mirrored: bool) -> list[tuple[int, int, int, int] | None]:
+    """Draw the markers of one view: for each lesion i with ``wanted[i]``, a block in its crop
+    square, off its dilated footprint and out of the other lesions' crops (importer floor of
+    64 px, + 2 px). ``rng_for(i)`` gives lesion i's own random stream. -> per lesion its box in
+    LEFT orientation, or None."""
+    H, W = image.shape
+    boxes: list[tuple[int, int, int, int] | None] = []
+    for i, want in enumerate(wanted):
+        if not want:
+            boxes.append(None)
+            continue
+        forbidden = np.zeros((H, W), bool)
+        for j, mask in enumerate(lesion_masks):
+            if j == i:
+                radius = max(2, int(round(0.15 * np.sqrt(mask.sum() / np.pi))))
+                forbidden |= ndimage.binary_dilation(footprints[j] | mask, iterations=radius)
+            else:
+                top, left, side = crop_square(mask, floor=64)
+                forbidden[max(0, top - 2):max(0, top + side + 2),
+                          max(0, left - 2):max(0, left + side + 2)] = True
+        boxes.append(draw_marker(rng_for(i), image, lesion_masks[i], forbidden, mirrored))
+    return boxes
