@@ -84,8 +84,10 @@ def breast_mask(pixels: np.ndarray) -> np.ndarray:
 def background_patches(pixels: np.ndarray, inside: np.ndarray, exclude: np.ndarray,
                        size: int = PATCH, margin: int = EDGE_MARGIN) -> list[np.ndarray]:
     """Non-overlapping ``size`` patches on a grid, each wholly inside ``inside`` eroded by
-    ``margin`` px and touching no pixel of ``exclude`` (both (H, W) bool)."""
-    allowed = (ndimage.distance_transform_cdt(inside, metric="chessboard") > margin) & ~exclude
+    ``margin`` px and touching no pixel of ``exclude`` (both (H, W) bool). The image's border
+    counts as outside (so a field with no background still has distances to erode by)."""
+    depth = ndimage.distance_transform_cdt(np.pad(inside, 1), metric="chessboard")[1:-1, 1:-1]
+    allowed = (depth > margin) & ~exclude
     H, W = pixels.shape
     out = []
     for top in range(0, H - size + 1, size):
