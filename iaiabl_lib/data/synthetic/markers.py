@@ -62,16 +62,14 @@ def draw_view_label(img: np.ndarray, text: str, mirrored: bool = False) -> tuple
 
 
 def crop_square(mask: np.ndarray, floor: int = 0) -> tuple[int, int, int]:
-    """The importer's crop square of a lesion mask (docs/INTERFACES.md §1): ``(top, left, side)``
-    covering rows ``top .. top + side - 1``; bbox ends exclusive, ``side = max(floor, 2 *
-    max(bbox_h, bbox_w))``, centred on the bbox centre (``top = floor(centre - side / 2)``)."""
-    ys, xs = np.nonzero(mask)
-    if not len(ys):
+    """The importer's crop square of a lesion mask, ``(top, left, side)``: the importer's own
+    ``cbis_ddsm.crop_geometry`` (one definition; docs/INTERFACES.md §1) with ``floor`` as its
+    smallest side, and a clear error for an empty mask."""
+    from ..cbis_ddsm import crop_geometry
+
+    if not np.any(mask):
         raise ValueError("crop_square: the lesion mask is empty")
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    side = max(floor, 2 * max(y1 - y0, x1 - x0))
-    return (int(np.floor((y0 + y1) / 2 - side / 2)), int(np.floor((x0 + x1) / 2 - side / 2)),
-            int(side))
+    return crop_geometry(mask, min_side=floor)[1]
 
 
 def draw_marker(rng: np.random.Generator, img: np.ndarray, lesion_mask: np.ndarray,
