@@ -150,7 +150,8 @@ def _tiny() -> Preset:
         # to it): with sigmoid latent patches an unrelated patch lies at d ≈ C / 6 and has a similarity
         # (Eq. 1) of about 6 / C, the background that makes up most of Eq. 7; at C = 32 the paper's
         # λf then swamps the cross entropy (measured, seeds 0-2 of the confounded set: average AUROC
-        # 0.80-0.81 at C = 32 against 0.94-0.98 at C = 512; README, "The science check")
+        # 0.80-0.81 at C = 32 against 0.94-0.98 at C = 512 on the earlier synthetic set; README, "The
+        # science check")
         model=ModelConfig(backbone="tiny", pretrained="none", image_size=64,
                           prototype_channels=512, topk=3),
         # 100 short epochs of 24 + 8, pushes after epochs 20, 40, 60, 80, 100. On the default
