@@ -216,7 +216,7 @@ def test_estimate_only(prepared, tmp_path, capsys, monkeypatch):
     assert main(["train", "--data", str(prepared), "--preset", "tiny", "--device", "cpu", "--epochs", "10",
                  "--estimate-only"]) == 0
     printed = capsys.readouterr().out
-    assert "estimated training time on CPU" in printed and f"{est.a1_steps // 6} A1 steps" in printed
+    assert "estimated training time on CPU" in printed and f"{est.a1_steps * 10 // preset.train.epochs} A1 steps" in printed
     assert not list(tmp_path.iterdir())          # nothing written
     assert main(["train", "--data", str(prepared), "--preset", "tiny"]) == 2
     assert "--out is required" in capsys.readouterr().err

@@ -19,7 +19,8 @@ from iaiabl_lib.data import synthetic as syn
 from iaiabl_lib.data.synthetic import anatomy, labels, lesions, plan, realism
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared" / "cbis-ddsm"
+# the real CBIS-DDSM mass CSVs, shipped with the library (byte for byte those of ../shared/cbis-ddsm)
+from iaiabl_lib.data.idc import CSV_DIR as SHARED  # noqa: E402
 ARGS = dict(patients=12, size=256, seed=0, confounder=1.0, confounder_class="indistinct")
 
 
@@ -261,10 +262,11 @@ def test_deterministic_per_seed(trees):
         k: v for k, v in sb.items() if k != "seconds"}
 
 
-def test_other_seed_differs(tmp_path, trees):
-    a, _ = trees["a"]
-    syn.make_synthetic(tmp_path / "s1", patients=4, size=128, seed=1)
-    assert (a / syn.CSV_NAMES["train"]).read_bytes() != (
+def test_other_seed_differs(tmp_path):
+    """Same arguments, seeds 0 and 1: different tables (the seed is used, not only the sizes)."""
+    for seed in (0, 1):
+        syn.make_synthetic(tmp_path / f"s{seed}", patients=4, size=128, seed=seed)
+    assert (tmp_path / "s0" / syn.CSV_NAMES["train"]).read_bytes() != (
         tmp_path / "s1" / syn.CSV_NAMES["train"]).read_bytes()
 
 
@@ -346,10 +348,41 @@ def test_refuses_to_overwrite_foreign_tree(tmp_path):
         syn.make_synthetic(tmp_path, patients=3, size=128)
 
 
+def test_never_deletes_real_csvs(tmp_path):
+    """A folder holding the real mass CSVs (no synthetic.json) is refused, its files untouched."""
+    real = tmp_path / "real"
+    real.mkdir()
+    for name in syn.CSV_NAMES.values():
+        (real / name).write_bytes((SHARED / name).read_bytes())
+    with pytest.raises(FileExistsError, match="no synthetic.json"):
+        syn.make_synthetic(real, patients=3, size=128)
+    for name in syn.CSV_NAMES.values():
+        assert (real / name).read_bytes() == (SHARED / name).read_bytes()
+    assert sorted(p.name for p in real.iterdir()) == sorted(syn.CSV_NAMES.values())
+
+
+def test_interrupted_tree_is_marked_and_replaced(tmp_path, monkeypatch):
+    """A run that dies before the end leaves synthetic.json saying complete: false and no CSVs
+    (so `prepare` refuses it); the next run replaces it."""
+    from iaiabl_lib.data.synthetic import generate
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(generate, "write_csvs", boom)
+    with pytest.raises(RuntimeError, match="killed"):
+        syn.make_synthetic(tmp_path / "t", patients=3, size=128)
+    assert json.loads((tmp_path / "t" / "synthetic.json").read_text()) == {"complete": False}
+    assert not any((tmp_path / "t" / n).exists() for n in syn.CSV_NAMES.values())
+    monkeypatch.undo()
+    syn.make_synthetic(tmp_path / "t", patients=3, size=128)
+    assert json.loads((tmp_path / "t" / "synthetic.json").read_text())["complete"] is True
+
+
 def test_bad_input_names_the_value(tmp_path):
-    for kwargs, word in (({"size": 100}, "100"), ({"patients": 1}, "1"),
-                         ({"confounder": 1.5}, "1.5"), ({"test_fraction": 0.0}, "0.0"),
-                         ({"confounder_class": "round"}, "round")):
+    for kwargs, word in (({"size": 100}, r"size .*got 100$"), ({"patients": 1}, r"patients .*got 1$"),
+                         ({"confounder": 1.5}, r"1\.5"), ({"test_fraction": 0.0}, r"test_fraction.*0\.0"),
+                         ({"confounder_class": "round"}, "'round'")):
         with pytest.raises(ValueError, match=word):
             syn.make_synthetic(tmp_path / "bad", **{"patients": 3, "size": 128, **kwargs})
 
@@ -557,3 +590,17 @@ def test_marker_boxes_recorded(trees):
     for cell, mask in union.items():                                  # nothing saturated elsewhere
         full, ds = _pixels(_file(root, cell))
         assert not ((full == 2 ** ds.BitsStored - 1) & ~mask).any()
+
+
+def test_realism_reads_the_idc_layout(tmp_path):
+    """measure_tree finds files as the importer does: the same tree re-laid out as an IDC download
+    (``MG_<series uid>/<uuid>.dcm``) gives the same measurements."""
+    from idc_layout import relay_as_idc
+
+    syn.make_synthetic(tmp_path / "nbia", patients=4, size=256, seed=0)
+    relay_as_idc(tmp_path / "nbia", tmp_path / "idc")
+    nbia = realism.measure_tree(tmp_path / "nbia")
+    other = realism.measure_tree(tmp_path / "idc")
+    assert nbia.rows and len(other.rows) == len(nbia.rows) and len(other.betas) == len(nbia.betas)
+    np.testing.assert_allclose(other.betas, nbia.betas)
+    assert [r["contrast"] for r in other.rows] == pytest.approx([r["contrast"] for r in nbia.rows], nan_ok=True)

@@ -19,8 +19,9 @@ What is drawn, in order:
   of the breast, follows the BI-RADS ``breast_density`` 1-4 (fatty, scattered, heterogeneously
   dense, extremely dense).
 * **Linear structures.** Ducts converging on the nipple, vessels crossing the breast, and Cooper's
-  ligaments (short curved lines in the subcutaneous fat): thin tapered lines 0.3-1 mm wide that,
-  seen through a small window, look like the spicules of a spiculated mass. Half of the mass
+  ligaments (short curved lines in the subcutaneous fat): thin tapered lines (Gaussian profiles,
+  sigma about 0.15-0.9 mm) that, seen through a small window, look like the spicules of a
+  spiculated mass. Half of the mass
   sites, whatever their margin, get a duct routed past them, so that a line near a mass is no
   margin cue by itself.
 * **Skin line** (a thin brighter band just inside the outline), **detector blur** and **quantum

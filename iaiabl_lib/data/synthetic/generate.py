@@ -9,7 +9,6 @@ therefore changes nothing but the markers, and breasts can be rendered in any or
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...atomic import atomic_write_json
 from .cbis_format import CSV_NAMES, main_name, resolve_class
 from .markers import place_markers
 from .plan import Breast, RoiRow, assign_labels, plan_breasts, plan_files
@@ -61,16 +61,22 @@ def _write_breast(writer: TreeWriter, seed: int, breast: Breast, H: int, W: int,
 
 
 def _prepare_out_dir(out: Path) -> None:
-    """Create ``out``; replace a previous synthetic tree there, refuse to touch anything else."""
+    """Create ``out``; replace a previous synthetic tree there (finished or interrupted: both carry
+    ``synthetic.json``), refuse to touch anything else: a folder that holds mass CSVs, a
+    ``CBIS-DDSM`` tree or ``metadata.csv`` without ``synthetic.json`` is someone's data (e.g. the
+    real download). Then mark the tree as in progress (``"complete": false``) until its end."""
     out.mkdir(parents=True, exist_ok=True)
-    tree = out / "CBIS-DDSM"
-    if tree.exists():
-        if not (out / "synthetic.json").exists():
-            raise FileExistsError(f"{tree} exists and is not a synthetic tree (no synthetic.json "
-                                  f"beside it); refusing to overwrite")
-        shutil.rmtree(tree)
-    for name in list(CSV_NAMES.values()) + ["synthetic.json"]:
+    ours = (out / "synthetic.json").exists()
+    foreign = [n for n in (*CSV_NAMES.values(), "CBIS-DDSM", "metadata.csv") if (out / n).exists()]
+    if foreign and not ours:
+        raise FileExistsError(f"{out} holds {', '.join(foreign)} but no synthetic.json, so it was not "
+                              "written by `iaiabl synth` (it may be a real CBIS-DDSM download); "
+                              "refusing to overwrite it. Choose a new or empty --out folder")
+    for name in CSV_NAMES.values():
         (out / name).unlink(missing_ok=True)
+    if (out / "CBIS-DDSM").exists():
+        shutil.rmtree(out / "CBIS-DDSM")
+    atomic_write_json(out / "synthetic.json", {"complete": False})
 
 
 def make_synthetic(out_dir, patients: int = 260, size: int = 512, seed: int = 0,
@@ -150,9 +156,9 @@ def make_synthetic(out_dir, patients: int = 260, size: int = 512, seed: int = 0,
     write_metadata(out, metadata)
     summary = _summary(rows, n_files, seed, int(patients), int(size), confounder, target)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    with open(out / "synthetic.json", "w", encoding="utf-8") as fh:
-        json.dump({k: v for k, v in summary.items() if k != "seconds"}, fh, indent=1,
-                  sort_keys=True)
+    # written last, atomically: a tree is complete when synthetic.json says so
+    atomic_write_json(out / "synthetic.json",
+                      {"complete": True, **{k: v for k, v in summary.items() if k != "seconds"}})
     return summary
 
 

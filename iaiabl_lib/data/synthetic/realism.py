@@ -112,10 +112,9 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def lesion_contrast(pixels: np.ndarray, inside: np.ndarray, mask: np.ndarray) -> float:
     """(mean inside ``mask`` - mean of the surround) / std of the surround (see module doc)."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    side = 2 * max(y1 - y0, x1 - x0)
-    top, left = int(np.floor((y0 + y1) / 2 - side / 2)), int(np.floor((x0 + x1) / 2 - side / 2))
+    from ..cbis_ddsm import crop_geometry
+
+    top, left, side = crop_geometry(mask)[1]                           # the importer's square
     square = np.zeros_like(mask, dtype=bool)
     square[max(0, top):top + side, max(0, left):left + side] = True
     radius = max(2, int(round(0.1 * np.sqrt(4 * mask.sum() / np.pi))))
@@ -162,13 +161,15 @@ def measure_tree(root: str | Path, max_images: int | None = None,
     first ``max_images`` full images in CSV order (all by default) and every row on them."""
     import pydicom
 
+    from ..cbis_ddsm import DicomLocator
     from ..dicom import read_dicom
-    from .cbis_format import CSV_NAMES, csv_path_to_file
+    from .cbis_format import CSV_NAMES
 
     root = Path(root)
+    locator = DicomLocator(root)        # the importer's lookup: NBIA, IDC and synthetic layouts
     by_image: dict[str, list[dict]] = {}
     for split in splits:
-        with open(root / CSV_NAMES[split], newline="", encoding="utf-8") as fh:
+        with open(root / CSV_NAMES[split], newline="", encoding="utf-8-sig") as fh:
             for row in csv.DictReader(fh):
                 by_image.setdefault(row["image file path"], []).append(row)
     report = RealismReport()
@@ -176,14 +177,16 @@ def measure_tree(root: str | Path, max_images: int | None = None,
     for i, (cell, rows) in enumerate(by_image.items()):
         if max_images is not None and i >= max_images:
             break
-        path = csv_path_to_file(root, cell)
+        path = _one_file(locator, cell)
+        if path is None:                # not found, or a path outside the tree: not measured
+            continue
         pixels, _ = read_dicom(path)
         inside = breast_mask(pixels)
         header = pydicom.dcmread(path, stop_before_pixels=True)
         spacing = float(header.PixelSpacing[0]) if "PixelSpacing" in header else None
         masks = []
         for row in rows:
-            mask = _lesion_mask(root, row, pixels.shape)
+            mask = _lesion_mask(locator, row, pixels.shape)
             if mask is None:
                 continue
             masks.append(mask)
@@ -213,18 +216,31 @@ def measure_tree(root: str | Path, max_images: int | None = None,
     return report
 
 
-def _lesion_mask(root: Path, row: dict, shape: tuple[int, int]) -> np.ndarray | None:
-    """The ROI mask of a CSV row: whichever of the crop / mask files is binary and of the full
-    image's size (the two are swapped in some rows)."""
+def _one_file(locator, cell: str) -> Path | None:
+    """The one DICOM file a CSV cell names (``cbis_ddsm.DicomLocator``), else None."""
+    from ..cbis_ddsm import SkipRow
+
+    try:
+        files = locator.files(cell)
+    except SkipRow:
+        return None
+    return files[0] if len(files) == 1 else None
+
+
+def _lesion_mask(locator, row: dict, shape: tuple[int, int]) -> np.ndarray | None:
+    """The ROI mask of a CSV row: whichever file of the crop / mask series is binary and of the
+    full image's size (the two are swapped in some rows)."""
     import pydicom
 
-    from .cbis_format import csv_path_to_file
+    from ..cbis_ddsm import SkipRow
 
     for col in ("ROI mask file path", "cropped image file path"):
-        path = csv_path_to_file(root, row[col])
-        if not path.is_file():
+        try:
+            files = locator.files(row[col])
+        except SkipRow:
             continue
-        a = pydicom.dcmread(path).pixel_array
-        if a.shape == shape and len(np.unique(a)) <= 2 and a.max() > 0:
-            return a > 0
+        for path in files:
+            a = pydicom.dcmread(path).pixel_array
+            if a.shape == shape and len(np.unique(a)) <= 2 and a.max() > 0:
+                return a > 0
     return None

@@ -7,10 +7,12 @@ series) are decided in :mod:`.plan`; here they are carried out.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
+from ...atomic import atomic_write_text
 from .cbis_format import (CSV_HEADER, CSV_NAMES, FINE_COLUMN, METADATA_COLUMNS,
                           SERIES_DESCRIPTIONS, SOP_CLASS_DM_PRESENTATION)
 from .plan import Breast, FullImage, RoiRow
@@ -215,25 +217,28 @@ class TreeWriter:
 
 def write_csvs(out: Path, rows: list[RoiRow], cells: dict[int, dict[str, str]]) -> None:
     """The two mass CSVs: real header + our fine-annotation column, CRLF line ends, minimal
-    quoting (so the ROI-mask cell, which ends in a newline, is quoted): as the real files."""
+    quoting (so the ROI-mask cell, which ends in a newline, is quoted): as the real files. Each is
+    written aside and renamed (a reader never sees half a table)."""
     for split in ("train", "test"):
-        with open(out / CSV_NAMES[split], "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(CSV_HEADER + [FINE_COLUMN])
-            for row in rows:
-                if row.split != split:
-                    continue
-                les, im, c = row.lesion, row.image, cells[id(row)]
-                w.writerow([im.breast.patient_id, im.breast.density, im.breast.side, im.view,
-                            les.abn_id, "mass", les.shape, row.margin, les.assessment,
-                            les.pathology, row.subtlety,
-                            f"{im.folder}/{im.study_uid}/{im.series_uid}/000000.dcm",
-                            c["crop"], c["mask"] + "\n", c["fine"]])
+        fh = io.StringIO(newline="")
+        w = csv.writer(fh)
+        w.writerow(CSV_HEADER + [FINE_COLUMN])
+        for row in rows:
+            if row.split != split:
+                continue
+            les, im, c = row.lesion, row.image, cells[id(row)]
+            w.writerow([im.breast.patient_id, im.breast.density, im.breast.side, im.view,
+                        les.abn_id, "mass", les.shape, row.margin, les.assessment,
+                        les.pathology, row.subtlety,
+                        f"{im.folder}/{im.study_uid}/{im.series_uid}/000000.dcm",
+                        c["crop"], c["mask"] + "\n", c["fine"]])
+        atomic_write_text(out / CSV_NAMES[split], fh.getvalue())
 
 
 def write_metadata(out: Path, metadata: list[dict]) -> None:
-    """The NBIA manifest ``CBIS-DDSM/metadata.csv`` (one row per series)."""
-    with open(out / "CBIS-DDSM" / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=METADATA_COLUMNS)
-        w.writeheader()
-        w.writerows(metadata)
+    """The NBIA manifest ``CBIS-DDSM/metadata.csv`` (one row per series), written aside and renamed."""
+    fh = io.StringIO(newline="")
+    w = csv.DictWriter(fh, fieldnames=METADATA_COLUMNS)
+    w.writeheader()
+    w.writerows(metadata)
+    atomic_write_text(out / "CBIS-DDSM" / "metadata.csv", fh.getvalue())
