@@ -161,7 +161,7 @@ def measure_tree(root: str | Path, max_images: int | None = None,
     first ``max_images`` full images in CSV order (all by default) and every row on them."""
     import pydicom
 
-    from ..cbis_ddsm import DicomLocator
+    from ..cbis_ddsm import DicomLocator, SkipRow, _one_file
     from ..dicom import read_dicom
     from .cbis_format import CSV_NAMES
 
@@ -177,8 +177,9 @@ def measure_tree(root: str | Path, max_images: int | None = None,
     for i, (cell, rows) in enumerate(by_image.items()):
         if max_images is not None and i >= max_images:
             break
-        path = _one_file(locator, cell)
-        if path is None:                # not found, or a path outside the tree: not measured
+        try:
+            path = _one_file(locator, cell, "full mammogram")     # the importer's rule: one file
+        except SkipRow:                 # missing, ambiguous, or a path outside the tree: not measured
             continue
         pixels, _ = read_dicom(path)
         inside = breast_mask(pixels)
@@ -214,17 +215,6 @@ def measure_tree(root: str | Path, max_images: int | None = None,
     if spectra:
         report.mean_power = np.exp(np.log(np.stack(spectra)).mean(axis=0))   # geometric mean
     return report
-
-
-def _one_file(locator, cell: str) -> Path | None:
-    """The one DICOM file a CSV cell names (``cbis_ddsm.DicomLocator``), else None."""
-    from ..cbis_ddsm import SkipRow
-
-    try:
-        files = locator.files(cell)
-    except SkipRow:
-        return None
-    return files[0] if len(files) == 1 else None
 
 
 def _lesion_mask(locator, row: dict, shape: tuple[int, int]) -> np.ndarray | None:
