@@ -159,9 +159,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     fastpath.configure_backends(dev)
 
-    preset = get_preset("paper")
-    preset.model.pretrained = "none"   # timing only: random weights are allowed
-    preset.model.image_size = args.size
+    # timing only: random weights are allowed
+    preset = get_preset("paper").replace({"model.pretrained": "none", "model.image_size": args.size})
     name = fastpath.device_name(dev)
     print(f"device: {name}; torch {torch.__version__}; VGG-16 at {args.size} px; batch {batch} + {fine_batch}; "
           f"{steps} timed steps after {warmup} warm-up")

@@ -25,12 +25,12 @@ atomic file at a time, config.json last, state dicts loaded with ``weights_only=
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import math
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,9 +101,9 @@ class BlackBox(nn.Module):
 def build_blackbox(preset: str | Preset, task: str = "margin", pretrained: str | None = None) -> BlackBox:
     """A fresh black box for ``preset`` (its ModelConfig decides backbone, pretrained weights and
     image size); ``pretrained`` overrides the preset's choice ("none" for tests)."""
-    p = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(preset)
+    p = get_preset(preset) if isinstance(preset, str) else preset
     if pretrained is not None:
-        p.model.pretrained = pretrained
+        p = p.replace({"model.pretrained": pretrained})
     return BlackBox(p.model, task)
 
 
@@ -464,8 +464,7 @@ def load_blackbox(run_dir: str | Path, device: str | torch.device | None = None)
     run_dir = Path(run_dir)
     config = check_run(run_dir, kind="blackbox")   # finished, model.pt the file it wrote
     preset = Preset.from_dict(config["preset"])
-    cfg = copy.deepcopy(preset.model)
-    cfg.pretrained = "none"
+    cfg = dataclasses.replace(preset.model, pretrained="none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = BlackBox(cfg, config["task"])

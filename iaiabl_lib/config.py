@@ -1,8 +1,11 @@
 """Presets and constants: one place for every number the paper fixes.
 
 Presets are dataclasses (``ModelConfig``, ``LossWeights``, ``TrainConfig``) grouped in a ``Preset``.
-``get_preset(name)`` returns a fresh copy; ``Preset.to_dict``/``Preset.from_dict`` round-trip
-through the JSON ``config.json`` of a run (checkpoints are state dicts + this JSON, never pickles).
+Every preset object is frozen: nothing changes a preset in place, an override makes a new one
+(``Preset.replace({"train.batch_size": 40})``, :func:`resolve_preset`), so a model's ``cfg`` and a
+run's ``config.json`` always say what was used. ``get_preset(name)`` builds one;
+``Preset.to_dict``/``Preset.from_dict`` round-trip through the JSON ``config.json`` of a run
+(checkpoints are state dicts + this JSON, never pickles).
 
 Presets:
     tiny       CPU, embedded synthetic data: small conv backbone, 64 px, the paper's 512-deep prototypes.
@@ -18,7 +21,6 @@ Presets:
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -44,7 +46,7 @@ text gives (chosen on the validation set). The authors' code passes k = 9 (``-to
 train.sh); we follow the text (see chapter 4)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture (paper §3, Fig. 2)."""
 
@@ -65,7 +67,7 @@ class ModelConfig:
         return self.num_classes * self.prototypes_per_class
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
     """Coefficients of the stage-A1 objective (paper Eq. 3, 8): CE + λc Clst − λs Sep + λf Fine,
     plus an L1 penalty on the off-class weights of h1 in stage A3."""
@@ -77,7 +79,7 @@ class LossWeights:
     l1: float = 1e-4
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Schedule of stages A1 (warm-up + joint), A2 (push), A3 (last layer), B (malignancy)."""
 
@@ -116,7 +118,7 @@ class TrainConfig:
     log_every: int = 0                 # 0: log once per epoch
 
 
-@dataclass
+@dataclass(frozen=True)
 class Preset:
     name: str
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -125,6 +127,23 @@ class Preset:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def replace(self, values: dict[str, Any] | None = None, name: str | None = None) -> "Preset":
+        """A new Preset with dotted ``values`` set (``{"train.batch_size": 40, "model.topk": 1}``,
+        already of the right type; :func:`resolve_preset` parses command-line strings) and,
+        if given, a new ``name``. The preset itself is unchanged."""
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in (values or {}).items():
+            section, _, attr = key.partition(".")
+            if section not in ("model", "loss", "train") or not attr:
+                raise ValueError(f"override {key!r}: use 'model.X', 'loss.X' or 'train.X'")
+            obj = getattr(self, section)
+            if attr not in {f.name for f in dataclasses.fields(obj)}:
+                names = ", ".join(f.name for f in dataclasses.fields(obj))
+                raise ValueError(f"override {key!r}: {type(obj).__name__} has no field {attr!r} (fields: {names})")
+            sections.setdefault(section, {})[attr] = value
+        parts = {sec: dataclasses.replace(getattr(self, sec), **vals) for sec, vals in sections.items()}
+        return dataclasses.replace(self, name=self.name if name is None else name, **parts)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preset":
@@ -173,22 +192,13 @@ def _paper() -> Preset:
 
 
 def _protopnet(base: Preset) -> Preset:
-    p = copy.deepcopy(base)
-    p.name = "protopnet" if base.name == "paper" else f"{base.name}-protopnet"
-    p.model.topk = 1
-    p.model.incorrect_class_weight = -0.5
-    p.train.use_fine_loss = False
-    p.train.use_lesion_masks = False
-    p.loss.fine = 0.0
-    return p
+    return base.replace({"model.topk": 1, "model.incorrect_class_weight": -0.5, "train.use_fine_loss": False,
+                         "train.use_lesion_masks": False, "loss.fine": 0.0},
+                        name="protopnet" if base.name == "paper" else f"{base.name}-protopnet")
 
 
 def _colab() -> Preset:
-    p = _paper()
-    p.name = "colab"
-    p.train.batch_size = 40
-    p.train.fine_batch_size = 8
-    return p
+    return _paper().replace({"train.batch_size": 40, "train.fine_batch_size": 8}, name="colab")
 
 
 _BUILDERS = {
@@ -265,20 +275,19 @@ def _check_values(p: "Preset") -> None:
 
 def resolve_preset(preset: str | Preset, overrides: dict[str, Any] | None = None,
                    epochs: int | None = None) -> Preset:
-    """A fresh Preset: ``preset`` (a name or a Preset, copied) with dotted ``overrides`` applied,
-    e.g. ``{"train.warm_epochs": 1, "model.topk": 1}``, and ``epochs`` (if given) as train.epochs."""
-    p = get_preset(preset) if isinstance(preset, str) else copy.deepcopy(preset)
+    """A new Preset: ``preset`` (a name or a Preset) with dotted ``overrides`` applied, parsed from
+    text where needed, e.g. ``{"train.warm_epochs": "1", "model.topk": 1}``, and ``epochs`` (if
+    given) as train.epochs. Values a run cannot use are refused with their key."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    parsed: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
-        section, _, name = key.partition(".")
-        if section not in ("model", "loss", "train") or not name:
-            raise ValueError(f"override {key!r}: use 'model.X', 'loss.X' or 'train.X'")
-        obj = getattr(p, section)
-        if not hasattr(obj, name):
-            names = ", ".join(f.name for f in obj.__dataclass_fields__.values())
-            raise ValueError(f"override {key!r}: {type(obj).__name__} has no field {name!r} (fields: {names})")
-        setattr(obj, name, _coerce(value, getattr(obj, name), key))
+        section, _, attr = key.partition(".")
+        obj = getattr(p, section, None) if section in ("model", "loss", "train") else None
+        known = obj is not None and attr in {f.name for f in dataclasses.fields(obj)}
+        parsed[key] = _coerce(value, getattr(obj, attr), key) if known else value   # unknown: replace() says so
     if epochs is not None:
-        p.train.epochs = int(epochs)
+        parsed["train.epochs"] = int(epochs)
+    p = p.replace(parsed)
     t = p.train
     if t.epochs < 1 or t.warm_epochs < 0 or t.push_every < 1 or t.last_layer_epochs < 0 or t.batch_size < 1:
         raise ValueError(f"preset {p.name}: need epochs ≥ 1, warm_epochs ≥ 0, push_every ≥ 1, "

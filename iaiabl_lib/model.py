@@ -14,7 +14,7 @@ and ``activation_map`` are what the book teaches; the module calls exactly these
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
 import warnings
 from pathlib import Path
@@ -293,14 +293,12 @@ class IAIABL(nn.Module):
 def build_model(preset: Preset, prototype_class: list[int] | None = None, pretrained: bool = True) -> IAIABL:
     """IAIABL for ``preset``; ``pretrained=False`` skips loading ImageNet weights (they are about to
     be overwritten by a state dict); ``prototype_class``: the classes of a pruned model."""
-    cfg = copy.deepcopy(preset.model)
-    if not pretrained:
-        cfg.pretrained = "none"
+    cfg = preset.model if pretrained else dataclasses.replace(preset.model, pretrained="none")
     with warnings.catch_warnings():
         if not pretrained:
             warnings.simplefilter("ignore")
         model = IAIABL(cfg)
-    model.cfg = copy.deepcopy(preset.model)          # the preset's settings, not the preset's object
+    model.cfg = preset.model          # frozen: the model's settings cannot drift from the preset's
     if prototype_class is not None and list(prototype_class) != model.prototype_class.tolist():
         from .prune import resize_prototypes      # prune imports this module
 

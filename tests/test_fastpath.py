@@ -31,11 +31,8 @@ def test_mixed_precision_fast_path_agrees_with_fp32_reference(preset_name, size,
     """Issue 7: the loss of the same batch, the fast path (bf16 autocast, or fp16 with a
     GradScaler as on a T4; channels_last) vs the fp32 reference, within bf16 tolerance; the paper
     preset is VGG-16 (random weights) at 64 px."""
-    preset = get_preset(preset_name)
-    preset.model.pretrained = "none"
-    preset.model.image_size = size
-    preset.train.channels_last = True
-    preset.train.amp_dtype = amp_dtype
+    preset = get_preset(preset_name).replace({"model.pretrained": "none", "model.image_size": size,
+                                              "train.channels_last": True, "train.amp_dtype": amp_dtype})
     dtype = fastpath.AMP_DTYPES[amp_dtype]
     batch = _batch(n, size, n_fine=2)
     out, grads, dtypes = [], [], []

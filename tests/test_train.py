@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from iaiabl_lib.config import MARGINS, get_preset
+from iaiabl_lib.config import MARGINS, get_preset, resolve_preset
 from iaiabl_lib.data.dataset import TensorSet, load_prepared, save_prepared, to_tensors
 from iaiabl_lib.model import IAIABL
 from iaiabl_lib.prune import prune_duplicates
@@ -102,8 +102,7 @@ def test_last_layer_trains_only_h1_and_stage_b_only_h2(toy_set):
 
 def test_reference_and_fast_step_agree_on_cpu(toy_set):
     """On the CPU the fast path has nothing to switch on except channels_last: same numbers."""
-    preset = get_preset("tiny")
-    preset.train.channels_last = True
+    preset = get_preset("tiny").replace({"train.channels_last": True})
     out = []
     for reference in (True, False):
         torch.manual_seed(0)
@@ -121,11 +120,27 @@ def test_average_margin_auroc():
 
 
 def test_push_schedule():
-    t = get_preset("tiny").train
-    t.epochs, t.push_start, t.push_every = 16, 8, 8
+    tiny = get_preset("tiny")
+    t = tiny.replace({"train.epochs": 16, "train.push_start": 8, "train.push_every": 8}).train
     assert push_epochs(t) == [8, 16]
-    t.epochs, t.push_start, t.push_every = 10, 3, 4
+    t = tiny.replace({"train.epochs": 10, "train.push_start": 3, "train.push_every": 4}).train
     assert push_epochs(t) == [3, 7, 10]        # the last epoch is always pushed
+
+
+def test_presets_are_frozen_and_overrides_make_new_ones():
+    """Issue 15: nothing changes a preset in place; ``replace``/``resolve_preset`` return new ones."""
+    import dataclasses
+
+    tiny = get_preset("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tiny.train.batch_size = 3
+    bigger = tiny.replace({"train.batch_size": 48})
+    assert (bigger.train.batch_size, tiny.train.batch_size) == (48, 24)
+    assert bigger.model is tiny.model                       # untouched sections are shared, not copied
+    parsed = resolve_preset(tiny, {"train.batch_size": "12", "model.topk": "none"})
+    assert (parsed.train.batch_size, parsed.model.topk, tiny.model.topk) == (12, None, 3)
+    with pytest.raises(ValueError, match="TrainConfig has no field 'batchsize'"):
+        resolve_preset("tiny", {"train.batchsize": "x"})
 
 
 def test_paper_schedule_in_steps_matches_the_paper_and_the_authors_code():

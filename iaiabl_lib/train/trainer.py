@@ -193,15 +193,20 @@ class Trainer:
         fine = pool[torch.randint(len(pool), (f,), device=self.dev, generator=gen)] if f and len(pool) else pool[:0]
         return torch.cat([lesion, fine]), b
 
-    def probe(self) -> None:
+    def probe(self) -> tuple[int, int] | None:
         """Fit the A1 batch into the GPU's memory (``train.fit_batch_to_memory``, CUDA) and time
         ``train.estimate_steps`` steps and one evaluation batch on the real data. Runs on the
         model itself with a throw-away optimiser and generator; the weights are restored
-        afterwards, so the run is exactly what it would have been without the probe."""
+        afterwards, so the run is exactly what it would have been without the probe.
+
+        Returns the fitted ``(batch_size, fine_batch_size)`` when the preset's batch did not fit
+        (None when it did, or when nothing was fitted); the preset is not changed here, the caller
+        passes the result to :meth:`use_batch`."""
         t, dev, model = self.t, self.dev, self.model
         fit = t.fit_batch_to_memory and fastpath.fits_batches(dev)
         if not fit and t.estimate_steps <= 0:
-            return
+            return None
+        fitted: tuple[int, int] | None = None
         saved = clone_state(model)
         gen = torch.Generator(device=dev).manual_seed(self.seed + 2)
         model.train()
@@ -217,18 +222,14 @@ class Trainer:
                 before = (t.batch_size, self._fine_batch_size())
                 b, f = fastpath.fit_batch(run, *before, dev, log=print)
                 if (b, f) != before:
-                    t.batch_size = b
-                    t.fine_batch_size = f if t.use_fine_loss else t.fine_batch_size
-                    self.run_config["batch_fitted"] = {"preset": list(before), "used": [b, f],
-                                                       "device": fastpath.device_name(dev)}
-                    self.run_config["preset"] = self.preset.to_dict()
+                    fitted = (b, f)
                     print(f"training with A1 batches of {b} + {f} (the preset's {before[0]} + {before[1]} "
                           f"do not fit in this GPU's memory)")
             if t.estimate_steps > 0:
-                fine = self._fine_batch_size()
+                size, fine = fitted or (t.batch_size, self._fine_batch_size())
                 if dev.type == "cuda":       # the peak of the timed steps, not of failed fits
                     torch.cuda.reset_peak_memory_stats(dev)
-                step_s = fastpath.time_calls(lambda: run(t.batch_size, fine), dev, t.estimate_steps,
+                step_s = fastpath.time_calls(lambda: run(size, fine), dev, t.estimate_steps,
                                              warmup=0 if fit else 1)
                 peak = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else None
                 n = min(len(self.plain), t.eval_batch_size)
@@ -240,6 +241,23 @@ class Trainer:
             set_stage(model, "frozen")
             opt.state.clear()            # the throw-away optimiser's moments, before freeing memory
             fastpath.free_memory(dev)
+        return fitted
+
+    def use_batch(self, fitted: tuple[int, int] | None) -> None:
+        """Train with the A1 batch ``fitted`` by :meth:`probe`: a new preset (presets are frozen),
+        recorded in the run's config.json beside the preset's own batch."""
+        if fitted is None:
+            return
+        before = (self.t.batch_size, self._fine_batch_size())
+        b, f = fitted
+        values = {"train.batch_size": b}
+        if self.t.use_fine_loss:
+            values["train.fine_batch_size"] = f
+        self.preset = self.preset.replace(values)
+        self.t = self.preset.train
+        self.run_config["batch_fitted"] = {"preset": list(before), "used": [b, f],
+                                           "device": fastpath.device_name(self.dev)}
+        self.run_config["preset"] = self.preset.to_dict()
 
     def estimate(self) -> fastpath.RunEstimate | None:
         """The expected wall time of the epochs still to run (after ``probe``; None without it)."""
@@ -369,9 +387,9 @@ class Trainer:
     # -- the schedule ---------------------------------------------------------------------------
 
     def run(self, resume: bool) -> None:
-        t = self.t
         t_start = time.perf_counter()
-        self.probe()             # may change the batch size, which the resume check compares
+        self.use_batch(self.probe())   # may change the batch size, which the resume check compares
+        t = self.t
         start_epoch = self.epoch
         if resume and self.try_resume():
             start_epoch = self.epoch
@@ -523,11 +541,11 @@ def estimate(data: str | Path, preset: str | Preset, epochs: int | None = None, 
     ``RunEstimate.describe()`` says it in words; ``iaiabl train --estimate-only`` prints it."""
     preset = resolve_preset(preset, overrides, epochs)
     if preset.train.estimate_steps <= 0:
-        preset.train.estimate_steps = 3
+        preset = preset.replace({"train.estimate_steps": 3})
     dev = pick_device(device)
     train_set, val_set, ids, index = _load_splits(data, preset, dev)
     trainer = Trainer(preset, train_set, val_set, ids, index, Path("."), dev, seed, False, {}, None)
-    trainer.probe()
+    trainer.use_batch(trainer.probe())
     est = trainer.estimate()
     assert est is not None
     return est
