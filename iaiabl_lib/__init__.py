@@ -6,3 +6,5 @@ Modules are named after the parts of the paper: ``model`` (f, g, h1, h2), ``loss
 synthetic source.
 """
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]   # the API is the modules above; each declares its own __all__

@@ -45,7 +45,8 @@ from .config import MARGINS, ModelConfig, Preset, get_preset, resolve_preset
 from .fastpath import autocast_dtype, needs_scaler, pick_device
 from .lock import LOCK_NAME, exclusive_lock
 from .model import build_backbone
-from .rundir import check_run, load_state, read_history, save_state, split_record, write_history
+from .predict import malignancy_probability, margin_probabilities
+from .rundir import check_run, load_state, recorded_data_dir, read_history, save_state, split_record, write_history
 
 __all__ = [
     "TASKS", "BlackBox", "BlackBoxRun", "build_blackbox", "train_blackbox", "load_blackbox",
@@ -245,9 +246,9 @@ def blackbox_predict(model: "BlackBox | BlackBoxRun", data, batch_size: int = 64
     lg = torch.cat(logits) if logits else torch.zeros(0, model.num_outputs)
     out = {"logits": lg.numpy()}
     if model.task == "margin":
-        out["margin_prob"] = torch.softmax(lg, dim=1).numpy()
+        out["margin_prob"] = margin_probabilities(lg)
     else:
-        out["malignancy_prob"] = torch.sigmoid(lg[:, 0]).numpy()
+        out["malignancy_prob"] = malignancy_probability(lg[:, 0], fitted=True)   # trained end to end
     if cams:
         empty = torch.zeros(0, size, size)
         out["gradcam"] = (torch.cat(cam) if cam else empty).numpy()
@@ -472,7 +473,7 @@ def load_blackbox(run_dir: str | Path, device: str | torch.device | None = None)
     model.load_state_dict(load_state(run_dir / "model.pt"))
     model.to(pick_device(device)).eval()
     history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
-    data_dir = Path(config["data"]) if config.get("data") else None
+    data_dir = recorded_data_dir(config)
     if data_dir is not None and not data_dir.is_dir():
         data_dir = None
     return BlackBoxRun(model, config["task"], preset, run_dir, config, history, data_dir)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .atomic import pid_alive, tmp_owner
+from .config import env_book_cache, env_book_reuse
 
 __all__ = [
     "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
@@ -77,7 +78,7 @@ SEED = 0
 # modules whose source decides the content of a cache entry
 _DATA_SOURCES = ("data/synthetic", "data/dicom.py", "data/cbis_ddsm.py", "data/dataset.py",
                  "config.py")
-_METRIC_SOURCES = ("evaluate.py", "metrics.py", "baselines.py", "model.py")
+_METRIC_SOURCES = ("evaluate", "metrics.py", "baselines.py", "model.py")
 _RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines.py",
                                 "rundir.py", "predict.py", "fastpath.py", "train/trainer.py",
                                 "train/stage_a1.py", "train/stage_a3.py", "train/stage_b.py",
@@ -99,9 +100,9 @@ def repo_root() -> Path | None:
 
 def book_dir() -> Path:
     """The cache directory (created on first use)."""
-    env = os.environ.get("IAIABL_BOOK_CACHE")
-    if env:
-        path = Path(env).expanduser()
+    env = env_book_cache()
+    if env is not None:
+        path = env
     elif repo_root() is not None:
         path = repo_root() / ".cache" / "book"
     else:
@@ -158,7 +159,7 @@ def _build_once(target: Path, build: Callable[[Path], Any], params: dict[str, An
     directory at ``target`` is always complete. Stale entries of the same name stem are removed."""
     if (target / "bookcache.json").is_file():
         return target
-    if os.environ.get("IAIABL_BOOK_REUSE") == "1":      # development: keep whatever is cached
+    if env_book_reuse():      # development: keep whatever is cached
         stem = target.name.rsplit("-", 1)[0]
         for old in sorted(target.parent.glob(f"{stem}-*")):
             if old.name.rsplit("-", 1)[0] == stem and (old / "bookcache.json").is_file():

@@ -8,6 +8,8 @@ import sys
 
 from .errors import EXIT_INTERRUPTED, EXIT_USER, UserError, describe_os_error
 
+__all__ = ["SUBCOMMAND_MODULES", "build_parser", "INTERRUPT_HINTS", "main", "torch_oom"]
+
 # (module, what it registers); each module defines add_cli(subparsers) and sets a ``func`` default
 SUBCOMMAND_MODULES = (
     "iaiabl_lib.data.synthetic",   # synth

@@ -24,8 +24,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+__all__ = ["MARGINS", "MARGIN_WORDS", "IMAGENET_MEAN", "IMAGENET_STD", "PAPER_TOPK_FRACTION", "ModelConfig",
+           "LossWeights", "TrainConfig", "Preset", "PRESET_NAMES", "get_preset", "default_preset_for",
+           "resolve_preset", "ENVIRONMENT", "env_book_cache", "env_book_reuse", "env_static_widgets",
+           "set_static_widgets_default"]
 
 MARGINS = ("circumscribed", "indistinct", "spiculated")
 """Margin classes, in this order everywhere (CBIS-DDSM's ILL_DEFINED is indistinct)."""
@@ -295,3 +302,52 @@ def resolve_preset(preset: str | Preset, overrides: dict[str, Any] | None = None
                          f"{t.push_every}, {t.last_layer_epochs}, {t.batch_size})")
     _check_values(p)
     return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment variables: the only place the library reads them (README, "Environment variables")
+# ---------------------------------------------------------------------------------------------
+
+ENVIRONMENT = {
+    "IAIABL_BOOK_CACHE": "folder of the book's cached data set and tiny runs "
+                         "(default: .cache/book in a checkout, else ~/.cache/iaiabl-book)",
+    "IAIABL_BOOK_REUSE": "1: the book reuses cached runs even when the library's code has changed "
+                         "(for editing chapters; the figures may then be stale)",
+    "IAIABL_STATIC_WIDGETS": "1/true/static or 0/false/live: the explorers' mode when mode='auto' "
+                             "(the book build sets 1 unless it is already set)",
+    "IAIABL_PIP_SPEC": "read only by the chapters' setup cell on Colab, before the library is "
+                       "installed: what `pip install` installs (default: the repository's main branch)",
+}
+"""Every environment variable the project reads, with what it does (tested against the README)."""
+
+_ON = {"1", "true", "yes", "on", "static"}
+_OFF = {"0", "false", "no", "off", "live"}
+
+
+def _env(name: str) -> str:
+    if name not in ENVIRONMENT:
+        raise KeyError(f"{name} is not one of the project's environment variables ({', '.join(ENVIRONMENT)})")
+    return os.environ.get(name, "").strip()
+
+
+def env_book_cache() -> Path | None:
+    """``$IAIABL_BOOK_CACHE`` as a path, or None when unset."""
+    value = _env("IAIABL_BOOK_CACHE")
+    return Path(value).expanduser() if value else None
+
+
+def env_book_reuse() -> bool:
+    """``$IAIABL_BOOK_REUSE == "1"``: keep cached book runs whatever the library's code."""
+    return _env("IAIABL_BOOK_REUSE") == "1"
+
+
+def env_static_widgets() -> bool | None:
+    """``$IAIABL_STATIC_WIDGETS``: True (static), False (live) or None (unset or not understood)."""
+    value = _env("IAIABL_STATIC_WIDGETS").lower()
+    return True if value in _ON else False if value in _OFF else None
+
+
+def set_static_widgets_default(static: bool) -> None:
+    """Set ``$IAIABL_STATIC_WIDGETS`` unless it is already set (the book build: the environment
+    wins, so ``IAIABL_STATIC_WIDGETS=0 jupyter-book build .`` still builds live explorers)."""
+    os.environ.setdefault("IAIABL_STATIC_WIDGETS", "1" if static else "0")

@@ -34,6 +34,8 @@ from torch import Tensor
 
 from .config import MARGIN_WORDS, MARGINS
 from .model import activation_map
+from .predict import malignancy_probability, margin_probabilities
+from .words import article, pct
 
 __all__ = [
     "PrototypeEvidence", "CaseExplanation", "explain_case", "class_activation_map",
@@ -290,7 +292,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
         model.train(was)
     size = grey.shape[-1]
     logits = out.margin_logits[0].float().cpu()
-    prob = torch.softmax(logits, dim=0).numpy()
+    prob = margin_probabilities(logits)
     sim = out.similarity[0].float().cpu().numpy()                         # (m,)
     weights = model.margin_head.weight.detach().float().cpu().numpy()     # (3, m)
     contrib = weights * sim[None, :]                                      # (3, m)
@@ -321,7 +323,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
     expl = CaseExplanation(
         case_id=case_id if case_id is not None else cid, image=grey,
         margin_logits=logits.numpy(), margin_prob=prob, predicted_class=pred, explained_class=c,
-        malignancy_prob=float(torch.sigmoid(out.malignancy_logit[0].float()).item()) if mal else None,
+        malignancy_prob=malignancy_probability(out.malignancy_logit[0].float(), model.malignancy_fitted),
         similarity=sim, weights=weights, contributions=contrib, prototype_class=pclass,
         prototypes=evidence, lesion_mask=mask, true_margin=true_margin, true_malignant=true_malignant,
         malignancy_equation=dict(mal))
@@ -616,10 +618,9 @@ def dismissed_probabilities(run, similarity, keep) -> dict[str, Any]:
     s = torch.as_tensor(np.asarray(similarity, dtype=np.float32), device=dev)[None]
     k = torch.as_tensor(np.asarray(keep, dtype=np.float32), device=dev)[None]
     logits, mal = model.heads(s * k)
-    fitted = bool(getattr(run, "malignancy", None))
     return {"margin_logits": logits[0].float().cpu().numpy(),
-            "margin_prob": torch.softmax(logits[0].float(), 0).cpu().numpy(),
-            "malignancy_prob": float(torch.sigmoid(mal[0].float()).item()) if fitted else None}
+            "margin_prob": margin_probabilities(logits[0].float()),
+            "malignancy_prob": malignancy_probability(mal[0].float(), model.malignancy_fitted)}
 
 
 @dataclass
@@ -666,17 +667,11 @@ def dismissal(run, expl: CaseExplanation, dismissed) -> Dismissal:
 # ---------------------------------------------------------------------------------------------
 
 
-def _pct(p: float) -> str:
-    p = 100 * float(p)
-    return "<1%" if 0 < p < 1 else (">99%" if 99 < p < 100 else f"{p:.0f}%")
-
-
 def _margin_phrase(cls: int) -> str:
     """'a spiculated margin (lines radiating from the edge)'."""
     words = MARGIN_WORDS[MARGINS[cls]]
     name, _, gloss = words.partition(" (")
-    article = "an" if name[:1] in "aeiou" else "a"
-    return f"{article} {name} margin" + (f" ({gloss}" if gloss else "")
+    return f"{article(name)} {name} margin" + (f" ({gloss}" if gloss else "")
 
 
 def case_text(expl: CaseExplanation) -> str:
@@ -685,10 +680,10 @@ def case_text(expl: CaseExplanation) -> str:
     malignancy estimate and what to check on the images."""
     probs = expl.margin_prob
     pred = expl.predicted_class
-    others = ", ".join(f"{MARGINS[c]} {_pct(probs[c])}" for c in range(len(MARGINS)) if c != pred)
+    others = ", ".join(f"{MARGINS[c]} {pct(probs[c])}" for c in range(len(MARGINS)) if c != pred)
     subject = "This mass" if expl.case_id is None else f"This mass ({expl.case_id})"
     parts = [f"{subject}: the model reads the margin as {MARGIN_WORDS[MARGINS[pred]]}, with "
-             f"probability {_pct(probs[pred])} ({others})."]
+             f"probability {pct(probs[pred])} ({others})."]
     c = expl.explained_class
     if c != pred:
         parts.append(f"The evidence below is the evidence for {MARGINS[c]}, not for the predicted margin.")
@@ -717,7 +712,7 @@ def case_text(expl: CaseExplanation) -> str:
                      + "), and the probabilities are the softmax of these scores.")
     if expl.malignancy_prob is not None:
         parts.append(f"From this margin evidence alone, the model estimates the probability of "
-                     f"malignancy at {_pct(expl.malignancy_prob)} (a logistic regression on the three "
+                     f"malignancy at {pct(expl.malignancy_prob)} (a logistic regression on the three "
                      "margin scores, the paper's Eq. 10); it sees nothing but the margin.")
     parts.append("The coloured maps show where in this image each prototype was found; check that "
                  "they lie on the edge of the mass, not on background tissue, a marker or the image border.")

@@ -34,6 +34,10 @@ import torch
 
 from .errors import UserError
 
+__all__ = ["pick_device", "MIN_BATCH", "native_bf16", "AMP_DTYPES", "autocast_dtype", "needs_scaler",
+           "configure_backends", "sync", "device_name", "fits_batches", "free_memory", "time_calls",
+           "fit_batch", "RunEstimate", "format_seconds"]
+
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` if given (``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...), else CUDA when present, else CPU."""

@@ -9,6 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+__all__ = ["REFERENCE_SIZE", "cross_entropy", "cluster_separation", "l1_off_class", "upsampling_matrix",
+           "masked_upsampled_sq_norms", "fine_annotation_loss"]
+
 
 REFERENCE_SIZE = 224
 """Image side at which the paper's λf = 0.001 was set; see ``fine_annotation_loss``."""

@@ -26,6 +26,10 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from .config import MARGINS
 
+__all__ = ["summary", "structural_components", "delong_covariance", "delong_auc_ci", "delong_test",
+           "malignancy_auroc", "class_weights", "margin_auroc", "margin_auroc_test", "bootstrap_ci",
+           "cohen_kappa_ci", "activation_precision"]
+
 Summary = dict  # {"value": float | None, "ci_low": float | None, "ci_high": float | None}
 
 _BOOT_CHUNK = 1 << 22
@@ -167,43 +171,44 @@ def _z_pvalue(diff: float, var: float) -> float:
     return float(2 * norm.sf(abs(diff) / np.sqrt(var)))
 
 
-def malignancy_auroc(malignant, prob, alpha: float = 0.05) -> Summary:
+def malignancy_auroc(y_true, y_score, alpha: float = 0.05) -> Summary:
     """AUROC of the malignancy prediction (paper Table 2) with a DeLong CI; undefined (None) when
-    the cases are all benign or all malignant."""
+    the cases are all benign or all malignant.
+    y_true (N,) 0/1 malignant, y_score (N,) P(malignant)."""
     try:
-        return summary(*delong_auc_ci(malignant, prob, alpha))
+        return summary(*delong_auc_ci(y_true, y_score, alpha))
     except ValueError as err:
         if "only one class" in str(err):
             return _undefined()
         raise
 
 
-def _ovr_components(labels, probs, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ovr_components(y_true, y_score, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-vs-rest structural components of every class that has positives and negatives.
 
-    labels (N,) int, probs (N, C) -> (defined (C,) bool, aucs (C,) NaN where undefined, psi (C, N))
+    y_true (N,) int, y_score (N, C) -> (defined (C,) bool, aucs (C,) NaN where undefined, psi (C, N))
     """
-    labels = np.asarray(labels).ravel()
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape != (labels.size, num_classes):
-        raise ValueError(f"probs must have shape (N, {num_classes}) = ({labels.size}, {num_classes}), "
-                         f"got {probs.shape}")
-    onehot = labels[None, :] == np.arange(num_classes)[:, None]             # (C, N)
+    y_true = np.asarray(y_true).ravel()
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_score.ndim != 2 or y_score.shape != (y_true.size, num_classes):
+        raise ValueError(f"y_score must have shape (N, {num_classes}) = ({y_true.size}, {num_classes}), "
+                         f"got {y_score.shape}")
+    onehot = y_true[None, :] == np.arange(num_classes)[:, None]             # (C, N)
     defined = onehot.any(axis=1) & (~onehot).any(axis=1)
     aucs = np.full(num_classes, np.nan)
-    psi = np.zeros((num_classes, labels.size))
+    psi = np.zeros((num_classes, y_true.size))
     if defined.any():
-        aucs[defined], psi[defined] = structural_components(onehot[defined], probs.T[defined])
+        aucs[defined], psi[defined] = structural_components(onehot[defined], y_score.T[defined])
     return defined, aucs, psi
 
 
-def class_weights(labels, num_classes: int) -> np.ndarray:
-    """Test-count weights n_c / N of the paper's average AUROC (Table 1). labels (N,) -> (C,)"""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_classes)[:num_classes]
+def class_weights(y_true, num_classes: int) -> np.ndarray:
+    """Test-count weights n_c / N of the paper's average AUROC (Table 1). y_true (N,) -> (C,)"""
+    counts = np.bincount(np.asarray(y_true, dtype=np.int64).ravel(), minlength=num_classes)[:num_classes]
     return counts / max(counts.sum(), 1)
 
 
-def margin_auroc(labels, probs, alpha: float = 0.05, classes=MARGINS) -> dict[str, Summary]:
+def margin_auroc(y_true, y_score, alpha: float = 0.05, classes=MARGINS) -> dict[str, Summary]:
     """One-vs-rest AUROC per margin class, their test-count-weighted average (the paper's Table 1)
     and their unweighted (macro) mean, with DeLong CIs.
 
@@ -233,24 +238,24 @@ def margin_auroc(labels, probs, alpha: float = 0.05, classes=MARGINS) -> dict[st
     If a class has no positive (or no negative) test case its AUROC is undefined (None) and so are
     both averages.
 
-    labels (N,) int in [0, C), probs (N, C) -> {"circumscribed": {value, ci_low, ci_high}, ...,
+    y_true (N,) int in [0, C), y_score (N, C) -> {"circumscribed": {value, ci_low, ci_high}, ...,
     "average": {...}, "macro": {...}}
     """
     classes = tuple(classes)
     c = len(classes)
-    defined, aucs, psi = _ovr_components(labels, probs, c)
+    defined, aucs, psi = _ovr_components(y_true, y_score, c)
     # point values from scikit-learn (identical to the midrank AUCs)
-    onehot = np.asarray(labels).ravel()[None, :] == np.arange(c)[:, None]
+    onehot = np.asarray(y_true).ravel()[None, :] == np.arange(c)[:, None]
     out: dict[str, Summary] = {}
     cov = psi @ psi.T                                                        # (C, C)
     for k, name in enumerate(classes):
         if not defined[k]:
             out[name] = _undefined()
             continue
-        auc = float(roc_auc_score(onehot[k], np.asarray(probs, dtype=np.float64)[:, k]))
+        auc = float(roc_auc_score(onehot[k], np.asarray(y_score, dtype=np.float64)[:, k]))
         out[name] = summary(auc, *_normal_ci(auc, float(cov[k, k]), alpha))
     if defined.all():
-        w = class_weights(labels, c)                                         # (C,)
+        w = class_weights(y_true, c)                                         # (C,)
         per = np.array([[out[n]["value"], out[n]["ci_low"], out[n]["ci_high"]] for n in classes])  # (C, 3)
         out["average"] = summary(*(w @ per))
         mean = float(per[:, 0].mean())
@@ -262,21 +267,21 @@ def margin_auroc(labels, probs, alpha: float = 0.05, classes=MARGINS) -> dict[st
     return out
 
 
-def margin_auroc_test(labels, probs_a, probs_b, classes=MARGINS) -> dict[str, float | None]:
+def margin_auroc_test(y_true, y_score_a, y_score_b, classes=MARGINS) -> dict[str, float | None]:
     """Paired DeLong tests between two models' margin AUROCs on the same cases: two-sided p-value
     per class, for the weighted ``average`` and for the ``macro`` mean (the variance of a difference
     of averages from the joint structural components, as in ``margin_auroc``: w·ψ_a − w·ψ_b per
     case). None where a class AUROC is undefined.
     """
     c = len(tuple(classes))
-    def_a, auc_a, psi_a = _ovr_components(labels, probs_a, c)
-    _, auc_b, psi_b = _ovr_components(labels, probs_b, c)
+    def_a, auc_a, psi_a = _ovr_components(y_true, y_score_a, c)
+    _, auc_b, psi_b = _ovr_components(y_true, y_score_b, c)
     d = psi_a - psi_b                                                        # (C, N)
     out: dict[str, float | None] = {}
     for k, name in enumerate(classes):
         out[name] = _z_pvalue(auc_a[k] - auc_b[k], float(d[k] @ d[k])) if def_a[k] else None
     if def_a.all():
-        for key, w in (("average", class_weights(labels, c)), ("macro", np.full(c, 1.0 / c))):
+        for key, w in (("average", class_weights(y_true, c)), ("macro", np.full(c, 1.0 / c))):
             dw = w @ d                                                       # (N,)
             out[key] = _z_pvalue(float(w @ (auc_a - auc_b)), float(dw @ dw))
     else:

@@ -27,6 +27,10 @@ from torch import Tensor, nn
 from .config import ModelConfig, Preset
 from .errors import UserError
 
+__all__ = ["squared_distances", "log_similarity", "topk_average", "bottomk_average", "activation_map",
+           "topk_for", "VGG16_FILENAME", "TinyBackbone", "load_vgg16_state_dict", "vgg16_features",
+           "build_backbone", "IAIABLOutput", "IAIABL", "build_model"]
+
 # ---------------------------------------------------------------------------------------------
 # Pure functions (DESIGN.md §4)
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +239,10 @@ class IAIABL(nn.Module):
         self.reset_margin_head()
         nn.init.zeros_(self.malignancy_head.weight)
         nn.init.zeros_(self.malignancy_head.bias)
+        # h2 is fitted by stage B (train.stage_b.fit_malignancy_head) or loaded with a run that has
+        # malignancy.json (rundir.load_run); until then it is a placeholder and predict.
+        # malignancy_probability gives None, not σ(0) = 0.5
+        self.malignancy_fitted = False
 
     @property
     def num_prototypes(self) -> int:

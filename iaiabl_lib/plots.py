@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from .config import MARGINS
+from .words import pct
 
 __all__ = [
     "STYLE", "ACTIVATION_CMAP", "SIMILARITY_CMAP", "SIMILARITY_RANGE", "SIMILARITY_LABEL",
@@ -238,10 +239,10 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
             if r == 0:
                 for a, h in zip(ax, heads):
                     a.set_title(h)
-        probs = ", ".join(f"{m} {100 * p:.0f}%" for m, p in zip(MARGINS, expl.margin_prob))
+        probs = ", ".join(f"{m} {pct(p)}" for m, p in zip(MARGINS, expl.margin_prob))
         title = f"{expl.case_id or 'case'}: predicted {expl.predicted_margin} ({probs})"
         if expl.malignancy_prob is not None:
-            title += f"; malignancy {100 * expl.malignancy_prob:.0f}%"
+            title += f"; malignancy {pct(expl.malignancy_prob)}"
         fig.suptitle(title)
         if mappable is not None:
             _similarity_colourbar(fig, mappable, axes[:, :4].ravel().tolist(), "bottom")

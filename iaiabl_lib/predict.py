@@ -5,6 +5,9 @@
                                   (h2, Eq. 10), similarities and similarity maps (Eq. 1)
     average_margin_auroc(...)     the unweighted mean one-vs-rest AUROC used to select models on
                                   the validation split (as the authors' code selects them)
+    margin_probabilities(z)       THE rule from scores to probabilities, for every caller (predict,
+    malignancy_probability(z, f)  explain, the explorers' dismissals, the black box): softmax of the
+                                  margin logits; σ of h2's logit, or None when h2 is not fitted
 """
 from __future__ import annotations
 
@@ -16,7 +19,27 @@ from .config import MARGINS
 from .fastpath import pick_device
 from .model import IAIABL
 
-__all__ = ["similarities", "predict", "average_margin_auroc"]
+__all__ = ["similarities", "predict", "average_margin_auroc", "margin_probabilities", "malignancy_probability"]
+
+
+def margin_probabilities(margin_logits) -> np.ndarray:
+    """Softmax over the last axis of margin logits (h1's class scores, paper Fig. 2): (..., 3) ->
+    (..., 3) numpy, in the logits' float precision. The one place this is computed."""
+    z = margin_logits if isinstance(margin_logits, Tensor) else torch.as_tensor(np.asarray(margin_logits))
+    z = z.detach().cpu()
+    return torch.softmax(z if z.is_floating_point() else z.float(), dim=-1).numpy()
+
+
+def malignancy_probability(malignancy_logit, fitted: bool):
+    """P(malignant) = σ(h2's logit) (Eq. 10): (...) -> numpy of the same shape (a float for a
+    single case), or None when the malignancy head is not fitted (stage B has not run). An
+    unfitted head outputs σ(0) = 0.5, which would read as a prediction; None says there is none."""
+    if not fitted:
+        return None
+    z = malignancy_logit if isinstance(malignancy_logit, Tensor) else torch.as_tensor(np.asarray(malignancy_logit))
+    z = z.detach().cpu()
+    p = torch.sigmoid(z if z.is_floating_point() else z.float()).numpy()
+    return float(p) if p.ndim == 0 else p
 
 
 def _images_of(x) -> Tensor:
@@ -45,8 +68,9 @@ def similarities(model: IAIABL, images: Tensor, batch_size: int = 256) -> Tensor
 def predict(model: IAIABL, images_or_tensorset, batch_size: int = 256, device=None) -> dict[str, np.ndarray]:
     """Run the model (eval mode, fp32) on images (N, 3, S, S) ImageNet-normalised, or a TensorSet.
 
-    Returns numpy arrays: margin_logits (N, 3), margin_prob (N, 3), malignancy_prob (N,),
-    similarity (N, m), similarity_maps (N, m, H, W).
+    Returns numpy arrays: margin_logits (N, 3), margin_prob (N, 3), malignancy_prob (N,) (None
+    when the model's malignancy head is not fitted: ``model.malignancy_fitted``), similarity
+    (N, m), similarity_maps (N, m, H, W).
     """
     images = _images_of(images_or_tensorset)
     dev = pick_device(device) if device is not None else model.prototypes.device
@@ -64,9 +88,9 @@ def predict(model: IAIABL, images_or_tensorset, batch_size: int = 256, device=No
     finally:
         model.train(was)
     res = {k: torch.cat(v).numpy() if v else np.zeros((0,)) for k, v in parts.items()}
-    logits = torch.from_numpy(res["margin_logits"])
-    res["margin_prob"] = torch.softmax(logits, dim=1).numpy() if len(logits) else np.zeros((0, 3))
-    res["malignancy_prob"] = torch.sigmoid(torch.from_numpy(res.pop("malignancy_logit"))).numpy()
+    logits = res["margin_logits"]
+    res["margin_prob"] = margin_probabilities(logits) if len(logits) else np.zeros((0, 3))
+    res["malignancy_prob"] = malignancy_probability(res.pop("malignancy_logit"), model.malignancy_fitted)
     return res
 
 
@@ -78,7 +102,5 @@ def average_margin_auroc(labels: np.ndarray, margin_logits: np.ndarray) -> float
     labels = np.asarray(labels)
     if len(np.unique(labels)) < len(MARGINS):
         return float("nan")
-    z = np.asarray(margin_logits, dtype=np.float64)
-    prob = np.exp(z - z.max(axis=1, keepdims=True))
-    prob /= prob.sum(axis=1, keepdims=True)
+    prob = margin_probabilities(np.asarray(margin_logits, dtype=np.float64))
     return float(np.mean([roc_auc_score(labels == c, prob[:, c]) for c in range(len(MARGINS))]))

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from .config import MARGINS
 from .model import IAIABL
 
+__all__ = ["duplicate_groups", "resize_prototypes", "prune_duplicates"]
+
 
 def duplicate_groups(
     prototypes: Tensor, prototype_class: Tensor, sources: list[tuple] | None, tolerance: float

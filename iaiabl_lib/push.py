@@ -37,6 +37,10 @@ from torch import Tensor, nn
 from .config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
 from .model import IAIABL, activation_map, squared_distances
 
+__all__ = ["HIGH_ACTIVATION_PERCENTILE", "ReceptiveField", "receptive_field", "rf_box",
+           "high_activation_box", "NearestPatches", "patch_mask_from", "nearest_patches", "grey_uint8",
+           "PushResult", "push_prototypes", "select"]
+
 HIGH_ACTIVATION_PERCENTILE = 95.0
 """The self-activation box holds the pixels at or above this percentile of the PAM (paper §3.3)."""
 

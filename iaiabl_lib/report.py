@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import MARGIN_WORDS, MARGINS
+from .words import pct
 
 __all__ = ["parse_box", "crop_dicom_case", "render_html", "write_report", "explain_to_html",
            "add_cli", "run_cli", "DISCLAIMER"]
@@ -178,11 +179,11 @@ def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict 
     for c, name in enumerate(MARGINS):
         p = float(expl.margin_prob[c])
         mark = " <b>← predicted</b>" if c == expl.predicted_class else ""
-        rows.append(f"<tr><td>{esc(MARGIN_WORDS[name])}</td><td>{100 * p:.1f}%</td>"
+        rows.append(f"<tr><td>{esc(MARGIN_WORDS[name])}</td><td>{pct(p)}</td>"
                     f"<td><span class='bar' style='width:{max(1, int(200 * p))}px'></span></td>"
                     f"<td>{expl.evidence(c):+.2f}</td><td>{mark}</td></tr>")
     mal = ("<p class='big'>Estimated probability of malignancy: "
-           f"{100 * expl.malignancy_prob:.0f}%</p>" if expl.malignancy_prob is not None else
+           f"{pct(expl.malignancy_prob)}</p>" if expl.malignancy_prob is not None else
            "<p>This run has no malignancy head.</p>")
     eq = expl.malignancy_equation.get("equation", "") if expl.malignancy_equation else ""
     eq_html = (f"<p><small>How it is computed (Eq. 10 of Barnett et al. 2021, a logistic "

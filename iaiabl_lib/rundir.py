@@ -45,7 +45,7 @@ from .fastpath import pick_device
 from .model import IAIABL, build_model
 
 __all__ = ["HISTORY_COLUMNS", "RESUME_FILE", "RUN_FILES", "CheckpointError", "RunError", "save_state",
-           "load_state", "file_digest", "read_config", "check_run", "check_prototypes", "split_record", "recorded_split_of",
+           "load_state", "file_digest", "read_config", "recorded_data_dir", "check_run", "check_prototypes", "split_record", "recorded_split_of",
            "check_split",
            "LEAK_SPLITS", "write_history", "read_history", "Run", "load_run"]
 
@@ -139,6 +139,13 @@ def read_config(run_dir: str | Path) -> dict:
     if not isinstance(cfg, dict):
         raise RunError(f"{path}: not a run configuration (a JSON object); the run is damaged: retrain it")
     return cfg
+
+
+def recorded_data_dir(cfg: dict) -> Path | None:
+    """The prepared dataset a run was trained on: config.json's ``"data"`` (an absolute path,
+    written by ``train`` and ``baseline``; docs/INTERFACES.md), or None when it records none."""
+    value = cfg.get("data")
+    return Path(value) if isinstance(value, str) and value else None
 
 
 def check_run(run_dir: str | Path, kind: str | None = None) -> dict:
@@ -303,12 +310,14 @@ def load_run(run_dir: str | Path, device=None) -> Run:
     model = build_model(preset, config.get("prototype_class"), pretrained=False)
     model.load_state_dict(state)
     model.to(pick_device(device)).eval()
+    malignancy = read_json("malignancy.json")
+    model.malignancy_fitted = bool(malignancy)
     arrays = {}
     if (d / "push.npz").is_file():
         with np.load(d / "push.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     history = read_history(d / "history.csv") if (d / "history.csv").is_file() else []
-    data_dir = Path(config["data"]) if config.get("data") else None
+    data_dir = recorded_data_dir(config)
     return Run(model=model, preset=preset, dir=d, push=push if isinstance(push, list) else [],
-               push_arrays=arrays, history=history, malignancy=read_json("malignancy.json"),
+               push_arrays=arrays, history=history, malignancy=malignancy,
                prune=read_json("prune.json"), data_dir=data_dir, config=config)

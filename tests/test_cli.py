@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from iaiabl_lib import atomic, evaluate
+from iaiabl_lib import atomic
+from iaiabl_lib.evaluate import cli as evaluate_cli
 from iaiabl_lib.cli import main
 from iaiabl_lib.train import cli as train_cli
 
@@ -29,7 +30,7 @@ def test_ctrl_c_is_one_line_and_exit_130(run_copy, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate, "evaluate_run", interrupted)
+    monkeypatch.setattr(evaluate_cli, "evaluate_run", interrupted)
     assert main(["evaluate", "--run", str(run_copy)]) == 130
     assert "interrupted (Ctrl-C)" in _one_line(capsys, "evaluate")
     monkeypatch.setattr(train_cli, "train", interrupted)
@@ -61,7 +62,7 @@ def test_gpu_out_of_memory_says_what_to_do(run_copy, monkeypatch, capsys):
     assert main(["train", "--data", "DATA", "--out", str(run_copy)]) == 2
     err = _one_line(capsys, "train")
     assert "GPU ran out of memory" in err and "--set train.batch_size=N" in err and "Tried to allocate" in err
-    monkeypatch.setattr(evaluate, "evaluate_run", oom)
+    monkeypatch.setattr(evaluate_cli, "evaluate_run", oom)
     assert main(["evaluate", "--run", str(run_copy)]) == 2
     assert "--device cpu" in _one_line(capsys, "evaluate")
 
@@ -70,10 +71,10 @@ def test_unexpected_errors_keep_their_traceback(run_copy, monkeypatch):
     def bug(*args, **kwargs):
         raise RuntimeError("an internal inconsistency")
 
-    monkeypatch.setattr(evaluate, "evaluate_run", bug)
+    monkeypatch.setattr(evaluate_cli, "evaluate_run", bug)
     with pytest.raises(RuntimeError, match="internal inconsistency"):
         main(["evaluate", "--run", str(run_copy)])
-    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(evaluate_cli, "evaluate_run", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["evaluate", "--run", str(run_copy)])
 

@@ -45,6 +45,7 @@ def fit_malignancy_head(model: IAIABL, margin_logits: np.ndarray, malignant: np.
     with torch.no_grad():
         model.malignancy_head.weight.copy_(torch.as_tensor(coef, dtype=torch.float32)[None])
         model.malignancy_head.bias.fill_(float(intercept))
+    model.malignancy_fitted = True
     report = {
         "equation": malignancy_equation(coef, intercept, scale),
         "coefficients": {m: float(a) for m, a in zip(MARGINS, coef)},

@@ -18,17 +18,15 @@
 """
 from __future__ import annotations
 
-import os
+from ..config import env_static_widgets
 
 __all__ = ["MODES", "STATIC_ENV", "LIVE_LINE", "STATIC_LINE", "resolve_mode"]
 
 MODES = ("auto", "live", "static")
-STATIC_ENV = "IAIABL_STATIC_WIDGETS"
+STATIC_ENV = "IAIABL_STATIC_WIDGETS"        # read by config.env_static_widgets, the one reader
 LIVE_LINE = "Live: computed by the kernel as you move the controls"
 STATIC_LINE = "Static: precomputed views, no kernel needed"
 
-_TRUE = {"1", "true", "yes", "on", "static"}
-_FALSE = {"0", "false", "no", "off", "live"}
 
 
 def _in_kernel() -> bool:
@@ -46,9 +44,7 @@ def resolve_mode(mode: str = "auto") -> str:
         raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
     if mode != "auto":
         return mode
-    env = os.environ.get(STATIC_ENV, "").strip().lower()
-    if env in _TRUE:
-        return "static"
-    if env in _FALSE:
-        return "live"
+    env = env_static_widgets()
+    if env is not None:
+        return "static" if env else "live"
     return "live" if _in_kernel() else "static"

@@ -19,10 +19,9 @@
 """
 from __future__ import annotations
 
-import os
 import re
 
-from .mode import STATIC_ENV
+from ..config import set_static_widgets_default
 
 __all__ = ["setup", "NOSCRIPT", "unique_scripts", "add_noscript"]
 
@@ -42,7 +41,7 @@ def _set_static_env(app, config) -> None:
         raise ValueError(f"iaiabl_widgets_mode={mode!r}: use static, live or auto")
     if mode != "auto":
         # the environment wins, so `IAIABL_STATIC_WIDGETS=0 jupyter-book build .` can still test live
-        os.environ.setdefault(STATIC_ENV, "1" if mode == "static" else "0")
+        set_static_widgets_default(mode == "static")
 
 
 def unique_scripts(scripts) -> list:

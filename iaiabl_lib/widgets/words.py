@@ -7,20 +7,10 @@ import html
 from typing import Sequence
 
 from ..config import MARGIN_WORDS, MARGINS
+from ..words import article, pct          # the project's one percentage formatter (re-exported here)
 
 __all__ = ["pct", "change", "article", "margin_lines", "malignancy_line", "bar", "class_colour",
            "points_sentence", "distrust_sentence"]
-
-
-def pct(p: float) -> str:
-    """A probability or a fraction as a whole percentage; "below 1 %" / "above 99 %" rather than a
-    rounded 0 % or 100 % that the model did not say."""
-    v = 100 * float(p)
-    if 0 < v < 0.5:
-        return "below 1 %"
-    if 99.5 <= v < 100:
-        return "above 99 %"
-    return f"{v:.0f} %"
 
 
 def change(before: float, after: float) -> str:
@@ -31,11 +21,6 @@ def change(before: float, after: float) -> str:
     if abs(d) < 0.5:
         return f"{'up' if d > 0 else 'down'} by less than 1 percentage point"
     return f"{d:+.0f} percentage points"
-
-
-def article(word: str) -> str:
-    """"an" before a vowel sound, else "a" ("an indistinct", "a spiculated")."""
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def class_colour(c: int) -> str:

@@ -36,6 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+__all__ = ["BETA", "FALLOFF_MM", "BACKGROUND", "FAT", "GLAND", "DENSITY_OFFSET", "GLAND_SLOPE", "NOISE",
+           "DETECTOR_BLUR_PX", "BreastGeometry", "breast_geometry", "power_law_field", "smooth_noise",
+           "Curves", "draw_curves", "linear_structures", "Anatomy", "render_anatomy"]
+
 BETA = 3.0                 # exponent of the parenchyma's power spectrum
 FALLOFF_MM = 22.0          # width of the thickness fall-off band at the breast edge
 BACKGROUND = 0.02          # outside the breast (before noise)

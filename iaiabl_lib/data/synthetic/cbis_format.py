@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["CSV_HEADER", "FINE_COLUMN", "CSV_NAMES", "FOLDER_PREFIX", "SERIES_DESCRIPTIONS",
+           "METADATA_COLUMNS", "UID_ROOT", "SOP_CLASS_DM_PRESENTATION", "MARGIN_NAMES", "MAIN_MARGINS",
+           "main_name", "resolve_class", "csv_path_to_file"]
+
 #: The exact header of the real CBIS-DDSM mass CSVs (both train and test).
 CSV_HEADER = [
     "patient_id", "breast_density", "left or right breast", "image view", "abnormality id",

@@ -8,6 +8,8 @@ import argparse
 from .cbis_format import MAIN_MARGINS, MARGIN_NAMES
 from .generate import make_synthetic
 
+__all__ = ["add_cli", "run_cli"]
+
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register ``synth`` on an argparse subparsers object (sets ``func=run_cli``)."""

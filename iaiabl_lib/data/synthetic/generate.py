@@ -26,6 +26,8 @@ from .plan import Breast, RoiRow, assign_labels, plan_breasts, plan_files
 from .scene import render_breast
 from .tree import DETECTOR_HEIGHT_MM, TreeWriter, to_stored, write_csvs, write_metadata
 
+__all__ = ["MIN_SIZE", "make_synthetic"]
+
 MIN_SIZE = 128
 
 

@@ -45,6 +45,10 @@ import numpy as np
 from .anatomy import smooth_noise
 from .labels import SINGLE_MARGINS
 
+__all__ = ["SIZE_MEDIAN_MM", "SIZE_SIGMA_LOG", "SIZE_RANGE_MM", "SUBTLETY_CNR", "CONTRAST_SCALE",
+           "SPICULE_ROOT", "SUSPICION", "MarginStyle", "STYLE_RANGES", "NA_STYLES", "draw_style",
+           "margin_style", "diameter_mm", "MassSpec", "mass_spec", "RenderedMass", "render_mass"]
+
 SIZE_MEDIAN_MM = 14.0          # median equivalent diameter of a mass
 SIZE_SIGMA_LOG = 0.45          # log-normal spread
 SIZE_RANGE_MM = (5.0, 45.0)

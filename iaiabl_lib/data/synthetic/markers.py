@@ -20,6 +20,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+__all__ = ["MARKER_VALUE", "GLYPH_VALUE", "LABEL_VALUE", "LABEL_AREA", "draw_view_label", "crop_square",
+           "draw_marker", "place_markers"]
+
 MARKER_VALUE = 1.0         # the confounder block (tissue is clipped below it)
 GLYPH_VALUE = 0.08         # the letter inside a block or plate
 LABEL_VALUE = 0.97         # the view label's plate

@@ -20,6 +20,10 @@ from .cbis_format import FOLDER_PREFIX, UID_ROOT
 from .labels import (P_BORDERLINE, P_SECOND_READER, SINGLE_MARGINS, LabelSet, draw_labels,
                      partner_margin, p_subtlety_differs)
 
+__all__ = ["P_BOTH_SIDES", "P_SECOND_MASS", "P_SEPARATE_SERIES", "P_CSV_SWAPPED", "P_MONOCHROME1",
+           "P_RESCALE", "P_FINE_TRAIN", "P_EMPTY_NA", "VIEWS", "Lesion", "Breast", "FullImage", "RoiRow",
+           "flags", "plan_breasts", "assign_labels", "plan_files"]
+
 P_BOTH_SIDES = 0.15        # patients with masses in both breasts
 P_SECOND_MASS = 0.12       # breasts with a second mass (abnormality id 2)
 P_SEPARATE_SERIES = 0.08   # crop and mask in separate studies/series (CBIS-DDSM: 7%)

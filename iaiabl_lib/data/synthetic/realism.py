@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+__all__ = ["PATCH", "BAND", "EDGE_MARGIN", "radial_power_spectrum", "fit_beta", "breast_mask",
+           "background_patches", "dilate", "lesion_contrast", "RealismReport", "measure_tree"]
+
 PATCH = 64                  # px, side of the spectrum patches
 BAND = (1 / 32, 1 / 4)      # cycles per pixel, the fitted frequency band
 EDGE_MARGIN = 24            # px eroded from the breast before patches are placed

@@ -19,6 +19,8 @@ from .lesions import MassSpec, mass_spec, render_mass
 from .markers import draw_view_label
 from .plan import Breast
 
+__all__ = ["TISSUE_MAX", "RenderedView", "place_lesions", "local_sigma", "render_breast", "render_example"]
+
 TISSUE_MAX = 0.92          # tissue + masses are clipped here; confounder markers are 1.0
 
 

@@ -17,6 +17,8 @@ from .cbis_format import (CSV_HEADER, CSV_NAMES, FINE_COLUMN, METADATA_COLUMNS,
                           SERIES_DESCRIPTIONS, SOP_CLASS_DM_PRESENTATION)
 from .plan import Breast, FullImage, RoiRow
 
+__all__ = ["DETECTOR_HEIGHT_MM", "to_stored", "TreeWriter", "write_csvs", "write_metadata"]
+
 DETECTOR_HEIGHT_MM = 240.0  # a 24 cm tall detector: PixelSpacing = 240 / size
 
 

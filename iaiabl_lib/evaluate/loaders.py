@@ -1,0 +1,163 @@
+"""Loading a run for evaluation: one loader per run kind (IAIA-BL/ProtoPNet, black box), each
+reduced to an :class:`EvalModel` whose ``predict`` gives :class:`~.protocol.Predictions`; and the
+checks that the run and the data agree (classes, image size).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..config import MARGINS, Preset
+from ..data.dataset import PreparedDataset, to_tensors
+from ..rundir import recorded_data_dir
+from .protocol import GRADCAMPP_KEY, Predictions, true_class_pams
+
+__all__ = ["RUN_FILES", "EvalModel", "LOADERS", "run_kind", "resolve_data_dir", "check_compatible"]
+
+RUN_FILES = {"iaiabl": ("config.json", "model.pt"), "blackbox": ("config.json", "model.pt")}
+"""Files a run directory must hold to be evaluated, per run kind (config.json "kind")."""
+
+
+@dataclass
+class EvalModel:
+    """A loaded run, reduced to what evaluation needs (one loader per run kind, ``LOADERS``)."""
+
+    kind: str
+    preset: str
+    image_size: int
+    num_classes: int
+    predict: Callable[[PreparedDataset], Predictions]
+    classes: tuple[str, ...] | None = None  # class names the run records, if it records them
+    task: str = "margin"                    # black boxes: "margin" or "malignancy"
+
+
+def run_kind(cfg: dict) -> str:
+    kind = cfg.get("kind", "iaiabl")
+    if kind not in RUN_FILES:
+        raise ValueError(f"config.json: unknown run kind {kind!r}; expected one of {', '.join(RUN_FILES)}")
+    return kind
+
+
+def resolve_data_dir(run_dir: Path, cfg: dict, data_dir: str | Path | None) -> Path:
+    """``--data`` if given, else the data path recorded in the run's config.json."""
+    if data_dir is not None:
+        path = Path(data_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(f"prepared dataset {path} does not exist; create it with "
+                                    "`iaiabl prepare --cbis DIR --out DATA` or pass another --data")
+        return path
+    recorded = recorded_data_dir(cfg)
+    if recorded is None:
+        raise ValueError(f"{run_dir}/config.json records no data path; pass the prepared dataset "
+                         "with --data DATA")
+    path = Path(recorded)
+    if not path.is_absolute() and not path.is_dir():
+        path = run_dir / recorded                    # a path relative to the run
+    if not path.is_dir():
+        raise FileNotFoundError(f"the prepared dataset this run was trained on ({recorded}, from "
+                                f"{run_dir}/config.json) does not exist any more; pass it with "
+                                "--data DATA (or re-create it with `iaiabl prepare`)")
+    return path
+
+
+def _load_iaiabl(run_dir: Path, cfg: dict, device) -> EvalModel:
+    """An IAIA-BL or ProtoPNet run (``rundir.load_run``), predicting with ``predict.predict``."""
+    from ..predict import predict
+    from ..rundir import load_run
+
+    run = load_run(run_dir, device=device)
+    preset: Preset = run.preset
+    size = preset.model.image_size
+    batch = preset.train.eval_batch_size
+
+    def predict_cases(ds: PreparedDataset) -> Predictions:
+        out = predict(run.model, to_tensors(ds, "cpu"), batch_size=batch, device=device)
+        prob = np.asarray(out["margin_prob"], dtype=np.float64)
+        pams, valid = true_class_pams(out["similarity_maps"], run.model.prototype_class, ds.labels, size)
+        return Predictions(prob, np.asarray(out["malignancy_prob"], dtype=np.float64),
+                           {"activation_precision": pams},
+                           "PAMs of every prototype of the true class, mean over (case, prototype) pairs "
+                           "(the paper's protocol)", {"activation_precision": valid})
+
+    return EvalModel("iaiabl", preset.name, size, preset.model.num_classes, predict_cases,
+                     _recorded_classes(cfg))
+
+
+def _load_blackbox(run_dir: Path, cfg: dict, device) -> EvalModel:
+    """A black-box VGG-16 run (``baselines.load_blackbox``). Margin task: margin probabilities and
+    the GradCAM / GradCAM++ maps of the true class (the paper's protocol); malignancy task (the end-to-end baseline of
+    Table 2): the malignancy probability only."""
+    from ..baselines import blackbox_predict, load_blackbox
+
+    bb = load_blackbox(run_dir, device=device)
+    size = int(bb.preset.model.image_size)
+    margin_task = bb.task == "margin"
+    batch = int(bb.preset.train.eval_batch_size)
+
+    def predict_cases(ds: PreparedDataset) -> Predictions:
+        out = blackbox_predict(bb.model, to_tensors(ds, "cpu"), batch_size=batch, device=device,
+                               cams=margin_task, target_class=ds.labels if margin_task else None)
+        if not margin_task:
+            return Predictions(None, np.asarray(out["malignancy_prob"], dtype=np.float64), {},
+                               "none (malignancy black box)")
+        maps = {"activation_precision": np.asarray(out["gradcam"]),
+                GRADCAMPP_KEY: np.asarray(out["gradcampp"])}
+        return Predictions(np.asarray(out["margin_prob"], dtype=np.float64), None, maps,
+                           "GradCAM and GradCAM++ maps of the true class (the paper's protocol)")
+
+    # a malignancy black box has no margin classes to disagree with the data
+    num_classes = bb.preset.model.num_classes if margin_task else len(MARGINS)
+    classes = _recorded_classes(cfg) if margin_task else None
+    return EvalModel("blackbox", bb.preset.name, size, num_classes, predict_cases, classes, task=bb.task)
+
+
+LOADERS: dict[str, Callable[[Path, dict, object], EvalModel]] = {
+    "iaiabl": _load_iaiabl,
+    "blackbox": _load_blackbox,
+}
+
+
+def _recorded_classes(cfg: dict) -> tuple[str, ...] | None:
+    for key in ("classes", "margins"):
+        if isinstance(cfg.get(key), (list, tuple)):
+            return tuple(str(c) for c in cfg[key])
+    return None
+
+
+def check_compatible(model: EvalModel, data_dir: Path, run_dir: Path, train_data: Path | None) -> None:
+    """The run and the data must agree on the classes and on the image size.
+
+    Classes: the run's class list (config.json "classes", else its number of classes) must be
+    ``MARGINS``. Image size: the loader resizes crops to the run's size; upsampling blurs the
+    margins, so data with smaller crops than the run's input is refused unless the run was trained
+    on crops of that same size.
+    """
+    if model.num_classes != len(MARGINS) or (model.classes is not None and model.classes != MARGINS):
+        run_classes = ", ".join(model.classes) if model.classes else f"{model.num_classes} classes"
+        raise ValueError(
+            f"class mismatch: run {run_dir} predicts {run_classes}, the prepared dataset {data_dir} "
+            f"has the margin classes {', '.join(MARGINS)}; evaluate with the data the run was trained "
+            "on (--data), or retrain the run on this dataset")
+    native = _native_size(data_dir)
+    trained_on = _native_size(train_data) if train_data is not None else None
+    if native is not None and native < model.image_size and native != trained_on:
+        raise ValueError(
+            f"image size mismatch: {data_dir} holds {native}-px crops but run {run_dir} (preset "
+            f"{model.preset}) takes {model.image_size}-px images"
+            + (f" and was trained on {trained_on}-px crops" if trained_on else "")
+            + f"; upsampling would blur the margins. Re-run `iaiabl prepare --size {model.image_size}` "
+            "(or evaluate with the data the run was trained on)")
+
+
+def _native_size(data_dir: Path | None) -> int | None:
+    """Side of the crops stored in a prepared dataset (without loading them); None if unreadable."""
+    if data_dir is None or not (Path(data_dir) / "images.npy").is_file():
+        return None
+    try:
+        images = np.load(Path(data_dir) / "images.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return int(images.shape[-1])

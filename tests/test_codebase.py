@@ -1,0 +1,170 @@
+"""The codebase's own rules (issue 15): one reader of the environment, `__all__` in every public
+module, one rule from scores to probabilities, chapters that call the library instead of copying it."""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+from scipy.special import expit, softmax
+
+from iaiabl_lib import config
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "iaiabl_lib"
+BOOK = ROOT / "book"
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(LIB.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = rel.parts
+        if any(p.startswith("_") and p != "__init__" for p in parts) or parts[-1] == "__main__":
+            continue
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out.append((name, path))
+    return out
+
+
+def test_environment_is_read_in_one_place():
+    """Only config.py reads os.environ / os.getenv (the README lists what it reads)."""
+    readers = []
+    for name, path in _modules():
+        if path == LIB / "config.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" \
+                    and node.attr in ("environ", "getenv", "putenv"):
+                readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not readers, f"the environment is read outside config.py: {readers}"
+
+
+def test_readme_lists_every_environment_variable():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Environment variables"):]
+    listed = set(re.findall(r"^\| `(IAIABL_\w+)` \|", table, re.M))
+    assert listed == set(config.ENVIRONMENT)
+    used = set()
+    for path in [*LIB.rglob("*.py"), *BOOK.glob("*.ipynb")]:
+        used |= set(re.findall(r"\bIAIABL_[A-Z_]+\b", path.read_text()))
+    assert used <= set(config.ENVIRONMENT), f"read but not listed: {sorted(used - set(config.ENVIRONMENT))}"
+
+
+def test_environment_readers(monkeypatch, tmp_path):
+    monkeypatch.setenv("IAIABL_BOOK_CACHE", str(tmp_path))
+    monkeypatch.setenv("IAIABL_BOOK_REUSE", "1")
+    monkeypatch.setenv("IAIABL_STATIC_WIDGETS", "live")
+    assert (config.env_book_cache(), config.env_book_reuse(), config.env_static_widgets()) == (tmp_path, True, False)
+    for var in ("IAIABL_BOOK_CACHE", "IAIABL_BOOK_REUSE", "IAIABL_STATIC_WIDGETS"):
+        monkeypatch.delenv(var)
+    assert (config.env_book_cache(), config.env_book_reuse(), config.env_static_widgets()) == (None, False, None)
+    config.set_static_widgets_default(True)
+    assert config.env_static_widgets() is True
+    config.set_static_widgets_default(False)          # already set: the environment wins
+    assert config.env_static_widgets() is True
+
+
+def test_every_public_module_declares_all():
+    missing, dangling = [], []
+    for name, _ in _modules():
+        mod = importlib.import_module(name)
+        if not hasattr(mod, "__all__"):
+            missing.append(name)
+            continue
+        dangling += [f"{name}.{n}" for n in mod.__all__ if not hasattr(mod, n)]
+    assert not missing, f"modules without __all__: {missing}"
+    assert not dangling, f"__all__ names that do not exist: {dangling}"
+
+
+def test_one_rule_from_scores_to_probabilities():
+    """Softmax and sigmoid against scipy; an unfitted malignancy head gives None, never σ(0) = 0.5,
+    in predict, in an explanation and in a dismissal alike."""
+    from iaiabl_lib.explain import dismissed_probabilities
+    from iaiabl_lib.model import build_model
+    from iaiabl_lib.predict import malignancy_probability, margin_probabilities, predict
+
+    z = np.random.default_rng(0).normal(size=(7, 3)) * 5
+    assert np.allclose(margin_probabilities(z), softmax(z, axis=1))
+    assert np.allclose(margin_probabilities(torch.as_tensor(z[0])), softmax(z[0]))
+    assert np.allclose(malignancy_probability(z[:, 0], fitted=True), expit(z[:, 0]))
+    assert isinstance(malignancy_probability(torch.tensor(0.3), fitted=True), float)
+    assert malignancy_probability(z[:, 0], fitted=False) is None
+
+    torch.manual_seed(0)
+    model = build_model(config.get_preset("tiny"), pretrained=False).eval()
+    assert model.malignancy_fitted is False
+    out = predict(model, torch.rand(2, 3, 64, 64))
+    assert out["malignancy_prob"] is None and out["margin_prob"].shape == (2, 3)
+
+    class Run:                       # what dismissed_probabilities reads of a run
+        pass
+    run = Run()
+    run.model = model
+    sim = np.ones(model.num_prototypes, np.float32)
+    assert dismissed_probabilities(run, sim, sim)["malignancy_prob"] is None
+    model.malignancy_fitted = True
+    assert dismissed_probabilities(run, sim, sim)["malignancy_prob"] == pytest.approx(0.5)   # h2 = 0 here
+
+
+def _notebook_code(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    lines = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            lines += [ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    return "\n".join(lines)
+
+
+def _library_exports() -> dict[str, str]:
+    out = {}
+    for name, _ in _modules():
+        for n in getattr(importlib.import_module(name), "__all__", ()):
+            out.setdefault(n, name)
+    return out
+
+
+def test_notebooks_define_no_function_the_library_exports():
+    """A chapter that defines `make_batch` or `glue` is copying the library, and drifts from it."""
+    exports = _library_exports()
+    found = []
+    for path in sorted(BOOK.glob("*.ipynb")):
+        for node in ast.walk(ast.parse(_notebook_code(path))):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in exports:
+                found.append(f"{path.name}: {node.name} (the library's {exports[node.name]}.{node.name})")
+    assert not found, found
+
+
+def test_no_chapter_shadows_a_module():
+    """`train = ds.subset("train")` after `from iaiabl_lib import train` hides the module."""
+    found = []
+    for path in sorted(BOOK.glob("*.ipynb")):
+        tree = ast.parse(_notebook_code(path))
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("iaiabl_lib"):
+                for alias in node.names:
+                    if _is_package(node.module) and importlib.util.find_spec(f"{node.module}.{alias.name}"):
+                        modules.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                modules |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For)) else []
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name) and n.id in modules:
+                        found.append(f"{path.name}: {n.id} = … hides the module {n.id}")
+    assert not found, found
+
+
+def _is_package(module: str) -> bool:
+    spec = importlib.util.find_spec(module)
+    return spec is not None and spec.submodule_search_locations is not None
