@@ -3,6 +3,7 @@ all chapters (DESIGN.md §6).
 
     from iaiabl_lib import bookcache
     data = bookcache.ensure_data("confounded", device)   # synthetic tree -> prepared data set (path)
+    ds = bookcache.dataset(device, size=64)              # the same, loaded (data.dataset.PreparedDataset)
     run = bookcache.ensure_run("iaiabl", device)         # a trained run directory (path)
 
 Where: :func:`book_dir` — ``$IAIABL_BOOK_CACHE`` if set; ``<repo>/.cache/book`` when the library is
@@ -45,7 +46,7 @@ from .config import env_book_cache, env_book_reuse
 
 __all__ = [
     "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
-    "ensure_synth", "ensure_data", "ensure_run", "ensure_metrics", "load", "glue", "clear",
+    "ensure_synth", "ensure_data", "dataset", "ensure_run", "ensure_metrics", "load", "glue", "clear",
 ]
 
 PACKAGE = Path(__file__).resolve().parent
@@ -236,6 +237,14 @@ def ensure_data(name: str = "confounded", device: Any = None, size: int | None =
     target = book_dir() / "data" / f"{name}-s{seed}-{size}px-{_key(params, _DATA_SOURCES)}"
     return _build_once(target, lambda tmp: _call(prepare, tree, tmp, size=size, split=SPLITS[name],
                                                  seed=seed, verbose=False), params)
+
+
+def dataset(device: Any = None, size: int | None = None, name: str = "confounded", seed: int = SEED):
+    """The book's data set, loaded: ``data.dataset.load_prepared(ensure_data(name, device, seed=seed),
+    size=size)``, a ``PreparedDataset`` (every chapter's one loading line)."""
+    from .data.dataset import load_prepared
+
+    return load_prepared(ensure_data(name, device, seed=seed), size=size)
 
 
 # ---------------------------------------------------------------------------------------------

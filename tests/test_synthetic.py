@@ -592,6 +592,30 @@ def test_marker_boxes_recorded(trees):
         assert not ((full == 2 ** ds.BitsStored - 1) & ~mask).any()
 
 
+def test_marker_masks_on_prepared_crops(trees, tmp_path):
+    """``marker_masks`` maps the recorded boxes onto the importer's crops: every saturated pixel of
+    a crop lies inside its row's mask, the mask covers the block (saturated but for its letter), and
+    rows without a marker get an empty mask; the same at another loaded size and on a subset."""
+    from iaiabl_lib.data.cbis_ddsm import prepare
+    from iaiabl_lib.data.dataset import load_prepared
+
+    root, summary = trees["a"]
+    prepare(root, tmp_path / "data", size=64, split="official", seed=0, verbose=False)
+    ds = load_prepared(tmp_path / "data")
+    masks = syn.marker_masks(ds).astype(bool)                              # (N, 64, 64)
+    marked = masks.any(axis=(1, 2))
+    assert 0 < marked.sum() <= summary["confounder"]["placed"]
+    assert not ((ds.images == 255) & ~masks).any()                       # nothing saturated outside
+    assert np.mean(ds.images[masks] == 255) > 0.5                         # the block, minus its letter
+    assert not marked[ds.split == "test"].any()                           # markers: train rows only
+    small = load_prepared(tmp_path / "data", size=32)
+    assert np.array_equal(syn.marker_masks(small).any(axis=(1, 2)), marked)
+    train = ds.subset("train")
+    assert np.array_equal(syn.marker_masks(train), masks[ds.split == "train"])
+    with pytest.raises(FileNotFoundError, match="synthetic.json"):
+        syn.marker_masks(ds, tree=tmp_path)
+
+
 def test_realism_reads_the_idc_layout(tmp_path):
     """measure_tree finds files as the importer does: the same tree re-laid out as an IDC download
     (``MG_<series uid>/<uuid>.dcm``) gives the same measurements."""

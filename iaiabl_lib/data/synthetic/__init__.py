@@ -16,7 +16,7 @@ One idea per module:
                     skin, nipple, pectoral muscle, detector blur, quantum noise
 ``lesions``         a mass from its labels: size, contrast by subtlety, shape, margin; masks
 ``scene``           both views of one breast: placement, masses superimposed on the anatomy
-``markers``         the optional confounder marker and the importer's crop square
+``markers``         the optional confounder marker (and ``marker_masks``: where it lies on prepared crops)
 ``tree``            DICOM files, the NBIA manifest and the CSVs
 ``generate``        ``make_synthetic``: all of it, in two threads, and the summary
 ``realism``         measurements from the files: background spectrum (beta), lesion contrast
@@ -74,7 +74,7 @@ from .cbis_format import (CSV_HEADER, CSV_NAMES, FINE_COLUMN, MAIN_MARGINS, MARG
 from .cli import add_cli, run_cli
 from .generate import make_synthetic
 from .labels import MALIGNANT_FRACTION
-from .markers import crop_square
+from .markers import crop_square, marker_masks
 from .scene import TISSUE_MAX, render_example
 
 __all__ = [
@@ -89,6 +89,7 @@ __all__ = [
     "SERIES_DESCRIPTIONS",
     "csv_path_to_file",
     "crop_square",
+    "marker_masks",
     "METADATA_COLUMNS",
     "MAIN_MARGINS",
     "MALIGNANT_FRACTION",

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["MARKER_VALUE", "GLYPH_VALUE", "LABEL_VALUE", "LABEL_AREA", "draw_view_label", "crop_square",
-           "draw_marker", "place_markers"]
+           "draw_marker", "place_markers", "marker_masks"]
 
 MARKER_VALUE = 1.0         # the confounder block (tissue is clipped below it)
 GLYPH_VALUE = 0.08         # the letter inside a block or plate
@@ -133,3 +133,51 @@ def place_markers(rng_for, image: np.ndarray, lesion_masks: list[np.ndarray],
                           max(0, left - 2):max(0, left + side + 2)] = True
         boxes.append(draw_marker(rng_for(i), image, lesion_masks[i], forbidden, mirrored))
     return boxes
+
+
+def marker_masks(dataset, tree=None) -> np.ndarray:
+    """Where the confounder markers are on the crops of a prepared synthetic data set: (N, S, S)
+    uint8 {0,1}, one per row of ``dataset`` (a ``PreparedDataset``, any subset or size), all zero
+    for rows without a marker.
+
+    From the boxes the generator recorded, not from the pixels: each row's ``marker_box``
+    (``synthetic.json`` ``rois[i]``, full-image pixels ``[y0, x0, y1, x1]``) is mapped through the
+    row's crop (manifest ``crop_box``, ``top left side``) and resized as the importer resizes masks
+    (``dataset.resize_masks``: to the prepared size, then to the loaded size). Rows are matched by
+    CSV and row number, and checked by patient, side, view and abnormality.
+
+    ``tree``: the synthetic tree (default: the one the data were prepared from, summary.json
+    ``source``)."""
+    import json
+    from pathlib import Path
+
+    from ..dataset import resize_masks
+
+    tree = Path(tree if tree is not None else dataset.summary.get("source", ""))
+    record = tree / "synthetic.json"
+    if not record.is_file():
+        raise FileNotFoundError(f"{record} not found: marker masks need the synthetic tree the data were "
+                                "prepared from (pass tree=DIR)")
+    rois = json.loads(record.read_text()).get("rois")
+    if rois is None:
+        raise ValueError(f"{record} records no ROIs (made by an older version): remake the tree with "
+                         "`iaiabl synth` and prepare it again")
+    by_row = {(r["csv"], int(r["row"])): r for r in rois}
+    native = int(dataset.summary.get("size", dataset.size))
+    out = np.zeros((len(dataset), dataset.size, dataset.size), np.uint8)
+    for i, row in enumerate(dataset.manifest):
+        roi = by_row.get((row["source_csv"], int(row["csv_row"])))
+        same = roi is not None and (roi["patient_id"], roi["side"], roi["view"], int(roi["abnormality_id"])) == \
+            (row["patient_id"], row["side"], row["view"], int(row["abnormality_id"]))
+        if not same:
+            raise ValueError(f"{record}: no ROI matches {row['id']} ({row['source_csv']} row {row['csv_row']}); "
+                             "were the data prepared from another tree? pass tree=DIR")
+        if roi["marker_box"] is None:
+            continue
+        top, left, side = (int(v) for v in str(row["crop_box"]).split())
+        y0, x0, y1, x1 = roi["marker_box"]
+        crop = np.zeros((1, side, side), np.uint8)
+        crop[0, max(0, y0 - top):max(0, y1 - top), max(0, x0 - left):max(0, x1 - left)] = 1
+        mask = resize_masks(crop, native)
+        out[i] = resize_masks(mask, dataset.size)[0] if native != dataset.size else mask[0]
+    return out
