@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from .atomic import atomic_write_json
 from .config import MARGINS, ModelConfig, Preset, get_preset, resolve_preset
+from . import fastpath
 from .fastpath import autocast_dtype, needs_scaler, pick_device
 from .lock import LOCK_NAME, exclusive_lock
 from .model import build_backbone
@@ -348,8 +349,6 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     tc = p.train
     n_epochs = int(tc.epochs)
     dev = pick_device(device)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
     data = Path(data)
     if not data.is_dir():
         raise FileNotFoundError(f"data directory {data} not found; make one with "
@@ -369,6 +368,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     else:
         augment_online = bool(tc.augment)
 
+    fastpath.setup(dev, seed)                  # global seeds and the device's switches, in one call
     model = BlackBox(p.model, task).to(dev)
     cuda = dev.type == "cuda"
     if cuda and tc.channels_last:

@@ -39,7 +39,7 @@ from .words import article, pct
 
 __all__ = [
     "PrototypeEvidence", "CaseExplanation", "explain_case", "class_activation_map",
-    "Neighbour", "PrototypeGalleryEntry", "prototype_gallery", "case_text", "load_dataset",
+    "Neighbour", "PrototypeGalleryEntry", "prototype_gallery", "case_text", "dataset_for",
     "prepare_image", "prototype_record", "PrototypeHealth", "OFF_LESION_THRESHOLD", "margin_band",
     "prototype_health",
     "leading_prototype", "dismissed_probabilities", "Dismissal", "dismissal",
@@ -50,33 +50,23 @@ __all__ = [
 # Inputs
 # ---------------------------------------------------------------------------------------------
 
-_DATASETS: dict[tuple[str, int], Any] = {}
-
-
-def load_dataset(path: str | Path, size: int):
-    """``dataset.load_prepared(path, size)``, cached per (path, size): explaining many cases of one
-    dataset loads it once."""
+def dataset_for(run, data):
+    """A PreparedDataset at the run's image size: ``data`` (a PreparedDataset, or a path, loaded
+    now) or, when None, the run's own (``Run.dataset()``: loaded once per Run object). No module
+    keeps a dataset: to explain many cases of another dataset, load it once and pass it."""
     from .data.dataset import load_prepared
 
-    key = (str(Path(path).resolve()), int(size))
-    if key not in _DATASETS:
-        _DATASETS.clear()          # keep at most one dataset in memory
-        _DATASETS[key] = load_prepared(path, size=size)
-    return _DATASETS[key]
-
-
-def dataset_for(run, data):
-    """A PreparedDataset at the run's image size: ``data`` (a PreparedDataset or a path) or the
-    run's own prepared dataset."""
     size = int(run.preset.model.image_size)
     if data is None:
+        if hasattr(run, "dataset"):
+            return run.dataset()
         data = getattr(run, "data_dir", None)
         if data is None or not Path(data).is_dir():
             raise FileNotFoundError(
                 f"the prepared dataset of run {getattr(run, 'dir', '?')} ({data}) is not available; "
                 "pass data=PATH (or --data DATA)")
     if isinstance(data, (str, Path)):
-        return load_dataset(data, size)
+        return load_prepared(data, size=size)
     if data.images.shape[-1] != size:
         import copy
 
@@ -203,6 +193,8 @@ class CaseExplanation:
     true_margin: int | None = None
     true_malignant: int | None = None
     malignancy_equation: dict = field(default_factory=dict)   # run.malignancy (Eq. 10)
+    cam: np.ndarray | None = None      # (S, S) Eq. 11 class activation map of the predicted class
+                                       # (own-class prototypes), from the same forward pass
     seconds: float = 0.0               # time taken by explain_case
 
     @property
@@ -301,6 +293,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
     if not 0 <= c < weights.shape[0]:
         raise ValueError(f"explained_class {c} out of range 0..{weights.shape[0] - 1}")
     order = np.argsort(-contrib[c], kind="stable")[:max(0, int(top))]
+    cam = _cam_from_maps(model, out.similarity_maps, torch.tensor([pred]), size)[0].cpu().numpy()   # (S, S)
     maps = out.similarity_maps[0, torch.as_tensor(order, dtype=torch.long, device=dev)]   # (k, H, W)
     pams = activation_map(maps[None].float(), size)[0].cpu().numpy() if len(order) else np.zeros((0, size, size))
     arrays = getattr(run, "push_arrays", None) or {}
@@ -326,7 +319,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
         malignancy_prob=malignancy_probability(out.malignancy_logit[0].float(), model.malignancy_fitted),
         similarity=sim, weights=weights, contributions=contrib, prototype_class=pclass,
         prototypes=evidence, lesion_mask=mask, true_margin=true_margin, true_malignant=true_malignant,
-        malignancy_equation=dict(mal))
+        malignancy_equation=dict(mal), cam=cam)
     expl.seconds = time.perf_counter() - t0
     return expl
 
@@ -358,6 +351,15 @@ def _images_tensor(images, size: int) -> Tensor:
     return x
 
 
+def _cam_from_maps(model, maps: Tensor, cls: Tensor, size: int, own_class_only: bool = True) -> Tensor:
+    """Eq. 11 from similarity maps already computed: maps (b, m, H, W), cls (b,) -> (b, S, S)."""
+    w = model.margin_head.weight.detach().float()                         # (3, m)
+    if own_class_only:
+        w = w * model.class_identity().T.float()
+    pam = activation_map(maps.float(), size)                              # (b, m, S, S)
+    return torch.einsum("bm,bmhw->bhw", w[cls.to(w.device)], pam)         # (b, S, S)
+
+
 @torch.no_grad()
 def class_activation_map(run, images, cls, batch_size: int = 128, own_class_only: bool = True) -> np.ndarray:
     """Appendix A, Eq. 11: CAM_c = Σ_{j: class(p_j) = c} h1[c, j] · PAM_j.
@@ -376,18 +378,13 @@ def class_activation_map(run, images, cls, batch_size: int = 128, own_class_only
     if cls_t.numel() != n:
         raise ValueError(f"cls: one class or one per image ({n}), got {cls_t.numel()}")
     dev = model.prototypes.device
-    w = model.margin_head.weight.detach().float()                         # (3, m)
-    if own_class_only:
-        w = w * model.class_identity().T.float()
     was = model.training
     model.eval()
     out = []
     try:
         for s in range(0, n, batch_size):
-            maps = model(x[s:s + batch_size].to(dev)).similarity_maps.float()   # (b, m, H, W)
-            pam = activation_map(maps, size)                                     # (b, m, S, S)
-            wb = w[cls_t[s:s + batch_size].to(dev)]                              # (b, m)
-            out.append(torch.einsum("bm,bmhw->bhw", wb, pam).cpu())
+            maps = model(x[s:s + batch_size].to(dev)).similarity_maps             # (b, m, H, W)
+            out.append(_cam_from_maps(model, maps, cls_t[s:s + batch_size], size, own_class_only).cpu())
     finally:
         model.train(was)
     return (torch.cat(out) if out else torch.zeros(0, size, size)).numpy()

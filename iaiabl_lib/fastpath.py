@@ -30,12 +30,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .errors import UserError
 
 __all__ = ["pick_device", "MIN_BATCH", "native_bf16", "AMP_DTYPES", "autocast_dtype", "needs_scaler",
-           "configure_backends", "sync", "device_name", "fits_batches", "free_memory", "time_calls",
+           "configure_backends", "setup", "sync", "device_name", "fits_batches", "free_memory", "time_calls",
            "fit_batch", "RunEstimate", "format_seconds"]
 
 
@@ -89,6 +90,16 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def setup(device: torch.device, seed: int) -> None:
+    """The one explicit call that sets the process-wide switches of a training run: the global
+    torch and NumPy seeds, and the device's backends (:func:`configure_backends`). Called by the
+    entry points (``train.train``, ``train.estimate``, ``baselines.train_blackbox``) just before
+    they build a model, never inside a constructor."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    configure_backends(device)
 
 
 def sync(device: torch.device) -> None:

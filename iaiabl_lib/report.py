@@ -22,7 +22,6 @@ import argparse
 import base64
 import datetime as _dt
 import html
-import json
 import re
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 from .config import MARGIN_WORDS, MARGINS
 from .words import pct
 
-__all__ = ["parse_box", "crop_dicom_case", "render_html", "write_report", "explain_to_html",
+__all__ = ["parse_box", "crop_dicom_case", "crop_size_of", "render_html", "write_report", "explain_to_html",
            "add_cli", "run_cli", "DISCLAIMER"]
 
 DISCLAIMER = ("This is not a medical device and it is not validated for clinical use: do not use "
@@ -249,7 +248,8 @@ def _cam_figure_html(run, expl) -> str:
 
     import matplotlib
 
-    cam = class_activation_map(run, expl.image, expl.predicted_class)[0]
+    # computed by explain_case from its own forward pass; an explanation made elsewhere may lack it
+    cam = expl.cam if expl.cam is not None else class_activation_map(run, expl.image, expl.predicted_class)[0]
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(6, 3.2), layout="constrained")
         ax = fig.subplots(1, 2)
@@ -290,12 +290,21 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
 
 
+def crop_size_of(run) -> int:
+    """The side a raw DICOM's crop is resized to before the model's own resize: the size of the
+    prepared crops the run was trained on (config.json ``data_size``), so that a new case goes
+    through the pixels' path of the training cases; the model's input size for a run that predates
+    that record. It depends on the run alone, never on a folder elsewhere."""
+    recorded = run.config.get("data_size") if isinstance(getattr(run, "config", None), dict) else None
+    return int(recorded) if recorded else int(run.preset.model.image_size)
+
+
 def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = None,
                     box=None, mask: str | Path | None = None, out: str | Path | None = None,
                     top: int = 3, device=None) -> Path:
     """The whole ``iaiabl explain`` command as a function; returns the written HTML path."""
     from .data.dataset import normalise_patient_id
-    from .explain import explain_case, load_dataset
+    from .explain import dataset_for, explain_case
     from .rundir import load_run, read_config, recorded_split_of
 
     run_dir = Path(run_dir)
@@ -312,15 +321,15 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
     if is_dicom:
         if not case_path.is_file():
             raise FileNotFoundError(f"DICOM file {case_path} not found")
-        prep_size = size
-        if data_dir is not None and (Path(data_dir) / "summary.json").is_file():
-            prep_size = int(json.loads((Path(data_dir) / "summary.json").read_text()).get("size", size))
+        prep_size = crop_size_of(run)
         roi = crop_dicom_case(case_path, box=box, mask_path=mask, size=prep_size, model_size=size)
         name = _dicom_case_name(case_path)
         expl = explain_case(run, roi["image"], case_id=name, lesion_mask=roi["lesion_mask"], top=top)
         source = f"DICOM file {case_path.name}"
         extra = {"lesion box (y0, x0, y1, x1)": roi["bbox"], "crop (top, left, side)": roi["crop_box"],
-                 "image size": f"{roi['shape'][0]} × {roi['shape'][1]} px"}
+                 "image size": f"{roi['shape'][0]} × {roi['shape'][1]} px",
+                 "crop resized to": f"{prep_size} px (the run's training crops), then {size} px (the model's input)"}
+        print(f"{case_path.name}: crop {roi['crop_box'][2]} px square, resized to {prep_size} px, then {size} px")
     else:
         if box is not None or mask is not None:
             raise ValueError("--box / --mask locate the lesion in a raw DICOM file; a prepared "
@@ -328,13 +337,13 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
         if data_dir is None or not Path(data_dir).is_dir():
             raise FileNotFoundError(f"the prepared dataset of {run_dir} ({data_dir}) is not available; "
                                     "pass --data DATA")
-        ds = load_dataset(data_dir, size)
+        ds = run.dataset() if data is None else dataset_for(run, data_dir)      # loaded once
         if case not in ds.ids:
             near = [i for i in ds.ids if case.lower() in i.lower()][:5]
             hint = f" Similar ids: {', '.join(near)}." if near else f" Ids look like {ds.ids[0]!r}."
             raise ValueError(f"{case!r} is neither a DICOM file nor a case id of the prepared "
                              f"dataset {data_dir}.{hint}")
-        expl = explain_case(run, case, data=data_dir, top=top)
+        expl = explain_case(run, case, data=ds, top=top)
         name = case
         split = ds.split[ds.ids.index(case)]
         source = f"prepared dataset {Path(data_dir).name}, case {case} ({split} split)"

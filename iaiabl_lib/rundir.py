@@ -290,6 +290,20 @@ class Run:
     prune: dict = field(default_factory=dict)
     data_dir: Path | None = None
     config: dict = field(default_factory=dict)
+    _dataset: Any = field(default=None, repr=False, compare=False)
+
+    def dataset(self):
+        """The prepared dataset this run was trained on (``data_dir``) at the run's image size,
+        loaded on first use and kept by this Run object (explaining many cases loads it once)."""
+        if self._dataset is None:
+            from .data.dataset import load_prepared
+
+            if self.data_dir is None or not Path(self.data_dir).is_dir():
+                raise FileNotFoundError(
+                    f"the prepared dataset of run {self.dir} ({self.data_dir}) is not available; "
+                    "pass data=PATH (or --data DATA)")
+            self._dataset = load_prepared(self.data_dir, size=int(self.preset.model.image_size))
+        return self._dataset
 
 
 def load_run(run_dir: str | Path, device=None) -> Run:

@@ -184,6 +184,44 @@ def test_explain_cli_raw_dicom_with_box_or_mask(tiny_run, prepared, synth_tree, 
     assert_self_contained(out2)
 
 
+def test_explain_dicom_is_deterministic_and_runs_the_network_once(tiny_run, prepared, synth_tree, tmp_path, capsys):
+    """Issue 15: the crop of a raw DICOM depends on the run alone (its recorded ``data_size``), not
+    on whether the training data still exist; the report says the size; one forward pass per case,
+    the class activation map included (it comes from explain_case's own pass)."""
+    import json
+    import shutil
+
+    from iaiabl_lib.report import crop_size_of, explain_to_html
+    from iaiabl_lib.train import load_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["data_size"] == load_prepared(prepared).size == crop_size_of(load_run(run_dir))
+    row = next(r for r in manifest_rows(prepared) if r["split"] == "test")
+    dicom, box = Path(synth_tree) / row["image_path"], ",".join(row["bbox"].split())
+
+    calls = []
+    original = torch.nn.Module.__call__
+
+    def counting(module, *args, **kwargs):
+        if type(module).__name__ == "IAIABL":
+            calls.append(1)
+        return original(module, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.Module, "__call__", counting)
+        with_data = explain_to_html(run_dir, str(dicom), box=box, out=tmp_path / "a.html").read_text()
+    assert len(calls) == 1
+    assert f"resized to {cfg['data_size']} px" in capsys.readouterr().out
+    cfg["data"] = str(tmp_path / "gone")                                  # the training data moved away
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    without = explain_to_html(run_dir, str(dicom), box=box, out=tmp_path / "b.html").read_text()
+    images = lambda t: re.findall(r'src="data:image/png;base64,[^"]+"', t)   # noqa: E731
+    assert images(with_data) == images(without) and images(with_data)
+    assert f"{cfg['data_size']} px (the run&#x27;s training crops)" in with_data
+
+
 def test_explain_cli_clear_errors(tiny_run, prepared, synth_tree, tmp_path, capsys):
     from cbis_fixtures import write_dicom
 

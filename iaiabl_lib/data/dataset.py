@@ -32,7 +32,7 @@ __all__ = [
     "PreparedDataset", "TensorSet", "load_prepared", "save_prepared", "resize_images",
     "resize_masks", "to_tensors", "augment_batch", "BatchPlan", "balanced_order", "pre_augment",
     "check_classes", "PREPARED_MARKER", "PREPARED_FILES", "PREPARED_FORMAT", "foreign_entries",
-    "normalise_patient_id",
+    "normalise_patient_id", "stored_image_size",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -108,6 +108,18 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     if masks.shape[1:] == (size, size):
         return masks.astype(np.uint8)
     return (_resize_float(masks, size) >= 0.5).astype(np.uint8)
+
+
+def stored_image_size(data_dir: str | Path | None) -> int | None:
+    """Side of the crops stored in a prepared dataset (images.npy, read without loading it); None
+    when there is none or it is unreadable."""
+    if data_dir is None or not (Path(data_dir) / "images.npy").is_file():
+        return None
+    try:
+        images = np.load(Path(data_dir) / "images.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return int(images.shape[-1])
 
 
 # --- numpy dataset -------------------------------------------------------------------------------

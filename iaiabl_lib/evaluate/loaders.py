@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import MARGINS, Preset
-from ..data.dataset import PreparedDataset, to_tensors
+from ..data.dataset import PreparedDataset, stored_image_size, to_tensors
 from ..rundir import recorded_data_dir
 from .protocol import GRADCAMPP_KEY, Predictions, true_class_pams
 
@@ -141,8 +141,8 @@ def check_compatible(model: EvalModel, data_dir: Path, run_dir: Path, train_data
             f"class mismatch: run {run_dir} predicts {run_classes}, the prepared dataset {data_dir} "
             f"has the margin classes {', '.join(MARGINS)}; evaluate with the data the run was trained "
             "on (--data), or retrain the run on this dataset")
-    native = _native_size(data_dir)
-    trained_on = _native_size(train_data) if train_data is not None else None
+    native = stored_image_size(data_dir)
+    trained_on = stored_image_size(train_data) if train_data is not None else None
     if native is not None and native < model.image_size and native != trained_on:
         raise ValueError(
             f"image size mismatch: {data_dir} holds {native}-px crops but run {run_dir} (preset "
@@ -150,14 +150,3 @@ def check_compatible(model: EvalModel, data_dir: Path, run_dir: Path, train_data
             + (f" and was trained on {trained_on}-px crops" if trained_on else "")
             + f"; upsampling would blur the margins. Re-run `iaiabl prepare --size {model.image_size}` "
             "(or evaluate with the data the run was trained on)")
-
-
-def _native_size(data_dir: Path | None) -> int | None:
-    """Side of the crops stored in a prepared dataset (without loading them); None if unreadable."""
-    if data_dir is None or not (Path(data_dir) / "images.npy").is_file():
-        return None
-    try:
-        images = np.load(Path(data_dir) / "images.npy", mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    return int(images.shape[-1])

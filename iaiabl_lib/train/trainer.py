@@ -29,7 +29,7 @@ from torch import Tensor
 from .. import fastpath
 from ..atomic import atomic_savez, atomic_write_json, remove_stale_tmp
 from ..config import MARGINS, Preset, resolve_preset
-from ..data.dataset import BatchPlan
+from ..data.dataset import BatchPlan, stored_image_size
 from ..fastpath import pick_device
 from ..lock import LOCK_NAME, exclusive_lock
 from ..model import build_model
@@ -60,10 +60,7 @@ class Trainer:
         self.ids, self.index = train_ids, train_index
         self.out, self.dev, self.seed, self.progress = out, device, seed, progress
         self.run_config, self.callback = run_config, callback
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        fastpath.configure_backends(device)
-        self.model = build_model(preset).to(device)
+        self.model = build_model(preset).to(device)     # after fastpath.setup(device, seed) by the caller
         self.gen = torch.Generator(device=device).manual_seed(seed)
         if preset.model.prototype_init == "lesion_patches":
             self._init_prototypes_on_lesion_patches(seed + 3)
@@ -516,6 +513,7 @@ def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device,
         "preset_name": preset.name,
         "preset": preset.to_dict(),
         "data": str(Path(data).resolve()),
+        "data_size": stored_image_size(data),     # side of the prepared crops (explain cuts DICOMs alike)
         "seed": int(seed),
         "overrides": dict(overrides or {}),
         "device": str(dev),
@@ -529,6 +527,7 @@ def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device,
     if not resume:
         (out / RESUME_FILE).unlink(missing_ok=True)
     atomic_write_json(out / "config.json", run_config)
+    fastpath.setup(dev, seed)
     trainer = Trainer(preset, train_set, val_set, ids, index, out, dev, seed, progress, run_config, callback)
     trainer.run(resume)
 
@@ -544,6 +543,7 @@ def estimate(data: str | Path, preset: str | Preset, epochs: int | None = None, 
         preset = preset.replace({"train.estimate_steps": 3})
     dev = pick_device(device)
     train_set, val_set, ids, index = _load_splits(data, preset, dev)
+    fastpath.setup(dev, seed)
     trainer = Trainer(preset, train_set, val_set, ids, index, Path("."), dev, seed, False, {}, None)
     trainer.use_batch(trainer.probe())
     est = trainer.estimate()
