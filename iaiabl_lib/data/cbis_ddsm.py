@@ -45,6 +45,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from iaiabl_lib.config import MARGINS
+from iaiabl_lib.data.cbis_format import CSV_NAMES, FINE_COLUMN, MARGIN_NAMES
 from iaiabl_lib.data.dataset import SPLITS, normalise_patient_id, resize_images, resize_masks, save_prepared
 from iaiabl_lib.data.dicom import DEFAULT_MAX_PIXELS, DicomError, read_dicom, robust_window, window_to_uint8
 from iaiabl_lib.data.locate import SeriesIndex, cell_uids
@@ -54,19 +55,17 @@ from iaiabl_lib.lock import exclusive_lock, sibling_lock
 __all__ = [
     "CbisError", "MassRow", "read_mass_csv", "classify_margin", "classify_pathology",
     "DicomLocator", "crop_geometry", "crop_and_resize", "assign_splits", "prepare",
-    "format_table", "add_cli", "run_cli", "CSV_NAMES", "COLUMNS", "MIN_CROP", "resolve_inside",
+    "format_table", "add_cli", "run_cli", "CSV_NAMES", "COLUMNS", "MIN_CROP", "resolve_inside", "crop_padded",
     "largest_component", "OUTSIDE",
 ]
 
-CSV_NAMES = {"train": "mass_case_description_train_set.csv", "test": "mass_case_description_test_set.csv"}
 COLUMNS = {  # MassRow field -> CSV header (matched case- and whitespace-insensitively)
     "patient_id": "patient_id", "side": "left or right breast", "view": "image view",
     "abnormality_id": "abnormality id", "margin_raw": "mass margins", "pathology_raw": "pathology",
     "image_path": "image file path", "crop_path": "cropped image file path",
     "mask_path": "ROI mask file path",
 }
-FINE_COLUMN = "fine annotation file path"   # optional extra column (synthetic data)
-MARGIN_CODES = {"CIRCUMSCRIBED": "circumscribed", "ILL_DEFINED": "indistinct", "SPICULATED": "spiculated"}
+MARGIN_CODES = {code: name for name, code in MARGIN_NAMES.items()}   # CBIS-DDSM string -> our class name
 EXCLUDED_MARGINS = {"OBSCURED": "margin obscured", "MICROLOBULATED": "margin microlobulated"}
 MISSING_MARGIN_CELLS = {"", "NA", "N/A", "NAN", "NONE", "NULL"}
 SPELLINGS = {"ILL-DEFINED": "ILL_DEFINED", "ILL DEFINED": "ILL_DEFINED"}   # one margin, not a combination
@@ -439,7 +438,7 @@ def crop_geometry(mask: np.ndarray, min_side: int = MIN_CROP) -> tuple[tuple[int
     return (y0, x0, y1, x1), (top, left, side)
 
 
-def _crop(array: np.ndarray, box: tuple[int, int, int], transform: Callable | None = None) -> np.ndarray:
+def crop_padded(array: np.ndarray, box: tuple[int, int, int], transform: Callable | None = None) -> np.ndarray:
     """(H, W) -> (side, side), zero where the box leaves the image; ``transform`` (e.g. the
     windowing) is applied to the part inside the image only."""
     top, left, side = box
@@ -458,8 +457,8 @@ def crop_and_resize(image: np.ndarray, masks: Iterable[np.ndarray], box: tuple[i
     """The identical square crop and resize for an image (H, W) and its masks (bool or {0,1}
     (H, W)) -> uint8 (size, size) and uint8 {0,1} (size, size) each. ``image_transform`` maps the
     image's in-frame part to uint8 (the windowing); without it ``image`` must be uint8 already."""
-    out_image = resize_images(_crop(image, box, image_transform)[None], size)[0]
-    out_masks = [resize_masks(_crop(np.asarray(m, dtype=np.uint8), box)[None], size)[0] for m in masks]
+    out_image = resize_images(crop_padded(image, box, image_transform)[None], size)[0]
+    out_masks = [resize_masks(crop_padded(np.asarray(m, dtype=np.uint8), box)[None], size)[0] for m in masks]
     return out_image, out_masks
 
 

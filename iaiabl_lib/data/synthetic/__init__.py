@@ -9,7 +9,7 @@ masks of the margin-relevant region, referenced by an extra last CSV column.
 One idea per module:
 
 ==================  =============================================================================
-``cbis_format``     the download's format: CSV header, names, series descriptions, UIDs
+(the download's format, shared with the importer: ``iaiabl_lib.data.cbis_format``)
 ``labels``          the label sampler: the real tables' joint counts, reader disagreement
 ``plan``            patients, breasts, abnormalities, files, storage quirks, UIDs
 ``anatomy``         the breast: outline, thickness, 1/f^3 parenchyma, ducts/vessels/ligaments,
@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import os  # noqa: F401  (tests patch os.cpu_count through this module)
 
-from .cbis_format import (CSV_HEADER, CSV_NAMES, FINE_COLUMN, MAIN_MARGINS, MARGIN_NAMES,
+from ..cbis_format import (CSV_HEADER, CSV_NAMES, FINE_COLUMN, MAIN_MARGINS, MARGIN_NAMES,
                           METADATA_COLUMNS, SERIES_DESCRIPTIONS, SOP_CLASS_DM_PRESENTATION,
                           csv_path_to_file)
 from .cli import add_cli, run_cli

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cbis_format import MAIN_MARGINS, MARGIN_NAMES
+from ..cbis_format import MAIN_MARGINS, MARGIN_NAMES
 from .generate import make_synthetic
 
 __all__ = ["add_cli", "run_cli"]

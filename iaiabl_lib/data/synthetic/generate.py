@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ...atomic import atomic_write_json
-from .cbis_format import CSV_NAMES, main_name, resolve_class
+from ..cbis_format import CSV_NAMES, main_name, resolve_class
 from .markers import place_markers
 from .plan import Breast, RoiRow, assign_labels, plan_breasts, plan_files
 from .scene import render_breast

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cbis_format import MAIN_MARGINS
+from ..cbis_format import MAIN_MARGINS
 
 COUNTS_FILE = Path(__file__).with_name("cbis_ddsm_mass_counts.csv")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cbis_format import FOLDER_PREFIX, UID_ROOT
+from ..cbis_format import FOLDER_PREFIX, UID_ROOT
 from .labels import (P_BORDERLINE, P_SECOND_READER, SINGLE_MARGINS, LabelSet, draw_labels,
                      partner_margin, p_subtlety_differs)
 

@@ -166,7 +166,7 @@ def measure_tree(root: str | Path, max_images: int | None = None,
 
     from ..cbis_ddsm import DicomLocator, SkipRow, _one_file
     from ..dicom import read_dicom
-    from .cbis_format import CSV_NAMES
+    from ..cbis_format import CSV_NAMES
 
     root = Path(root)
     locator = DicomLocator(root)        # the importer's lookup: NBIA, IDC and synthetic layouts

@@ -136,6 +136,7 @@ def render_example(margin: str, subtlety: int, shape: str = "IRREGULAR", density
     -> {"full": (H, W) float32, "roi": (S, S), "mass": (S, S) float32 (the intensity the mass
     added), "lesion": (S, S) bool, "fine": (S, S) bool, "amplitude": float, "sigma": float}
     (crops zero-padded where the square leaves the image)."""
+    from ..cbis_ddsm import crop_padded          # the importer's own crop (zero where it leaves the image)
     from .labels import LabelSet
     from .markers import crop_square
     from .plan import Lesion
@@ -150,9 +151,5 @@ def render_example(margin: str, subtlety: int, shape: str = "IRREGULAR", density
     out = {"full": view.image, "amplitude": view.amplitudes[0], "sigma": view.sigmas[0]}
     for key, a in (("roi", view.image), ("mass", view.masses), ("lesion", view.lesion_masks[0]),
                    ("fine", view.fine_masks[0])):
-        pad = np.zeros((side, side), a.dtype)
-        ys, xs = max(0, top), max(0, left)
-        ye, xe = min(H, top + side), min(W, left + side)
-        pad[ys - top:ye - top, xs - left:xe - left] = a[ys:ye, xs:xe]
-        out[key] = pad
+        out[key] = crop_padded(a, (top, left, side))
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ...atomic import atomic_write_text
-from .cbis_format import (CSV_HEADER, CSV_NAMES, FINE_COLUMN, METADATA_COLUMNS,
+from ..cbis_format import (CSV_HEADER, CSV_NAMES, FINE_COLUMN, METADATA_COLUMNS,
                           SERIES_DESCRIPTIONS, SOP_CLASS_DM_PRESENTATION)
 from .plan import Breast, FullImage, RoiRow
 

@@ -1,8 +1,9 @@
 """The CBIS-DDSM download format: CSV header, file names, series descriptions, UIDs, NBIA manifest.
 
 Everything here is a property of the real TCIA NBIA download of the CBIS-DDSM mass subset
-(Sawyer-Lee et al. 2016, doi:10.7937/K9/TCIA.2016.7O02S9CY), which the generator imitates and the
-importer (``iaiabl_lib.data.cbis_ddsm``) reads. docs/INTERFACES.md §1 is the contract.
+(Sawyer-Lee et al. 2016, doi:10.7937/K9/TCIA.2016.7O02S9CY), which the generator
+(``iaiabl_lib.data.synthetic``) imitates and the importer (``iaiabl_lib.data.cbis_ddsm``) reads:
+the one place both take these names from. Torch-free. docs/INTERFACES.md §1 is the contract.
 """
 
 from __future__ import annotations
