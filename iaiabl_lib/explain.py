@@ -109,24 +109,19 @@ def prepare_image(image, size: int) -> tuple[np.ndarray, Tensor]:
 
 
 def prototype_record(run, j: int) -> dict:
-    """The push record of prototype ``j`` with uniform keys: class, class_name, source_index,
-    source_id, patch (row, col), rf_box and activation_box ([y0, x0, y1, x1], end-exclusive),
-    sq_distance (accepts push.py's names and the older patch_row/patch_col/box names)."""
+    """The push record of prototype ``j`` (push.json, docs/INTERFACES.md §4: one name per field,
+    boxes ``[y0, x0, y1, x1]`` end-exclusive in the source crop's pixels) with tuples for the boxes
+    and the patch; a prototype without a record (a model never pushed) gets its class and Nones."""
     recs = getattr(run, "push", None) or []
     rec = dict(recs[j]) if j < len(recs) else {}
     cls = int(rec.get("class", int(run.model.prototype_class[j])))
-    patch = rec.get("patch")
-    if patch is None and "patch_row" in rec:
-        patch = [rec["patch_row"], rec["patch_col"]]
-    box = rec.get("rf_box", rec.get("box"))
-    act_box = rec.get("high_activation_box", rec.get("activation_box"))
+    as_tuple = lambda v: None if v is None else tuple(int(x) for x in v)   # noqa: E731
     return {
         "class": cls, "class_name": MARGINS[cls],
         "source_index": rec.get("source_index"), "source_id": rec.get("source_id"),
-        "patch": None if patch is None else tuple(int(v) for v in patch),
-        "rf_box": None if box is None else tuple(int(v) for v in box),
-        "activation_box": None if act_box is None else tuple(int(v) for v in act_box),
-        "sq_distance": rec.get("sq_distance", rec.get("sq_dist")),
+        "patch": as_tuple(rec.get("patch")), "rf_box": as_tuple(rec.get("rf_box")),
+        "high_activation_box": as_tuple(rec.get("high_activation_box")),
+        "sq_distance": rec.get("sq_distance"),
     }
 
 
@@ -150,14 +145,14 @@ class PrototypeEvidence:
     source_index: int | None
     patch: tuple[int, int] | None   # latent-grid cell of the prototype in its source
     rf_box: tuple[int, int, int, int] | None          # receptive field of that cell (y0, x0, y1, x1)
-    activation_box: tuple[int, int, int, int] | None  # 95th-percentile box of the self-activation
+    high_activation_box: tuple[int, int, int, int] | None  # 95th-percentile box of the self-activation
     source_image: np.ndarray | None  # (S, S) uint8 the source ROI
     self_activation: np.ndarray | None  # (S, S) the prototype's PAM on its own source
 
     @property
     def box(self) -> tuple[int, int, int, int] | None:
         """The box shown around the prototype: its high-activation box, else its receptive field."""
-        return self.activation_box or self.rf_box
+        return self.high_activation_box or self.rf_box
 
     @property
     def patch_image(self) -> np.ndarray | None:
@@ -308,7 +303,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
             similarity=float(sim[j]), weight=float(weights[c, j]), contribution=float(contrib[c, j]),
             activation=pams[r],
             source_id=rec["source_id"], source_index=rec["source_index"], patch=rec["patch"],
-            rf_box=rec["rf_box"], activation_box=rec["activation_box"],
+            rf_box=rec["rf_box"], high_activation_box=rec["high_activation_box"],
             source_image=None if src_imgs is None or j >= len(src_imgs) else src_imgs[j],
             self_activation=None if self_act is None or j >= len(self_act) else self_act[j],
         ))
@@ -404,7 +399,7 @@ class Neighbour:
     similarity: float           # log similarity (Eq. 1) at that patch
     patch: tuple[int, int]      # latent cell (row, col)
     rf_box: tuple[int, int, int, int]
-    activation_box: tuple[int, int, int, int]
+    high_activation_box: tuple[int, int, int, int]
     image: np.ndarray           # (S, S) uint8
     activation: np.ndarray      # (S, S) PAM of the prototype on this image
 
@@ -495,13 +490,13 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
                 id=ds.ids[i], label=int(ds.labels[i]), sq_distance=d,
                 similarity=float(log_similarity(torch.tensor(d), eps)),
                 patch=(row, col), rf_box=tuple(rf_box(rf, row, col, size)),
-                activation_box=_hot_box(act), image=ds.images[i], activation=act))
+                high_activation_box=_hot_box(act), image=ds.images[i], activation=act))
         src = arrays.get("source_image")
         sa = arrays.get("self_activation")
         entries.append(PrototypeGalleryEntry(
             index=j, cls=int(pclass[j]), class_name=MARGINS[int(pclass[j])],
             source_id=rec["source_id"], source_image=None if src is None else src[j],
-            box=rec["activation_box"] or rec["rf_box"],
+            box=rec["high_activation_box"] or rec["rf_box"],
             self_activation=None if sa is None else sa[j], neighbours=neighbours))
     return entries
 

@@ -281,7 +281,7 @@ def plot_prototype_gallery(gallery, max_prototypes: int | None = None) -> Figure
                 if k - 1 < len(e.neighbours):
                     n = e.neighbours[k - 1]
                     mappable = _overlay(ax[k], n.image, n.activation)
-                    _box(ax[k], n.activation_box)
+                    _box(ax[k], n.high_activation_box)
                     ax[k].set_xlabel(f"{n.id}\n{MARGINS[n.label]}, d²={n.sq_distance:.3g}", fontsize=7)
                     if r == 0:
                         ax[k].set_title(f"nearest #{k}")

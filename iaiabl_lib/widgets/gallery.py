@@ -95,9 +95,9 @@ def _view(ds, e, h, weights, show_dataset_ids) -> str:
     for k, n in enumerate(e.neighbours, 1):
         facts = C.source_caption(ds, n.index)
         near.append("<div class='iaiabl-row iaiabl-neighbour'>"
-                    + I.patch_figure(n.image, n.activation_box, scale, "the part that matches best",
+                    + I.patch_figure(n.image, n.high_activation_box, scale, "the part that matches best",
                                      cls="iaiabl-case-patch")
-                    + I.thumbnail(n.image, n.activation_box, f"closest match #{k}: {facts}", heat=n.activation)
+                    + I.thumbnail(n.image, n.high_activation_box, f"closest match #{k}: {facts}", heat=n.activation)
                     + "</div>")
     return ("<div class='iaiabl-view'>" + head + flag + measured
             + f"<div class='iaiabl-row'>{pictures}</div>" + details
