@@ -46,7 +46,7 @@ from . import fastpath
 from .fastpath import autocast_dtype, needs_scaler, pick_device
 from .lock import LOCK_NAME, exclusive_lock
 from .model import build_backbone
-from .predict import malignancy_probability, margin_probabilities
+from .predict import as_images, malignancy_probability, margin_probabilities
 from .rundir import check_run, load_state, recorded_data_dir, read_history, save_state, split_record, write_history
 
 __all__ = [
@@ -200,19 +200,6 @@ def gradcam(model: BlackBox, images: Tensor, target_class=None, plus_plus: bool 
 # ---------------------------------------------------------------------------------------------
 
 
-def _images_of(data) -> Tensor:
-    if hasattr(data, "images"):
-        return data.images
-    if isinstance(data, np.ndarray):
-        data = torch.from_numpy(data)
-    if not isinstance(data, Tensor):
-        raise TypeError("expected a TensorSet or an image tensor (N, 3, S, S)")
-    if data.ndim == 3:     # grey uint8 / [0, 1] crops (N, S, S)
-        from .data.dataset import normalise
-        return normalise(data[:, None])
-    return data
-
-
 def blackbox_predict(model: "BlackBox | BlackBoxRun", data, batch_size: int = 64, device=None,
                      cams: bool = True, target_class=None) -> dict[str, np.ndarray]:
     """Predictions of a black box on a TensorSet (or images (N, 3, S, S) normalised, or grey
@@ -223,7 +210,7 @@ def blackbox_predict(model: "BlackBox | BlackBoxRun", data, batch_size: int = 64
     (N, S, S) for ``target_class`` (default: the predicted margin class / the malignant logit).
     """
     model = getattr(model, "model", model)          # a BlackBoxRun or the network
-    images = _images_of(data)
+    images = as_images(data)
     if device is None:
         device = next(model.parameters()).device
     model = model.to(device).eval()
@@ -350,10 +337,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     n_epochs = int(tc.epochs)
     dev = pick_device(device)
     data = Path(data)
-    if not data.is_dir():
-        raise FileNotFoundError(f"data directory {data} not found; make one with "
-                                f"`iaiabl synth --out SRC` then `iaiabl prepare --cbis SRC --out {data}`")
-    ds = load_prepared(data, size=p.model.image_size)
+    ds = load_prepared(data, size=p.model.image_size)             # a missing folder: says how to make one
     check_classes(ds, splits=("train",))
     train_set = to_tensors(ds.subset("train"), dev)
     val_ds = ds.subset("val")

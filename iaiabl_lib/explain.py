@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .config import MARGIN_WORDS, MARGINS
 from .model import activation_map
-from .predict import malignancy_probability, margin_probabilities
+from .predict import as_images, malignancy_probability, margin_probabilities
 from .words import article, pct
 
 __all__ = [
@@ -328,24 +328,6 @@ def _model_of(run_or_model):
     return getattr(run_or_model, "model", run_or_model)
 
 
-def _images_tensor(images, size: int) -> Tensor:
-    from .data.dataset import normalise
-
-    x = getattr(images, "images", images)
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, Tensor):
-        raise TypeError("images: expected a TensorSet, a tensor (N, 3, S, S) or grey crops (N, S, S)")
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim == 3:                       # grey crops (N, S, S), uint8 or [0, 1]
-        x = normalise(x[:, None])
-    x = x.float()
-    if x.shape[-1] != size:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x
-
-
 def _cam_from_maps(model, maps: Tensor, cls: Tensor, size: int, own_class_only: bool = True) -> Tensor:
     """Eq. 11 from similarity maps already computed: maps (b, m, H, W), cls (b,) -> (b, S, S)."""
     w = model.margin_head.weight.detach().float()                         # (3, m)
@@ -365,7 +347,7 @@ def class_activation_map(run, images, cls, batch_size: int = 128, own_class_only
     Returns (N, S, S) float32 (not normalised: the units of the margin logit per pixel)."""
     model = _model_of(run)
     size = int(model.cfg.image_size)
-    x = _images_tensor(images, size)
+    x = as_images(images, size)
     n = x.shape[0]
     cls_t = torch.as_tensor(cls, dtype=torch.long).flatten()
     if cls_t.numel() == 1:
@@ -438,7 +420,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
     if len(ds) == 0:
         raise ValueError(f"prototype_gallery: split {split!r} is empty")
     size = int(model.cfg.image_size)
-    x = _images_tensor(torch.from_numpy(np.ascontiguousarray(ds.images)), size)
+    x = as_images(ds.images, size)
     dev = model.prototypes.device
     was = model.training
     model.eval()
@@ -548,7 +530,7 @@ def prototype_health(run, data=None, split: str = "train", threshold: float = OF
     model = run.model
     ds = dataset_for(run, data).subset(split)
     size = int(model.cfg.image_size)
-    x = _images_tensor(torch.from_numpy(np.ascontiguousarray(ds.images)), size)
+    x = as_images(ds.images, size)
     dev = model.prototypes.device
     was = model.training
     model.eval()

@@ -306,18 +306,19 @@ def plot_cam_comparison(run, blackbox, images, masks=None, target_class=None, ti
     import torch
 
     from .baselines import gradcam_both
-    from .explain import _images_tensor, class_activation_map
+    from .explain import class_activation_map
+    from .predict import as_images
 
     model = getattr(run, "model", run)
     bb = getattr(blackbox, "model", blackbox)
-    x = _images_tensor(images, int(model.cfg.image_size))
+    x = as_images(images, int(model.cfg.image_size))
     n = x.shape[0]
     with torch.no_grad():
         dev = model.prototypes.device
         logits = model(x.to(dev)).margin_logits.float().cpu()
     cls = logits.argmax(1) if target_class is None else torch.as_tensor(target_class).long().flatten().expand(n)
     cam = class_activation_map(model, x, cls)
-    xb = _images_tensor(x, int(bb.cfg.image_size)).to(next(bb.parameters()).device)
+    xb = as_images(x, int(bb.cfg.image_size)).to(next(bb.parameters()).device)
     tb = None if target_class is None else cls
     gc, gcpp, bl = gradcam_both(bb, xb, tb)
     gc, gcpp = gc.cpu().numpy(), gcpp.cpu().numpy()
@@ -427,12 +428,12 @@ def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
     activation map of the most activated prototype of the predicted class for the model trained
     with the fine-annotation loss and for the one trained without, each titled with its
     activation precision (Eq. 9) against ``masks``. Axes: rows × 3 plus one colour bar."""
-    from .explain import _images_tensor
+    from .predict import as_images
     from .metrics import activation_precision
 
     mf, mn = getattr(run_fine, "model", run_fine), getattr(run_nofine, "model", run_nofine)
     size = int(mf.cfg.image_size)
-    x = _images_tensor(images, size)
+    x = as_images(images, size)
     m = _np(getattr(masks, "fine_masks", masks)).astype(np.float64)
     if m.ndim == 4:
         m = m[:, 0]
@@ -442,7 +443,7 @@ def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
         raise ValueError(f"masks {m.shape} must be one (S, S) mask per image at {size} px")
     results = []
     for model in (mf, mn):
-        xi = _images_tensor(x, int(model.cfg.image_size))
+        xi = as_images(x, int(model.cfg.image_size))
         pam, j, pred = _top_pam(model, xi)
         results.append((pam, j, pred, activation_precision(pam, m, tau)))
     n = x.shape[0]

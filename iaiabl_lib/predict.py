@@ -19,7 +19,7 @@ from .config import MARGINS
 from .fastpath import pick_device
 from .model import IAIABL
 
-__all__ = ["similarities", "predict", "average_margin_auroc", "margin_probabilities", "malignancy_probability"]
+__all__ = ["as_images", "similarities", "predict", "average_margin_auroc", "margin_probabilities", "malignancy_probability"]
 
 
 def margin_probabilities(margin_logits) -> np.ndarray:
@@ -42,12 +42,27 @@ def malignancy_probability(malignancy_logit, fitted: bool):
     return float(p) if p.ndim == 0 else p
 
 
-def _images_of(x) -> Tensor:
+def as_images(x, size: int | None = None) -> Tensor:
+    """Anything the library's inference takes, as normalised float images (N, 3, S, S): a TensorSet
+    (its ``images``), a tensor or array (N, 3, S, S) already normalised, or grey crops (N, S, S) /
+    one (S, S) (uint8, or float in [0, 1]; normalised here as ``dataset.normalise`` does).
+    ``size``: resize (bilinear) when the side differs. The one place inputs are coerced."""
+    from .data.dataset import normalise
+
     images = getattr(x, "images", x)
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
+        images = torch.from_numpy(np.ascontiguousarray(images))
     if not isinstance(images, Tensor):
-        raise TypeError(f"expected images (a tensor or array (N, 3, S, S)) or a TensorSet, got {type(x).__name__}")
+        raise TypeError(f"expected a TensorSet, images (N, 3, S, S) or grey crops (N, S, S), got {type(x).__name__}")
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim == 3:                       # grey crops (N, S, S), uint8 or [0, 1]
+        images = normalise(images[:, None])
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, S, S) or grey crops (B, S, S), got {tuple(images.shape)}")
+    images = images.float()
+    if size is not None and images.shape[-1] != size:
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     return images
 
 
@@ -72,7 +87,7 @@ def predict(model: IAIABL, images_or_tensorset, batch_size: int = 256, device=No
     when the model's malignancy head is not fitted: ``model.malignancy_fitted``), similarity
     (N, m), similarity_maps (N, m, H, W).
     """
-    images = _images_of(images_or_tensorset)
+    images = as_images(images_or_tensorset)
     dev = pick_device(device) if device is not None else model.prototypes.device
     if dev != model.prototypes.device:
         model.to(dev)

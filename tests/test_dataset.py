@@ -69,7 +69,7 @@ def test_load_resizes_and_rethresholds(data):
 
 
 def test_load_errors_name_the_path(tmp_path, data):
-    with pytest.raises(PreparedDatasetError, match="no such directory"):
+    with pytest.raises(FileNotFoundError, match=r"missing not found.*iaiabl synth.*iaiabl prepare --cbis SRC --out .*missing"):
         load_prepared(tmp_path / "missing")
     (data / "fine_masks.npy").unlink()
     with pytest.raises(PreparedDatasetError, match=r"data.*fine_masks\.npy.*iaiabl prepare"):

@@ -221,15 +221,19 @@ def _int_column(rows: list[dict], column: str, path: Path, allowed: range) -> np
 
 def load_prepared(path: str | Path, size: int | None = None) -> PreparedDataset:
     """Load a prepared dataset (INTERFACES.md §2); ``size``: resize to ``size`` px on load (images
-    area/bilinear, masks re-thresholded at 0.5). Raises :class:`PreparedDatasetError` naming the
-    path when files are missing or the manifest and the arrays disagree."""
+    area/bilinear, masks re-thresholded at 0.5). Raises FileNotFoundError for a missing folder (with
+    the commands that make one) and :class:`PreparedDatasetError` naming the path when files are
+    missing or the manifest and the arrays disagree."""
     path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"data directory {path} not found; make one with `iaiabl synth --out SRC` "
+                                f"(or `iaiabl download cbis-ddsm --out SRC`), then "
+                                f"`iaiabl prepare --cbis SRC --out {path}`")
     wanted = ["manifest.csv", *ARRAY_FILES.values()]
     missing = [name for name in wanted if not (path / name).is_file()]
     if missing:
-        what = "no such directory" if not path.is_dir() else f"missing {', '.join(missing)}"
-        raise PreparedDatasetError(f"{path}: not a prepared dataset ({what}); create it with "
-                                   "`iaiabl prepare --cbis DIR --out DATA`")
+        raise PreparedDatasetError(f"{path}: not a prepared dataset (missing {', '.join(missing)}); "
+                                   "create it with `iaiabl prepare --cbis DIR --out DATA`")
     rows = _read_manifest(path / "manifest.csv")
     arrays = {}
     for name, filename in ARRAY_FILES.items():

@@ -470,11 +470,7 @@ def _load_splits(data: str | Path, preset: Preset, device: torch.device):
     preset's image size), with the train rows' ids and dataset indices."""
     from ..data.dataset import check_classes, load_prepared, to_tensors
 
-    path = Path(data)
-    if not path.is_dir():
-        raise FileNotFoundError(f"data directory {path} not found; make one with "
-                                f"`iaiabl synth --out SRC` then `iaiabl prepare --cbis SRC --out {path}`")
-    ds = load_prepared(path, size=preset.model.image_size)
+    ds = load_prepared(data, size=preset.model.image_size)        # a missing folder: says how to make one
     check_classes(ds, splits=("train", "val"))
     train_rows = np.flatnonzero(ds.split == "train")
     val_rows = np.flatnonzero(ds.split == "val")
