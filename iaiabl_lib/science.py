@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ROWS", "CLAIMS", "seed_results", "confounder_experiment", "summarise", "claims",
-           "format_report", "add_cli", "run_cli"]
+           "format_report", "add_cli", "run_cli", "RECORDED", "load_recorded"]
 
 ROWS = (("iaiabl", "IAIA-BL"), ("nofine", "IAIA-BL without fine-annotation loss"),
         ("protopnet", "ProtoPNet"), ("blackbox", "black-box VGG-style CNN"))
@@ -185,3 +185,20 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_bytes(Path(args.json), (json.dumps(result, indent=1) + "\n").encode())
     return 0
+
+
+RECORDED = "cpu_tiny_seeds_0_1_2.json"
+"""The recorded run of ``iaiabl science --seeds 0 1 2`` that the README's science table and the
+book's chapter 12 show (package data in ``iaiabl_lib/science_runs/``, with its command, date and
+machine); too long to repeat in every book build (about 12 min on 2 cores, 4 models × 3 seeds)."""
+
+
+def load_recorded(name: str = RECORDED) -> tuple[dict[int, dict[str, dict]], dict]:
+    """A recorded science run: (per-seed figures as ``confounder_experiment`` returns them, keyed
+    by int seed; its ``recorded`` block: command, date, machine, checkout, wall time)."""
+    from importlib import resources
+
+    text = resources.files("iaiabl_lib").joinpath("science_runs", name).read_text(encoding="utf-8")
+    data = json.loads(text)
+    return {int(s): rows for s, rows in data["seeds"].items()}, data["recorded"]
+

@@ -168,3 +168,23 @@ def test_no_chapter_shadows_a_module():
 def _is_package(module: str) -> bool:
     spec = importlib.util.find_spec(module)
     return spec is not None and spec.submodule_search_locations is not None
+
+
+def test_readme_science_table_is_the_recorded_run():
+    """The README's science table quotes the recorded `iaiabl science` run that chapter 12 shows
+    (science.load_recorded): every per-seed figure, rounded as printed."""
+    from iaiabl_lib import science
+
+    per_seed, recorded = science.load_recorded()
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The science check"):]
+    assert recorded["command"] in section and recorded["date"] in section
+    rows = {"IAIA-BL": "IAIA-BL", "IAIA-BL without the fine-annotation loss": "IAIA-BL without fine-annotation loss",
+            "ProtoPNet": "ProtoPNet", "black-box CNN + Grad-CAM": "black-box VGG-style CNN + Grad-CAM"}
+    seeds = sorted(per_seed)
+    for label, name in rows.items():
+        line = next(ln for ln in section.splitlines() if ln.startswith(f"| {label} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for col, key in ((1, "average_auroc"), (3, "lesion_ap")):
+            want = " / ".join(f"{per_seed[s][name][key]:.2f}" for s in seeds)
+            assert cells[col] == want, (label, key, cells[col], want)
