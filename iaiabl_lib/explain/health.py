@@ -1,0 +1,107 @@
+"""Where each prototype looks on its own class's training cases (Eq. 9 per prototype), with the
+flags a reader needs (off the mass, on the image border)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..model import activation_map
+from ..predict import as_images
+from .inputs import dataset_for, prototype_record
+
+__all__ = ["PrototypeHealth", "OFF_LESION_THRESHOLD", "margin_band", "prototype_health"]
+
+
+@dataclass
+class PrototypeHealth:
+    """Where one prototype looks, measured: a reason to trust or to distrust the evidence it gives."""
+
+    index: int
+    cls: int
+    lesion_ap: float             # Eq. 9 on the lesion, mean over the split's cases of its class
+    margin_ap: float             # Eq. 9 on the lesion and a band around its edge (the margin), same cases
+    self_ap: float | None        # Eq. 9 of its self-activation on its source case's lesion (push)
+    on_border: bool              # its source patch is a cell on the edge of the latent grid
+    merged: int                  # how many other prototypes were merged into it by pruning
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
+
+
+OFF_LESION_THRESHOLD = 0.5
+"""A prototype whose top 5 % activation lies mostly off the mass and its margin (Eq. 9 against the
+lesion widened by ``margin_band`` pixels, below this) is flagged."""
+
+
+def margin_band(size: int, grid: int) -> int:
+    """Width in pixels of the margin band around a lesion: one latent cell (size / grid, 8 px at
+    64 px, 16 px at 224 px). A prototype that matches the margin sits on the lesion's edge, and the
+    upsampled map of one cell spreads over about that distance on both sides of it."""
+    return max(1, int(round(size / grid)))
+
+
+@torch.no_grad()
+def prototype_health(run, data=None, split: str = "train", threshold: float = OFF_LESION_THRESHOLD,
+                     batch_size: int = 256) -> list[PrototypeHealth]:
+    """For every prototype of ``run``: its activation precision (Eq. 9, τ = 0.95) on the ``split``
+    cases of its own class against the lesion (``lesion_ap``) and against the lesion with its
+    margin band (``margin_ap``, the lesion widened by ``margin_band`` pixels: a margin prototype
+    sits on the edge), that of its self-activation on its source case, whether its source patch sits
+    on the border of the latent grid, and how many prototypes pruning merged into it. ``flags`` says
+    in words why a reader should distrust it: mostly off the mass and its margin (``margin_ap``
+    below ``threshold``), or on the image border."""
+    from scipy import ndimage
+
+    from ..metrics import activation_precision
+
+    model = run.model
+    ds = dataset_for(run, data).subset(split)
+    size = int(model.cfg.image_size)
+    x = as_images(ds.images, size)
+    dev = model.prototypes.device
+    was = model.training
+    model.eval()
+    try:
+        maps = torch.cat([model(x[i:i + batch_size].to(dev)).similarity_maps.float().cpu()
+                          for i in range(0, len(ds), batch_size)])          # (N, m, H, W)
+    finally:
+        model.train(was)
+    grid = int(maps.shape[-1])
+    band = margin_band(size, grid)
+    disk = ndimage.generate_binary_structure(2, 1)
+    widened = np.stack([ndimage.binary_dilation(m > 0, disk, iterations=band) for m in ds.lesion_masks])
+    pclass = model.prototype_class.cpu().numpy()
+    arrays = getattr(run, "push_arrays", None) or {}
+    merged = {int(g["kept"]): len(g["removed"]) for g in (getattr(run, "prune", None) or {}).get("merged", [])}
+    kept = (getattr(run, "prune", None) or {}).get("kept", list(range(len(pclass))))
+    out = []
+    for j, cls in enumerate(pclass):
+        rows = np.flatnonzero(ds.labels == cls)
+        pam = activation_map(maps[rows, j][:, None], size)[:, 0].numpy()     # (n, S, S)
+        ap = float(np.mean(activation_precision(pam, ds.lesion_masks[rows]))) if len(rows) else float("nan")
+        ap_margin = float(np.mean(activation_precision(pam, widened[rows]))) if len(rows) else float("nan")
+        rec = prototype_record(run, j)
+        self_ap = None
+        if "self_activation" in arrays and rec["source_index"] is not None:
+            full = dataset_for(run, data)
+            self_ap = float(activation_precision(arrays["self_activation"][j],
+                                                 full.lesion_masks[int(rec["source_index"])]))
+        patch = rec["patch"]
+        border = patch is not None and (min(patch) == 0 or max(patch) == grid - 1)
+        flags = []
+        if np.isfinite(ap_margin) and ap_margin < threshold:
+            flags.append(f"most of its strongest activation ({100 * (1 - ap_margin):.0f} %) lies off the "
+                         "mass and its margin")
+        if border:
+            flags.append("it was taken from the border of its source image")
+        original = kept[j] if j < len(kept) else j
+        out.append(PrototypeHealth(j, int(cls), ap, ap_margin, self_ap, bool(border),
+                                   merged.get(int(original), 0), flags))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""A case explanation in the words a radiologist reads."""
+from __future__ import annotations
+
+
+from ..config import MARGIN_WORDS, MARGINS
+from ..words import article, pct
+from .case import CaseExplanation
+
+__all__ = ["case_text"]
+
+
+def _margin_phrase(cls: int) -> str:
+    """'a spiculated margin (lines radiating from the edge)'."""
+    words = MARGIN_WORDS[MARGINS[cls]]
+    name, _, gloss = words.partition(" (")
+    return f"{article(name)} {name} margin" + (f" ({gloss}" if gloss else "")
+
+
+def case_text(expl: CaseExplanation) -> str:
+    """A paragraph for a clinician: the margin call with its probabilities, the prototypes that
+    drove it (what they are and where they come from, with similarity × weight = points), the
+    malignancy estimate and what to check on the images."""
+    probs = expl.margin_prob
+    pred = expl.predicted_class
+    others = ", ".join(f"{MARGINS[c]} {pct(probs[c])}" for c in range(len(MARGINS)) if c != pred)
+    subject = "This mass" if expl.case_id is None else f"This mass ({expl.case_id})"
+    parts = [f"{subject}: the model reads the margin as {MARGIN_WORDS[MARGINS[pred]]}, with "
+             f"probability {pct(probs[pred])} ({others})."]
+    c = expl.explained_class
+    if c != pred:
+        parts.append(f"The evidence below is the evidence for {MARGINS[c]}, not for the predicted margin.")
+    protos = [p for p in expl.prototypes]
+    for r, p in enumerate(protos):
+        if expl.case_id is not None and p.source_id == expl.case_id:
+            origin = "from this very case (it is one of the training cases)"
+        elif p.source_id:
+            origin = f"from a previous case ({p.source_id})"
+        else:
+            origin = "from a training case"
+        lead = ("This mass's margin looks most like" if r == 0 else
+                "It also resembles" if p.contribution > 0 else "It resembles")
+        sign = "for" if p.contribution >= 0 else "against"
+        parts.append(
+            f"{lead} prototype {p.index}, {_margin_phrase(p.cls)} {origin}: similarity "
+            f"{p.similarity:.2f} × weight {p.weight:+.2f} = {abs(p.contribution):.2f} points {sign} "
+            f"{MARGINS[c]}.")
+    if protos:
+        shown = sum(p.contribution for p in protos)
+        n_all = len(expl.similarity)
+        parts.append(f"Together these {len(protos)} prototypes add {shown:.2f} points for {MARGINS[c]}; "
+                     f"all {n_all} prototypes together give {MARGINS[c]} a score of "
+                     f"{expl.evidence(c):.2f} (" + ", ".join(
+                         f"{MARGINS[k]} {expl.evidence(k):.2f}" for k in range(len(MARGINS)) if k != c)
+                     + "), and the probabilities are the softmax of these scores.")
+    if expl.malignancy_prob is not None:
+        parts.append(f"From this margin evidence alone, the model estimates the probability of "
+                     f"malignancy at {pct(expl.malignancy_prob)} (a logistic regression on the three "
+                     "margin scores, the paper's Eq. 10); it sees nothing but the margin.")
+    parts.append("The coloured maps show where in this image each prototype was found; check that "
+                 "they lie on the edge of the mass, not on background tissue, a marker or the image border.")
+    if expl.true_margin is not None:
+        truth = f"The recorded margin of this case is {MARGINS[expl.true_margin]}"
+        if expl.true_malignant is not None:
+            truth += f" and its pathology {'malignant' if expl.true_malignant else 'benign'}"
+        parts.append(truth + ".")
+    return " ".join(parts)
