@@ -77,7 +77,7 @@ BOOK_OVERRIDES: dict[str, dict[str, Any]] = {
 SEED = 0
 
 # modules whose source decides the content of a cache entry
-_DATA_SOURCES = ("data/synthetic", "data/dicom.py", "data/cbis_ddsm.py", "data/dataset.py",
+_DATA_SOURCES = ("data/synthetic", "data/dicom.py", "data/cbis_format.py", "data/cbis_ddsm", "data/dataset.py",
                  "config.py")
 _METRIC_SOURCES = ("evaluate", "metrics.py", "baselines.py", "model.py")
 _RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines.py",

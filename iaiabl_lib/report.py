@@ -77,11 +77,10 @@ def _check_box(box: tuple[int, int, int, int], shape: tuple[int, int], path: Pat
 
 
 def _binary_mask(pixels: np.ndarray) -> np.ndarray | None:
-    """The importer's binary-mask test (``cbis_ddsm._binary``)."""
-    from .data import cbis_ddsm
+    """The importer's binary-mask test (``cbis_ddsm.binary_mask``)."""
+    from .data.cbis_ddsm import binary_mask
 
-    fn = getattr(cbis_ddsm, "binary_mask", None) or getattr(cbis_ddsm, "_binary")
-    return fn(pixels)
+    return binary_mask(pixels)
 
 
 def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | None = None,

@@ -263,7 +263,7 @@ def test_failures_leave_no_dataset(tmp_path, monkeypatch):
         (Path(path) / "images.npy").write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(cbis_ddsm, "save_prepared", crash)
+    monkeypatch.setattr(cbis_ddsm.importer, "save_prepared", crash)
     with pytest.raises(OSError, match="disk full"):
         _prepare(root, tmp_path / "data", size=48)
     assert (tmp_path / "data" / "manifest.csv").read_bytes() == before
@@ -451,8 +451,8 @@ def test_csv_paths_outside_the_dataset_are_skipped_unopened(tmp_path, monkeypatc
                 r[header.index(column)] = value
     _rewrite_csv(root, "train", edit)
     opened = []
-    real_read = cbis_ddsm.read_dicom
-    monkeypatch.setattr(cbis_ddsm, "read_dicom", lambda path, **kw: opened.append(Path(path)) or real_read(path, **kw))
+    real_read = cbis_ddsm.files.read_dicom
+    monkeypatch.setattr(cbis_ddsm.files, "read_dicom", lambda path, **kw: opened.append(Path(path)) or real_read(path, **kw))
     summary = _prepare(root, tmp_path / "data")
     _assert_accounted(summary)
     skipped = {s["patient_id"]: s for s in summary["skipped"]}

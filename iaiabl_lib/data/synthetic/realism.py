@@ -164,7 +164,7 @@ def measure_tree(root: str | Path, max_images: int | None = None,
     first ``max_images`` full images in CSV order (all by default) and every row on them."""
     import pydicom
 
-    from ..cbis_ddsm import DicomLocator, SkipRow, _one_file
+    from ..cbis_ddsm import DicomLocator, SkipRow, one_file
     from ..dicom import read_dicom
     from ..cbis_format import CSV_NAMES
 
@@ -181,7 +181,7 @@ def measure_tree(root: str | Path, max_images: int | None = None,
         if max_images is not None and i >= max_images:
             break
         try:
-            path = _one_file(locator, cell, "full mammogram")     # the importer's rule: one file
+            path = one_file(locator, cell, "full mammogram")     # the importer's rule: one file
         except SkipRow:                 # missing, ambiguous, or a path outside the tree: not measured
             continue
         pixels, _ = read_dicom(path)
