@@ -79,8 +79,8 @@ SEED = 0
 # modules whose source decides the content of a cache entry
 _DATA_SOURCES = ("data/synthetic", "data/dicom.py", "data/cbis_format.py", "data/cbis_ddsm", "data/dataset.py",
                  "config.py")
-_METRIC_SOURCES = ("evaluate", "metrics.py", "baselines.py", "model.py")
-_RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines.py",
+_METRIC_SOURCES = ("evaluate", "metrics.py", "baselines", "model.py")
+_RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines",
                                 "rundir.py", "predict.py", "fastpath.py", "train/trainer.py",
                                 "train/stage_a1.py", "train/stage_a3.py", "train/stage_b.py",
                                 "train/schedule.py", "train/checkpoint.py")

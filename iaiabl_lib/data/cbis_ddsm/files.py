@@ -11,7 +11,7 @@ import numpy as np
 from iaiabl_lib.data.dicom import DEFAULT_MAX_PIXELS, DicomError, read_dicom
 from iaiabl_lib.data.locate import SeriesIndex, cell_uids
 
-from .tables import MassRow, SkipRow, _norm, _text_error
+from .tables import MassRow, SkipRow, header_key, _text_error
 
 __all__ = ["OUTSIDE", "resolve_inside", "DicomLocator", "largest_component", "binary_mask", "one_file"]
 
@@ -61,7 +61,7 @@ class DicomLocator:
             return {}
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            names = {_norm(h): h for h in reader.fieldnames or []}
+            names = {header_key(h): h for h in reader.fieldnames or []}
             uid_col, loc_col = names.get("series uid"), names.get("file location")
             if uid_col is None or loc_col is None:
                 self.notes.append(f"{path} has no 'Series UID'/'File Location' columns; "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from iaiabl_lib.data.cbis_format import CSV_NAMES, FINE_COLUMN, MARGIN_NAMES
 
-__all__ = ["COLUMNS", "MARGIN_CODES", "EXCLUDED_MARGINS", "MISSING_MARGIN_CELLS", "SPELLINGS", "CbisError", "SkipRow", "MassRow", "read_mass_csv", "classify_margin", "classify_pathology"]
+__all__ = ["header_key", "COLUMNS", "MARGIN_CODES", "EXCLUDED_MARGINS", "MISSING_MARGIN_CELLS", "SPELLINGS", "CbisError", "SkipRow", "MassRow", "read_mass_csv", "classify_margin", "classify_pathology"]
 
 
 COLUMNS = {  # MassRow field -> CSV header (matched case- and whitespace-insensitively)
@@ -54,7 +54,8 @@ class MassRow:
     missing_column: str = ""      # a required column the row has no cell for (a short row)
 
 
-def _norm(name: str) -> str:
+def header_key(name: str) -> str:
+    """A CSV header as matched: case and runs of whitespace ignored ("Mass  Margins" is "mass margins")."""
     return " ".join(name.strip().lower().split())
 
 
@@ -90,13 +91,13 @@ def _read_mass_rows(path: Path) -> list[MassRow]:
         header = next(reader, None)
         if header is None:
             raise CbisError(f"{path}: the CSV is empty; download it again")
-        where = {_norm(h): i for i, h in enumerate(header)}
-        missing = [col for col in COLUMNS.values() if _norm(col) not in where]
+        where = {header_key(h): i for i, h in enumerate(header)}
+        missing = [col for col in COLUMNS.values() if header_key(col) not in where]
         if missing:
             raise CbisError(f"{path}: missing column {missing[0]!r} (header: {', '.join(h.strip() for h in header)}); "
                             "this is not a CBIS-DDSM mass description CSV or it was edited")
-        index = {field: where[_norm(col)] for field, col in COLUMNS.items()}
-        fine_index = where.get(_norm(FINE_COLUMN))
+        index = {field: where[header_key(col)] for field, col in COLUMNS.items()}
+        fine_index = where.get(header_key(FINE_COLUMN))
         rows = []
         for number, cells in enumerate(reader, start=1):
             if not any(c.strip() for c in cells):
