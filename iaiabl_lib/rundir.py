@@ -38,14 +38,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, atomic_write_json
 from .config import Preset
 from .errors import UserError
 from .fastpath import pick_device
 from .model import IAIABL, build_model
 
 __all__ = ["HISTORY_COLUMNS", "RESUME_FILE", "RUN_FILES", "CheckpointError", "RunError", "save_state",
-           "load_state", "file_digest", "read_config", "recorded_data_dir", "check_run", "check_prototypes", "split_record", "recorded_split_of",
+           "load_state", "file_digest", "read_config", "write_config", "RUN_FORMAT", "recorded_data_dir", "check_run", "check_prototypes", "split_record", "recorded_split_of",
            "check_split",
            "LEAK_SPLITS", "write_history", "read_history", "Run", "load_run"]
 
@@ -62,6 +62,9 @@ projected onto (fewer than m: some merged) and ``push_lesion_ap`` is the mean Eq
 prototype's self-activation map on its source image's lesion mask (where the pushed patches are)."""
 
 RESUME_FILE = "resume.pt"
+RUN_FORMAT = 1
+"""Version of the run directory's layout (config.json ``format``): bumped when a reader of the old
+layout would misread the new one; :func:`read_config` refuses a newer one by name."""
 RUN_FILES = ("config.json", "model.pt", "push.json", "push.npz", "prune.json", "malignancy.json",
              "history.csv")
 
@@ -138,7 +141,17 @@ def read_config(run_dir: str | Path) -> dict:
         raise RunError(f"{path}: not valid JSON ({err}); the run is damaged: retrain it") from None
     if not isinstance(cfg, dict):
         raise RunError(f"{path}: not a run configuration (a JSON object); the run is damaged: retrain it")
+    version = cfg.get("format", 1)              # runs written before the field existed are format 1
+    if not isinstance(version, int) or version > RUN_FORMAT:
+        raise RunError(f"{path}: run format {version!r}, but this version of iaiabl_lib reads format "
+                       f"{RUN_FORMAT} at most; update the library (pip install -U) or retrain the run")
     return cfg
+
+
+def write_config(run_dir: str | Path, config: dict) -> None:
+    """Write RUN/config.json (aside, then renamed), stamped with ``format`` = :data:`RUN_FORMAT`:
+    the one writer of the file, for IAIA-BL and black-box runs alike."""
+    atomic_write_json(Path(run_dir) / "config.json", {**config, "format": RUN_FORMAT})
 
 
 def recorded_data_dir(cfg: dict) -> Path | None:

@@ -142,3 +142,18 @@ def test_config_json_damaged(run_copy):
     (run_copy / "config.json").write_text("{not json")
     with pytest.raises(RunError, match="not valid JSON"):
         load_run(run_copy)
+
+
+def test_run_format_is_stamped_and_a_newer_one_refused(run_copy, tiny_blackbox):
+    """One writer stamps config.json with the run format (IAIA-BL and black-box runs); a run from
+    a newer layout is refused by name, not misread."""
+    import json
+
+    from iaiabl_lib.rundir import RUN_FORMAT
+
+    for d in (run_copy, tiny_blackbox):
+        assert json.loads((Path(d) / "config.json").read_text())["format"] == RUN_FORMAT
+    cfg = json.loads((run_copy / "config.json").read_text())
+    (run_copy / "config.json").write_text(json.dumps({**cfg, "format": RUN_FORMAT + 1}))
+    with pytest.raises(RunError, match=rf"run format {RUN_FORMAT + 1}.*reads format {RUN_FORMAT} at most"):
+        load_run(run_copy)

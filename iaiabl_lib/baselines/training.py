@@ -14,12 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..atomic import atomic_write_json
 from ..config import MARGINS, Preset, resolve_preset
 from .. import fastpath
 from ..fastpath import autocast_dtype, needs_scaler, pick_device
 from ..lock import LOCK_NAME, exclusive_lock
-from ..rundir import check_run, load_state, recorded_data_dir, read_history, save_state, split_record, write_history
+from ..rundir import check_run, load_state, recorded_data_dir, read_history, save_state, split_record, write_config, write_history
 
 from .blackbox import BlackBox, TASKS
 
@@ -216,7 +215,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     (out / "config.json").unlink(missing_ok=True)     # a half-written run never looks complete
     config["model_pt"] = save_state(best_state, out / "model.pt")   # rundir.check_run compares it
     write_history(out / "history.csv", history)
-    atomic_write_json(out / "config.json", config)
+    write_config(out, config)
     return out
 
 

@@ -37,7 +37,7 @@ from ..predict import average_margin_auroc, predict, similarities
 from ..prune import prune_duplicates
 from ..push import push_prototypes
 from ..push import select as select_push
-from ..rundir import RESUME_FILE, Run, load_run, load_state, save_state, split_record, write_history
+from ..rundir import RESUME_FILE, Run, load_run, load_state, save_state, split_record, write_config, write_history
 from .checkpoint import capture_rng, clone_state, restore_rng, tensors_of
 from .schedule import a1_steps_per_epoch, epoch_size, push_epochs
 from .stage_a1 import Batch, make_batch, make_optimizer, make_step, set_stage
@@ -394,7 +394,7 @@ class Trainer:
         if est is not None:
             self.run_config["estimate"] = est.to_dict()
             self._log(est.describe())
-        atomic_write_json(self.out / "config.json", self.run_config)
+        write_config(self.out, self.run_config)
         pushes = set(push_epochs(t))
         outer = range(self.epoch + 1, t.epochs + 1)
         if self.progress:
@@ -461,7 +461,7 @@ class Trainer:
         atomic_write_json(out / "prune.json", report)
         atomic_write_json(out / "malignancy.json", malignancy)
         write_history(out / "history.csv", self.history)
-        atomic_write_json(out / "config.json", config)
+        write_config(out, config)
         (out / RESUME_FILE).unlink(missing_ok=True)
 
 
@@ -522,7 +522,7 @@ def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device,
     }
     if not resume:
         (out / RESUME_FILE).unlink(missing_ok=True)
-    atomic_write_json(out / "config.json", run_config)
+    write_config(out, run_config)
     fastpath.setup(dev, seed)
     trainer = Trainer(preset, train_set, val_set, ids, index, out, dev, seed, progress, run_config, callback)
     trainer.run(resume)
