@@ -11,6 +11,12 @@ import io
 from pathlib import Path
 
 import numpy as np
+# imported here, once, in the thread that imports this module: generate.py writes files from a
+# thread pool, and a first import of pydicom racing in two threads can see it half initialised
+# ("partially initialized module 'pydicom' has no attribute 'dcmwrite'", seen in a book build)
+import pydicom  # noqa: F401  (Dataset.save_as looks up pydicom.dcmwrite)
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ...atomic import atomic_write_text
 from ..cbis_format import (CSV_HEADER, CSV_NAMES, FINE_COLUMN, METADATA_COLUMNS,
@@ -53,8 +59,6 @@ def _fake_phi(breast: Breast) -> dict:
 def _base_dataset(image: FullImage, spacing_mm: float):
     """The attributes every file derived from one full image shares (patient, fake PHI, dates,
     laterality, view, pixel geometry). Copied per file by :func:`_write_dicom`."""
-    from pydicom.dataset import Dataset
-
     ds = Dataset()
     breast = image.breast
     ds.SOPClassUID = SOP_CLASS_DM_PRESENTATION
@@ -84,9 +88,6 @@ def _write_dicom(path: Path, pixels: np.ndarray, base, *, image: FullImage, pati
     uint16, stored as they are; ``base`` from :func:`_base_dataset`. ``stored_like_image``:
     photometric / bits / rescale of ``image`` (full images and crops); else a MONOCHROME2 binary
     mask with BitsStored 16 and no rescale."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SOP_CLASS_DM_PRESENTATION
     meta.MediaStorageSOPInstanceUID = sop_uid
