@@ -188,3 +188,29 @@ def test_readme_science_table_is_the_recorded_run():
         for col, key in ((1, "average_auroc"), (3, "lesion_ap")):
             want = " / ".join(f"{per_seed[s][name][key]:.2f}" for s in seeds)
             assert cells[col] == want, (label, key, cells[col], want)
+
+
+def test_readme_off_patch_counts_are_the_recorded_run():
+    from iaiabl_lib import science
+
+    per_seed, _ = science.load_recorded()
+    seeds = sorted(per_seed)
+    readme = (ROOT / "README.md").read_text()
+    counts = {name: " / ".join(str(per_seed[s][name]["prototypes_off_patch"]) for s in seeds)
+              for name in ("IAIA-BL", "IAIA-BL without fine-annotation loss", "ProtoPNet")}
+    text = " ".join(readme[readme.index("## The science check"):].split())
+    assert (f"{counts['IAIA-BL']} of IAIA-BL's 15 prototypes" in text
+            and "had left every training patch" in text
+            and f"{counts['IAIA-BL without fine-annotation loss']} without the fine-annotation loss" in text
+            and f"{counts['ProtoPNet']} for ProtoPNet" in text), counts
+
+
+def test_off_patch_count_reads_prune_json(tmp_path):
+    import json
+
+    from iaiabl_lib import science
+
+    (tmp_path / "prune.json").write_text(json.dumps({"sq_distance_before_push": [0.2, 0.9, 1.5, 40.0]}))
+    assert science._off_patch(tmp_path) == 2                     # above OFF_PATCH_SQ_DISTANCE = 1
+    (tmp_path / "prune.json").write_text(json.dumps({}))
+    assert science._off_patch(tmp_path) is None
