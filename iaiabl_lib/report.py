@@ -247,8 +247,9 @@ def _cam_figure_html(run, expl) -> str:
 
     import matplotlib
 
-    # computed by explain_case from its own forward pass; an explanation made elsewhere may lack it
-    cam = expl.cam if expl.cam is not None else class_activation_map(run, expl.image, expl.predicted_class)[0]
+    # from the maps explain_case kept (its one forward pass); an explanation without them is run again
+    cam = (expl.class_activation() if expl.similarity_maps is not None
+           else class_activation_map(run, expl.image, expl.predicted_class)[0])
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(6, 3.2), layout="constrained")
         ax = fig.subplots(1, 2)

@@ -95,6 +95,12 @@ def test_class_activation_map_is_the_weighted_sum_of_the_class_pams(run, data):
         np.testing.assert_allclose(cam[b], class_activation_map(run, ts, int(c))[b], rtol=1e-4, atol=1e-4)
     everything = class_activation_map(run, ts, 0, own_class_only=False)
     np.testing.assert_allclose(everything, np.einsum("j,bjhw->bhw", w[0], pam), rtol=1e-4, atol=1e-4)
+    # an explanation's own CAM (from the maps it kept, no forward pass) is the same map
+    for i in range(2):
+        e = explain_case(run, i)
+        for c in (None, 0, 2):
+            want = class_activation_map(run, data.images[i], e.predicted_class if c is None else c)[0]
+            np.testing.assert_allclose(e.class_activation(c), want, rtol=1e-4, atol=1e-4)
 
 
 def test_prototype_gallery_finds_each_prototype_in_its_source(run, data):

@@ -1,7 +1,6 @@
 """Class activation maps (paper Appendix A, Eq. 11): the h1-weighted sum of a class's PAMs."""
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -9,20 +8,24 @@ from torch import Tensor
 from ..model import activation_map
 from ..predict import as_images
 
-__all__ = ["class_activation_map", "cam_from_maps"]
+__all__ = ["class_activation_map", "eq11"]
 
 
 def _model_of(run_or_model):
     return getattr(run_or_model, "model", run_or_model)
 
 
-def cam_from_maps(model, maps: Tensor, cls: Tensor, size: int, own_class_only: bool = True) -> Tensor:
-    """Eq. 11 from similarity maps already computed: maps (b, m, H, W), cls (b,) -> (b, S, S)."""
-    w = model.margin_head.weight.detach().float()                         # (3, m)
+def eq11(maps, weights, prototype_class, cls, size: int, own_class_only: bool = True) -> Tensor:
+    """Eq. 11 from similarity maps already computed (no forward pass): maps (b, m, H, W), h1's
+    weights (3, m), prototype_class (m,), cls (b,) -> (b, S, S); tensors or arrays. The one
+    computation behind :func:`class_activation_map` and ``CaseExplanation.class_activation``."""
+    maps = torch.as_tensor(maps).float()
+    w = torch.as_tensor(weights, device=maps.device).float()                              # (3, m)
     if own_class_only:
-        w = w * model.class_identity().T.float()
-    pam = activation_map(maps.float(), size)                              # (b, m, S, S)
-    return torch.einsum("bm,bmhw->bhw", w[cls.to(w.device)], pam)         # (b, S, S)
+        pclass = torch.as_tensor(prototype_class, device=maps.device).long()
+        w = w * (pclass[None, :] == torch.arange(w.shape[0], device=maps.device)[:, None]).float()
+    pam = activation_map(maps, size)                                                      # (b, m, S, S)
+    return torch.einsum("bm,bmhw->bhw", w[torch.as_tensor(cls, device=maps.device).long()], pam)
 
 
 @torch.no_grad()
@@ -49,7 +52,8 @@ def class_activation_map(run, images, cls, batch_size: int = 128, own_class_only
     try:
         for s in range(0, n, batch_size):
             maps = model(x[s:s + batch_size].to(dev)).similarity_maps             # (b, m, H, W)
-            out.append(cam_from_maps(model, maps, cls_t[s:s + batch_size], size, own_class_only).cpu())
+            out.append(eq11(maps, model.margin_head.weight.detach(), model.prototype_class,
+                            cls_t[s:s + batch_size], size, own_class_only).cpu())
     finally:
         model.train(was)
     return (torch.cat(out) if out else torch.zeros(0, size, size)).numpy()

@@ -12,7 +12,7 @@ import torch
 from ..config import MARGINS
 from ..model import activation_map
 from ..predict import malignancy_probability, margin_probabilities
-from .cam import cam_from_maps
+from .cam import eq11
 from .inputs import dataset_for, prepare_image, prototype_record
 
 __all__ = ["PrototypeEvidence", "CaseExplanation", "leading_prototype", "explain_case", "hot_box"]
@@ -76,8 +76,7 @@ class CaseExplanation:
     true_margin: int | None = None
     true_malignant: int | None = None
     malignancy_equation: dict = field(default_factory=dict)   # run.malignancy (Eq. 10)
-    cam: np.ndarray | None = None      # (S, S) Eq. 11 class activation map of the predicted class
-                                       # (own-class prototypes), from the same forward pass
+    similarity_maps: np.ndarray | None = None   # (m, H, W) Eq. 1 maps of the case (the latent grid)
     seconds: float = 0.0               # time taken by explain_case
 
     @property
@@ -87,6 +86,16 @@ class CaseExplanation:
     @property
     def explained_margin(self) -> str:
         return MARGINS[self.explained_class]
+
+    def class_activation(self, cls: int | None = None) -> np.ndarray:
+        """Eq. 11's class activation map of this case for ``cls`` (default: the predicted class),
+        own-class prototypes: from the maps and weights the explanation already holds, no forward
+        pass. (S, S) float32, in margin-logit points per pixel."""
+        if self.similarity_maps is None:
+            raise ValueError("this explanation holds no similarity maps; use explain.class_activation_map")
+        c = self.predicted_class if cls is None else int(cls)
+        return eq11(self.similarity_maps[None], self.weights, self.prototype_class, [c],
+                    self.image.shape[-1])[0].numpy()
 
     def evidence(self, cls: int | None = None) -> float:
         """Total evidence (the margin logit) for class ``cls`` (default: the explained class)."""
@@ -176,7 +185,6 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
     if not 0 <= c < weights.shape[0]:
         raise ValueError(f"explained_class {c} out of range 0..{weights.shape[0] - 1}")
     order = np.argsort(-contrib[c], kind="stable")[:max(0, int(top))]
-    cam = cam_from_maps(model, out.similarity_maps, torch.tensor([pred]), size)[0].cpu().numpy()   # (S, S)
     maps = out.similarity_maps[0, torch.as_tensor(order, dtype=torch.long, device=dev)]   # (k, H, W)
     pams = activation_map(maps[None].float(), size)[0].cpu().numpy() if len(order) else np.zeros((0, size, size))
     arrays = getattr(run, "push_arrays", None) or {}
@@ -202,7 +210,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
         malignancy_prob=malignancy_probability(out.malignancy_logit[0].float(), model.malignancy_fitted),
         similarity=sim, weights=weights, contributions=contrib, prototype_class=pclass,
         prototypes=evidence, lesion_mask=mask, true_margin=true_margin, true_malignant=true_malignant,
-        malignancy_equation=dict(mal), cam=cam)
+        malignancy_equation=dict(mal), similarity_maps=out.similarity_maps[0].float().cpu().numpy())
     expl.seconds = time.perf_counter() - t0
     return expl
 
