@@ -295,7 +295,7 @@ def crop_size_of(run) -> int:
     prepared crops the run was trained on (config.json ``data_size``), so that a new case goes
     through the pixels' path of the training cases; the model's input size for a run that predates
     that record. It depends on the run alone, never on a folder elsewhere."""
-    recorded = run.config.get("data_size") if isinstance(getattr(run, "config", None), dict) else None
+    recorded = run.config.get("data_size")
     return int(recorded) if recorded else int(run.preset.model.image_size)
 
 
@@ -337,7 +337,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
         if data_dir is None or not Path(data_dir).is_dir():
             raise FileNotFoundError(f"the prepared dataset of {run_dir} ({data_dir}) is not available; "
                                     "pass --data DATA")
-        ds = run.dataset() if data is None else dataset_for(run, data_dir)      # loaded once
+        ds = dataset_for(run, data)          # the run's own (Run.dataset) or --data, loaded once
         if case not in ds.ids:
             near = [i for i in ds.ids if case.lower() in i.lower()][:5]
             hint = f" Similar ids: {', '.join(near)}." if near else f" Ids look like {ds.ids[0]!r}."
