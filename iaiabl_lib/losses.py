@@ -9,12 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["REFERENCE_SIZE", "cross_entropy", "cluster_separation", "l1_off_class", "upsampling_matrix",
+from .config import FINE_NORMS
+
+__all__ = ["REFERENCE_SIZE", "FINE_NORMS", "cross_entropy", "cluster_separation", "lesion_pull", "l1_off_class", "upsampling_matrix",
            "masked_upsampled_sq_norms", "fine_annotation_loss"]
 
 
 REFERENCE_SIZE = 224
 """Image side at which the paper's λf = 0.001 was set; see ``fine_annotation_loss``."""
+
 
 
 def cross_entropy(margin_logits: Tensor, labels: Tensor) -> Tensor:
@@ -39,6 +42,27 @@ def cluster_separation(min_k_dist: Tensor, labels: Tensor, prototype_class: Tens
     clst = min_k_dist.masked_fill(~own, inf).min(dim=1).values.mean()
     sep = min_k_dist.masked_fill(own, inf).min(dim=1).values.mean()
     return clst, sep
+
+
+def lesion_pull(sq_dist: Tensor, labels: Tensor, prototype_class: Tensor, lesion_cells: Tensor) -> Tensor:
+    """A departure from the paper (``loss.remember``, off by default): every own-class prototype is
+    pulled towards the nearest lesion patch of each image of its class,
+
+        Pull = mean over (i, j: class(p_j) = y_i) of  min_{l in lesion cells of i} d_{i,j,l}
+
+    Eq. 4's cluster cost pulls only the *nearest* own-class prototype; the others feel Eq. 7's
+    push and nothing else, and can leave every patch (chapter 7). This is the lesion-restricted
+    cluster term that ProtoPDebug's "remembering" loss (Bontempelli et al. 2023) stands for: it
+    keeps valid prototypes active on valid evidence.
+
+    sq_dist (B, m, H, W), labels (B,), prototype_class (m,), lesion_cells (B, H, W) bool -> scalar
+    """
+    own = labels[:, None] == prototype_class[None, :]                       # (B, m)
+    rows = lesion_cells.flatten(1).any(dim=1)                                # (B,) images with a lesion cell
+    inf = torch.finfo(sq_dist.dtype).max
+    d = sq_dist.flatten(2).masked_fill(~lesion_cells.flatten(1)[:, None, :], inf).min(dim=-1).values   # (B, m)
+    pairs = own & rows[:, None]
+    return d[pairs].mean() if pairs.any() else sq_dist.new_zeros(())
 
 
 def l1_off_class(margin_weight: Tensor, prototype_class: Tensor) -> Tensor:
@@ -94,28 +118,42 @@ def fine_annotation_loss(
     prototype_class: Tensor,
     relevant_mask: Tensor,
     reference_size: int = REFERENCE_SIZE,
+    norm: str = "group",
 ) -> Tensor:
-    """Eq. 7, the fine-annotation loss, exactly as printed in the paper: a sum over the batch's images.
+    """Eq. 7, the fine-annotation loss: a sum over the batch's images.
 
-    Fine = Σ_i [ Σ_{j: class(p_j) = y_i} ‖m_i ⊙ PAM_{i,j}‖₂ + Σ_{j: class(p_j) ≠ y_i} ‖PAM_{i,j}‖₂ ]
+    As printed in the paper (``norm="prototype"``), one norm per prototype:
 
-    with m_i the paper's mask (1 = irrelevant, 0 = relevant). We store the opposite,
+        Fine = Σ_i [ Σ_{j: class(p_j) = y_i} ‖m_i ⊙ PAM_{i,j}‖₂ + Σ_{j: class(p_j) ≠ y_i} ‖PAM_{i,j}‖₂ ]
+
+    As the authors' code computes it (``norm="group"``, the default; their train_and_test.py),
+    one norm per *group* of prototypes: the classes before the label, the label's own class, the
+    classes after it (with prototypes stored class by class, their three slices):
+
+        Fine = Σ_i [ ‖PAM_{i, c < y_i}‖₂ + ‖m_i ⊙ PAM_{i, c = y_i}‖₂ + ‖PAM_{i, c > y_i}‖₂ ]
+
+    where ‖·‖₂ of a group is the Frobenius norm over all its maps, i.e. the square root of the sum
+    of its prototypes' squared norms. We follow the code, because it produced the paper's numbers
+    and because it is what measurements here support: a prototype that has left every patch still
+    feels the printed form's push at full strength (the gradient of ‖a‖ has unit norm however
+    small a is), 7.3 times the cross entropy's pull in the tiny preset, while under the group norm
+    its share of the group's norm fades as it leaves (0.66 times the pull): the flight limits
+    itself (chapter 7, "Which norm"). ProtoPNeXt (the authors' group's later library) keeps the
+    group form as its default ("serial").
+
+    m_i is the paper's mask (1 = irrelevant, 0 = relevant). We store the opposite,
     ``relevant_mask`` (1 = relevant), and convert here, once: m_i = 1 − relevant_mask.
     Own-class prototypes are thus penalised for activation outside the relevant region (the lesion
     for lesion-scale masks; the spicules or the boundary band for fine masks); other-class
     prototypes are penalised for activation anywhere.
 
-    Norm convention: ‖·‖₂ is the Frobenius norm of one prototype's (S × S) activation map (one
-    norm per prototype, as printed; the authors' code takes one norm per group of prototypes,
-    which is smaller). That norm grows linearly with the side S for the same relative pattern, so
-    it is multiplied by ``reference_size / S``: the loss has the size it would have at the paper's
-    224 px, and the paper's λf = 0.001 keeps its meaning at any resolution (the tiny preset's 64 px
-    included).
+    Size: a norm grows linearly with the side S for the same relative pattern, so it is multiplied
+    by ``reference_size / S``: the loss has the size it would have at the paper's 224 px, and the
+    paper's λf = 0.001 keeps its meaning at any resolution (the tiny preset's 64 px included).
 
-    Sum, not mean, over the images (as Eq. 7 is printed): λf multiplies a term that grows with the
-    number of masked images in the batch, as in the paper, where a batch holds 75 + 10 images.
-    (Until 2026-11 this function averaged over the images, which made the paper's λf = 0.001 85
-    times weaker than the paper's at its batch size; see chapter 7.)
+    Sum, not mean, over the images (as Eq. 7 is printed and as the authors' code sums): λf
+    multiplies a term that grows with the number of masked images in the batch, as in the paper,
+    where a batch holds 75 + 10 images.
 
     activation_map_: either the PAMs (B, m, S, S) at the mask size, or the low-resolution
         similarity maps (B, m, H, W): then the norms of their bilinear upsampling (``activation_map``)
@@ -124,6 +162,8 @@ def fine_annotation_loss(
     labels (B,), prototype_class (m,), relevant_mask (B, 1, S, S) or (B, S, S), 1 = relevant.
     -> scalar
     """
+    if norm not in FINE_NORMS:
+        raise ValueError(f"fine-annotation norm {norm!r}: choose one of {', '.join(FINE_NORMS)}")
     if relevant_mask.ndim == 3:
         relevant_mask = relevant_mask[:, None]
     size = tuple(relevant_mask.shape[-2:])
@@ -132,11 +172,17 @@ def fine_annotation_loss(
     if tuple(activation_map_.shape[-2:]) != size:
         sq_own = masked_upsampled_sq_norms(activation_map_, irrelevant[:, 0] ** 2, size)   # (B, m)
         sq_all = masked_upsampled_sq_norms(activation_map_, None, size)                    # (B, m)
-        sq = own * sq_own + (1 - own) * sq_all
-        norms = sq.clamp_min(1e-12).sqrt()                               # (B, m)
+        sq = own * sq_own + (1 - own) * sq_all                            # (B, m)
     else:
         # own class: outside the relevant region; other classes: everywhere
         weight = own[:, :, None, None] * irrelevant + (1 - own)[:, :, None, None]      # (B, m, S, S)
-        norms = (weight * activation_map_).flatten(2).norm(dim=-1)     # (B, m)
-    scale = reference_size / float(size[-1])
-    return norms.sum() * scale                                           # Σ_i Σ_j
+        sq = (weight * activation_map_).flatten(2).pow(2).sum(-1)         # (B, m)
+    if norm == "prototype":
+        total = sq.clamp_min(1e-12).sqrt().sum()                          # Σ_i Σ_j ‖·‖
+    else:
+        # group g = sign(class(p_j) − y_i): −1 before the label, 0 the label's own, +1 after
+        group = torch.sign(prototype_class[None, :] - labels[:, None]) + 1           # (B, m) in {0, 1, 2}
+        sq_group = sq.new_zeros(sq.shape[0], 3).scatter_add_(1, group, sq)           # (B, 3)
+        present = sq.new_zeros(sq.shape[0], 3).scatter_add_(1, group, torch.ones_like(sq)) > 0
+        total = (sq_group.clamp_min(1e-12).sqrt() * present).sum()        # Σ_i Σ_g ‖·‖ (empty groups: 0)
+    return total * (reference_size / float(size[-1]))

@@ -57,6 +57,56 @@ def test_fine_loss_toy_map_by_hand():
         pytest.approx(float(loss))
 
 
+def _authors_fine_cost(upsampled, label, irrelevant, per_class):
+    """The fine-annotation cost exactly as the authors' train_and_test.py loops it (prototypes
+    stored class by class): per image, one torch.norm over the prototypes of the classes before
+    the label, one over the label's own (masked), one over the classes after it."""
+    total = 0.0
+    for i in range(upsampled.shape[0]):
+        y = int(label[i])
+        total = total + torch.norm(upsampled[i, :y * per_class]) \
+            + torch.norm(upsampled[i, y * per_class:(y + 1) * per_class] * irrelevant[i]) \
+            + torch.norm(upsampled[i, (y + 1) * per_class:])
+    return total
+
+
+@pytest.mark.parametrize("low_res", [False, True])
+def test_fine_loss_group_norm_is_the_authors_code(low_res):
+    """norm="group" (the default) equals the authors' loop, from full-size PAMs and from low-res
+    maps; norm="prototype" is one norm per prototype (the paper's printed Eq. 7), never smaller."""
+    torch.manual_seed(1)
+    maps = (torch.rand(4, 9, 5, 5, dtype=torch.float64) * 2).requires_grad_()
+    labels, pclass = torch.tensor([0, 1, 2, 1]), torch.arange(3).repeat_interleave(3)
+    relevant = (torch.rand(4, 1, 20, 20, dtype=torch.float64) > 0.6).double()
+    up = activation_map(maps, 20)
+    ours = fine_annotation_loss(maps if low_res else up, labels, pclass, relevant, reference_size=20)
+    ref = _authors_fine_cost(up, labels, 1 - relevant, per_class=3)
+    assert float(ours) == pytest.approx(float(ref), rel=1e-9)
+    (g_ours,) = torch.autograd.grad(ours, maps)
+    (g_ref,) = torch.autograd.grad(ref, maps)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-7, atol=1e-12)
+    per_proto = fine_annotation_loss(up, labels, pclass, relevant, reference_size=20, norm="prototype")
+    assert float(per_proto) > float(ours)
+    with pytest.raises(ValueError, match="fine-annotation norm"):
+        fine_annotation_loss(up, labels, pclass, relevant, norm="per-pixel")
+
+
+def test_fine_loss_group_norm_push_fades_on_a_prototype_that_left():
+    """Why the group norm limits the flight: the gradient of Eq. 7 on a prototype whose map is
+    tiny next to its group's fades with it under the group norm, not under the printed form."""
+    maps = torch.full((1, 3, 4, 4), 1.0, dtype=torch.float64)
+    maps[0, 0] = 1e-3                                                   # prototype 0 has left
+    maps.requires_grad_()
+    labels, pclass = torch.tensor([2]), torch.tensor([0, 0, 1])         # all three are other-class
+    relevant = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    grads = {}
+    for norm in ("group", "prototype"):
+        (g,) = torch.autograd.grad(fine_annotation_loss(maps, labels, pclass, relevant, norm=norm), maps)
+        grads[norm] = float(g[0, 0].norm())
+    assert grads["prototype"] == pytest.approx(224 / 4, rel=1e-9)      # unit gradient × the rescale
+    assert grads["group"] < 1e-2 * grads["prototype"]
+
+
 def test_fine_loss_from_low_resolution_maps_is_exact():
     """The quadratic-form path (low-res maps) equals upsampling then masking, values and gradients."""
     torch.manual_seed(0)
