@@ -18,7 +18,8 @@ from iaiabl_lib.model import activation_map
 
 SUMMARY_KEYS = {"value", "ci_low", "ci_high"}
 TOP_KEYS = {"run", "preset", "kind", "split", "data", "n_test", "n_fine", "margin_auroc", "kappa",
-            "activation_precision", "malignancy_auroc", "settings", "model_sha256"}
+            "activation_precision", "activation_precision_ceiling", "malignancy_auroc", "settings",
+            "model_sha256"}
 N_BOOT = 300
 
 
@@ -269,3 +270,25 @@ def test_metrics_from_predictions_without_fine_annotations():
     with pytest.raises(ValueError, match="expected \\(30, 3\\)"):
         metrics_from_predictions(labels, labels % 2, np.zeros(n, bool), lesion, lesion,
                                  Predictions(prob[:, :2], None, {}, ""), n_boot=10)
+
+
+def test_single_cell_ceiling_is_the_best_one_hot_cell_map():
+    """The grid's own limit of Eq. 9: per case, the best of the grid's one-hot cell maps (checked
+    against every cell by brute force), 1 for a mask that covers the image, NaN for an empty one,
+    and never lower for a mask that contains another."""
+    from iaiabl_lib.evaluate import single_cell_ceiling
+
+    grid, size = 4, 32
+    masks = np.zeros((3, size, size), dtype=np.uint8)
+    masks[0] = 1
+    masks[1, 4:14, 6:18] = 1
+    masks[2, 2:20, 2:24] = 1                                   # contains case 1's mask
+    got = single_cell_ceiling(np.concatenate([masks, np.zeros((1, size, size), np.uint8)]), grid)
+    cells = torch.eye(grid * grid).reshape(grid * grid, 1, grid, grid)
+    cell_maps = activation_map(cells, size)[:, 0].numpy()
+    for i in range(3):
+        brute = max(activation_precision(cell_maps[c], masks[i]) for c in range(grid * grid))
+        assert got[i] == pytest.approx(brute)
+    assert got[0] == pytest.approx(1.0)
+    assert 0 < got[1] < 1 and got[2] >= got[1]
+    assert np.isnan(got[3])

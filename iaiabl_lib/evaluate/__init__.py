@@ -48,13 +48,13 @@ from __future__ import annotations
 from .cli import add_cli, run_cli, run_compare_cli
 from .compare import compare_runs, load_metrics
 from .loaders import LOADERS, RUN_FILES, EvalModel, resolve_data_dir, run_kind
-from .protocol import (CI_METHODS, GRADCAMPP_KEY, METRIC_KEYS, Predictions, metrics_from_predictions,
-                       pair_activation_precision, predicted_class_pam, true_class_pams)
+from .protocol import (CEILING_KEY, CI_METHODS, GRADCAMPP_KEY, METRIC_KEYS, Predictions, metrics_from_predictions,
+                       pair_activation_precision, predicted_class_pam, single_cell_ceiling, true_class_pams)
 from .run import evaluate_run, split_suffix
 from .tables import fmt, format_metrics
 
 __all__ = [
-    "RUN_FILES", "METRIC_KEYS", "GRADCAMPP_KEY", "CI_METHODS", "Predictions", "EvalModel", "LOADERS",
+    "RUN_FILES", "METRIC_KEYS", "GRADCAMPP_KEY", "CEILING_KEY", "CI_METHODS", "single_cell_ceiling", "Predictions", "EvalModel", "LOADERS",
     "predicted_class_pam", "true_class_pams", "pair_activation_precision", "metrics_from_predictions",
     "run_kind", "resolve_data_dir", "evaluate_run", "split_suffix", "load_metrics", "compare_runs",
     "fmt", "format_metrics", "add_cli", "run_cli", "run_compare_cli",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..config import MARGINS, Preset
 from ..data.dataset import PreparedDataset, stored_image_size, to_tensors
@@ -80,7 +81,8 @@ def _load_iaiabl(run_dir: Path, cfg: dict, device) -> EvalModel:
         return Predictions(prob, np.asarray(out["malignancy_prob"], dtype=np.float64),
                            {"activation_precision": pams},
                            "PAMs of every prototype of the true class, mean over (case, prototype) pairs "
-                           "(the paper's protocol)", {"activation_precision": valid})
+                           "(the paper's protocol)", {"activation_precision": valid},
+                           grid=int(out["similarity_maps"].shape[-1]))
 
     return EvalModel("iaiabl", preset.name, size, preset.model.num_classes, predict_cases,
                      _recorded_classes(cfg))
@@ -106,7 +108,11 @@ def _load_blackbox(run_dir: Path, cfg: dict, device) -> EvalModel:
         maps = {"activation_precision": np.asarray(out["gradcam"]),
                 GRADCAMPP_KEY: np.asarray(out["gradcampp"])}
         return Predictions(np.asarray(out["margin_prob"], dtype=np.float64), None, maps,
-                           "GradCAM and GradCAM++ maps of the true class (the paper's protocol)")
+                           "GradCAM and GradCAM++ maps of the true class (the paper's protocol)",
+                           grid=grid)
+
+    with torch.no_grad():      # Grad-CAM's layer is the backbone's output: the same grid as IAIA-BL's
+        grid = int(bb.model.backbone(torch.zeros(1, 3, size, size, device=next(bb.model.parameters()).device)).shape[-1])
 
     # a malignancy black box has no margin classes to disagree with the data
     num_classes = bb.preset.model.num_classes if margin_task else len(MARGINS)

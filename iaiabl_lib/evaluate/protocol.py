@@ -19,13 +19,16 @@ from ..config import MARGINS
 from ..metrics import activation_precision, bootstrap_ci, cohen_kappa_ci, malignancy_auroc, margin_auroc
 from ..model import activation_map
 
-__all__ = ["METRIC_KEYS", "GRADCAMPP_KEY", "CI_METHODS", "Predictions", "predicted_class_pam",
-           "true_class_pams", "pair_activation_precision", "metrics_from_predictions"]
+__all__ = ["METRIC_KEYS", "GRADCAMPP_KEY", "CEILING_KEY", "CI_METHODS", "Predictions", "predicted_class_pam",
+           "true_class_pams", "pair_activation_precision", "single_cell_ceiling", "metrics_from_predictions"]
 
 METRIC_KEYS = ("margin_auroc", "kappa", "activation_precision", "malignancy_auroc", "n_test")
 """The keys of DESIGN.md §5 that every metrics.json carries."""
 
 GRADCAMPP_KEY = "activation_precision_gradcampp"
+CEILING_KEY = "activation_precision_ceiling"
+"""metrics.json: what Eq. 9 gives a map that peaks on the single best cell of the model's latent
+grid (``single_cell_ceiling``), beside every activation-precision figure."""
 
 CI_METHODS = {
     "auroc": "DeLong (Sun & Xu 2014 fast algorithm), normal approximation clipped to [0, 1]; "
@@ -50,6 +53,7 @@ class Predictions:
     maps: dict[str, np.ndarray]             # metrics.json key -> (N, S, S) or (N, P, S, S) maps
     map_kind: str                           # what the maps are, for metrics.json "settings"
     map_valid: dict[str, np.ndarray] | None = None   # key -> (N, P) bool: which of the P maps count
+    grid: int | None = None                 # side of the model's latent grid (the maps' resolution)
 
 
 def predicted_class_pam(similarity, similarity_maps, prototype_class, classes, size: int) -> np.ndarray:
@@ -128,6 +132,30 @@ def pair_activation_precision(maps, valid, masks, tau: float = 0.95) -> tuple[np
     return mean, count
 
 
+def single_cell_ceiling(masks, grid: int, tau: float = 0.95) -> np.ndarray:
+    """What Eq. 9 can give at the resolution of a ``grid`` × ``grid`` latent grid: for each case, the
+    activation precision of the best map that lights one cell (a one-hot similarity map, upsampled
+    bilinearly like every PAM, ``model.activation_map``), the best cell chosen per case.
+
+    A prototype that matches one latent patch of the lesion and nothing else makes such a map, so a
+    model's Eq. 9 figure is read against this one: below it by little, the grid is the limit; by
+    much, the model looks elsewhere. (A map shaped like the lesion itself can score higher; a
+    prototype's map at this grid is one patch wide.)
+
+    masks (N, S, S) {0, 1} -> (N,) float; NaN for a case with an empty mask
+    """
+    masks = np.asarray(masks)
+    n, size = masks.shape[0], masks.shape[-1]
+    cells = torch.eye(grid * grid, dtype=torch.float32).reshape(grid * grid, 1, grid, grid)
+    cell_maps = activation_map(cells, size)[:, 0].numpy()                   # (g², S, S)
+    out = np.full(n, np.nan)
+    for i in range(n):
+        if masks[i].any():
+            mask = np.broadcast_to(masks[i], cell_maps.shape)
+            out[i] = float(np.max(activation_precision(cell_maps, mask, tau)))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics from predictions (pure)
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +205,14 @@ def metrics_from_predictions(labels, malignant, has_fine, lesion_masks, fine_mas
                     "fine": bootstrap_ci(ap_fine, n_boot, alpha, seed, weights=count_fine)}
         per_case[f"ap_{key}_lesion"], per_case[f"ap_{key}_fine"] = ap_lesion, ap_fine
         per_case[f"pairs_{key}_lesion"], per_case[f"pairs_{key}_fine"] = count, count_fine
+    if preds.grid and preds.maps:                       # the grid's own limit, beside every Eq. 9 figure
+        ceil_lesion = single_cell_ceiling(lesion_masks, preds.grid, tau)
+        ceil_fine = np.full(n, np.nan)
+        if has_fine.any():
+            ceil_fine[has_fine] = single_cell_ceiling(np.asarray(fine_masks)[has_fine], preds.grid, tau)
+        out[CEILING_KEY] = {"lesion": bootstrap_ci(ceil_lesion, n_boot, alpha, seed),
+                            "fine": bootstrap_ci(ceil_fine, n_boot, alpha, seed), "grid": int(preds.grid)}
+        per_case["ceiling_lesion"], per_case["ceiling_fine"] = ceil_lesion, ceil_fine
     if preds.malignancy_prob is None:                   # a margin-only black box
         out["malignancy_auroc"] = dict(undefined)
     else:

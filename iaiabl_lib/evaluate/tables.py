@@ -5,7 +5,7 @@ from typing import Sequence
 
 from ..config import MARGINS
 from ..metrics import Summary
-from .protocol import GRADCAMPP_KEY
+from .protocol import CEILING_KEY, GRADCAMPP_KEY
 
 __all__ = ["fmt", "table", "format_metrics"]
 
@@ -38,6 +38,11 @@ def format_metrics(m: dict, digits: int = 2) -> str:
         if key in m:
             rows.append([f"{label}, lesion", fmt(m[key]["lesion"], digits)])
             rows.append([f"{label}, fine (n = {m.get('n_fine', '?')})", fmt(m[key]["fine"], digits)])
+    if CEILING_KEY in m:
+        grid = m[CEILING_KEY].get("grid")
+        rows.append([f"activation precision a one-cell map can reach at the {grid} × {grid} grid, lesion",
+                     fmt(m[CEILING_KEY]["lesion"], digits)])
+        rows.append(["the same, fine", fmt(m[CEILING_KEY]["fine"], digits)])
     rows.append(["malignancy AUROC", fmt(m["malignancy_auroc"], digits)])
     title = (f"**{m.get('run', 'run')}** — preset {m.get('preset')}, {m.get('kind')}, "
              f"{m.get('split')} split, n = {m['n_test']}; value [95 % CI]")
