@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "iaiabl_lib.data.synthetic",   # synth
     "iaiabl_lib.data.cbis_ddsm",   # prepare
     "iaiabl_lib.data.idc",         # download (real CBIS-DDSM from the Imaging Data Commons)
+    "iaiabl_lib.pretrain",         # pretrain (the tiny backbone's pretrained weights)
     "iaiabl_lib.train",            # train
     "iaiabl_lib.evaluate",         # evaluate, compare
     "iaiabl_lib.report",           # explain

@@ -28,7 +28,7 @@ from .config import ModelConfig, Preset
 from .errors import UserError
 
 __all__ = ["squared_distances", "log_similarity", "topk_average", "bottomk_average", "activation_map",
-           "topk_for", "VGG16_FILENAME", "TinyBackbone", "load_vgg16_state_dict", "vgg16_features",
+           "topk_for", "VGG16_FILENAME", "TinyBackbone", "tiny_backbone", "load_vgg16_state_dict", "vgg16_features",
            "build_backbone", "IAIABLOutput", "IAIABL", "build_model"]
 
 # ---------------------------------------------------------------------------------------------
@@ -192,11 +192,24 @@ def vgg16_features(pretrained: str) -> nn.Sequential:
     return features
 
 
+def tiny_backbone(pretrained: str) -> TinyBackbone:
+    """The tiny backbone, at random initialisation (``pretrained="none"``, the ablation) or with
+    pretrained weights: a name shipped with the library ("synthetic", the CPU analogue of ImageNet
+    VGG-16: ``pretrain``; SHA-256 checked, offline) or the path of a file ``iaiabl pretrain``
+    wrote."""
+    backbone = TinyBackbone()
+    if pretrained != "none":
+        from .pretrain import load_tiny_weights
+
+        backbone.load_state_dict(load_tiny_weights(pretrained))
+    return backbone
+
+
 def build_backbone(cfg: ModelConfig) -> nn.Module:
     if cfg.backbone == "vgg16":
         return vgg16_features(cfg.pretrained)
     if cfg.backbone == "tiny":
-        return TinyBackbone()
+        return tiny_backbone(cfg.pretrained)
     raise ValueError(f"unknown backbone {cfg.backbone!r}; use 'vgg16' or 'tiny'")
 
 
