@@ -434,7 +434,9 @@ def make_cases(bases: dict[str, bytes], n: int, seed: int, start: int = 0):
         base = names[int(rng.integers(0, len(names)))]
         kind = str(rng.choice(kinds, p=p))
         data = bases[base]
-        mutated, detail = _MUTATE[kind](data, rng, _layout(data), bases)
+        with warnings.catch_warnings():          # pydicom's words about the damage it writes
+            warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
+            mutated, detail = _MUTATE[kind](data, rng, _layout(data), bases)
         yield Case(i, seed, base, kind, detail, mutated)
 
 
