@@ -60,7 +60,7 @@ from iaiabl_lib.data import dicom
 from iaiabl_lib.data.dicom import DicomError, read_dicom, window_to_uint8
 
 __all__ = ["MUTATORS", "HOSTILE_FIELDS", "CASE_SECONDS", "MEMORY_LIMIT", "Case", "Outcome", "base_files",
-           "make_cases", "run_case", "fingerprint", "tally", "rewrite_field"]
+           "make_cases", "run_case", "fingerprint", "tally", "rewrite_field", "with_vr", "with_syntax_byte"]
 
 CASE_SECONDS = 5.0
 """No case may take longer (a hang or a quadratic parse shows here)."""
@@ -399,6 +399,26 @@ def _uid(data: bytes, rng, layout: _Layout, bases) -> tuple[bytes, str]:
     out = bytearray(data)
     out[pos] = int(rng.integers(0, 256)) if rng.random() < 0.5 else out[pos] ^ (1 << int(rng.integers(0, 8)))
     return bytes(out), f"transfer syntax UID byte {pos - at - 8} changed"
+
+
+def with_vr(data: bytes, group: int = 0x0028, element: int = 0x0010, vr: bytes = b"\x55\x20") -> bytes:
+    """``data`` (explicit VR) with the VR of element (group, element) replaced: by default the
+    issue's flipped byte in Rows, ``Unknown Value Representation '0x55 0x20' in tag (0028,0010)``."""
+    out = bytearray(data)
+    at = out.find(struct.pack("<HH", group, element), 132)
+    assert at > 0, f"({group:04X},{element:04X}) not found"
+    out[at + 4:at + 6] = vr
+    return bytes(out)
+
+
+def with_syntax_byte(data: bytes, offset: int = 5, value: int = ord("9")) -> bytes:
+    """``data`` with byte ``offset`` of its transfer syntax UID set to ``value``: the issue's
+    ``UID is not a transfer syntax.``"""
+    out = bytearray(data)
+    at = out.find(b"\x02\x00\x10\x00UI")
+    assert at > 0, "no TransferSyntaxUID"
+    out[at + 8 + offset] = value
+    return bytes(out)
 
 
 _MUTATE = {"flip": _flip, "element": _element, "truncate": _truncate, "splice": _splice, "field": _field,

@@ -79,10 +79,7 @@ def test_fast_campaign_every_case_reads_or_is_refused_in_time_and_memory(bases, 
 def test_a_flipped_vr_byte_in_rows_is_refused_naming_the_element(bases, tmp_path):
     """``NotImplementedError: Unknown Value Representation '0x55 0x20' in tag (0028,0010)``, raised
     by pydicom at the first access of Rows, escaped the reader before issue 24."""
-    data = bytearray(bases["synth full"])
-    at = data.find(b"\x28\x00\x10\x00US")
-    data[at + 4:at + 6] = b"\x55\x20"
-    err = _refused(tmp_path, bytes(data))
+    err = _refused(tmp_path, dm.with_vr(bases["synth full"]))
     assert err.reason == dicom.CORRUPT
     assert "Rows (0028,0010)" in str(err) and "Unknown Value Representation" in str(err)
     assert "download it again" in str(err)
@@ -92,10 +89,7 @@ def test_a_flipped_vr_byte_in_rows_is_refused_naming_the_element(bases, tmp_path
 def test_a_flipped_byte_in_the_transfer_syntax_uid_is_refused(bases, tmp_path, where):
     """``ValueError: UID is not a transfer syntax.`` escaped the reader before issue 24 (and
     `iaiabl prepare` stopped with exit 2 and that sentence, naming no file)."""
-    data = bytearray(bases["synth full"])
-    at = data.find(b"1.2.840.10008.1.2.1")
-    data[at + where] = ord("9") if data[at + where] != ord("9") else ord("7")
-    err = _refused(tmp_path, bytes(data))
+    err = _refused(tmp_path, dm.with_syntax_byte(bases["synth full"], where, ord("9")))
     assert err.reason == dicom.UNKNOWN_SYNTAX and "TransferSyntaxUID" in str(err)
     with pytest.raises(DicomError, match="TransferSyntaxUID"):
         check_header(tmp_path / "case.dcm")
