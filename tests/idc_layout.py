@@ -76,10 +76,13 @@ class BucketDownloader:
     """Stands in for ``IDCClient.download_from_selection``: copies each requested series from
     ``bucket`` (an IDC-layout tree) to where the library would put it. ``skip``: series never
     delivered; ``short``: series delivered without their last file; ``truncate``: series whose
-    first file arrives 100 bytes short. ``calls`` records the series UIDs of each call."""
+    first file arrives 100 bytes short; ``damage``: series whose first file arrives with the same
+    size but a flipped VR byte in Rows (issue 24). ``calls`` records the series UIDs of each call.
+    Like ``s5cmd sync``, a file already there with the right size is kept."""
 
-    def __init__(self, bucket: Path, skip=(), short=(), truncate=()):
+    def __init__(self, bucket: Path, skip=(), short=(), truncate=(), damage=()):
         self.bucket, self.skip, self.short, self.truncate = Path(bucket), set(skip), set(short), set(truncate)
+        self.damage = set(damage)
         self.calls: list[list[str]] = []
 
     def __call__(self, out: Path, series, progress: bool) -> None:
@@ -93,7 +96,13 @@ class BucketDownloader:
             target = idc.series_folder(out, s)
             target.mkdir(parents=True, exist_ok=True)
             for f in files:
-                shutil.copyfile(f, target / f.name)
+                if not ((target / f.name).is_file() and (target / f.name).stat().st_size == f.stat().st_size):
+                    shutil.copyfile(f, target / f.name)
             if s.series_uid in self.truncate and files:
                 first = target / files[0].name
                 first.write_bytes(first.read_bytes()[:-100])
+            if s.series_uid in self.damage and files:
+                from dicom_mutations import with_vr
+
+                first = target / files[0].name
+                first.write_bytes(with_vr(first.read_bytes()))

@@ -567,3 +567,80 @@ def test_relative_cbis_path_as_typed_on_the_command_line(tmp_path, monkeypatch):
     summary = _prepare(Path("cbis"), Path("data"))
     assert summary["n_included"] == 6, summary["skipped"]
     assert all(r["image_path"].startswith("CBIS-DDSM/") for r in _manifest(tmp_path / "data"))
+
+
+# --- damaged DICOM files (issue 24) ---------------------------------------------------------------
+
+def _damages():
+    """Five ways a full image is damaged, with the reason each must be skipped with: the two
+    errors of issue 24 (they stopped the whole import) and three more."""
+    from dicom_mutations import rewrite_field, with_syntax_byte, with_vr
+
+    return [
+        (with_vr, "dicom corrupt or truncated"),                                  # Rows' VR: '0x55 0x20'
+        (lambda d: with_syntax_byte(d, 5), "transfer syntax unknown"),            # 1.2.890.10008.1.2.1
+        (lambda d: d[:len(d) * 2 // 3], "dicom corrupt or truncated"),
+        (lambda d: rewrite_field(d, "RescaleSlope", "DS", b"NaN "), "rescale slope invalid"),
+        (lambda d: rewrite_field(d, "BitsAllocated", "US", 0), "dicom corrupt or truncated"),
+    ]
+
+
+def test_thirty_damaged_full_images_are_listed_skipped_and_prepare_exits_0(tmp_path, capsys):
+    """A synthetic tree with 30 damaged full mammograms: `iaiabl prepare` exits 0, names each file
+    with its reason in its output and in summary.json (counted by reason, with the rows skipped for
+    it, and what to do), and none of their rows is in the prepared dataset."""
+    from iaiabl_lib.cli import main
+    from iaiabl_lib.data.synthetic import make_synthetic
+
+    root = tmp_path / "cbis"
+    make_synthetic(root, patients=30, size=128, seed=0)
+    locator = cbis_ddsm.DicomLocator(root)
+    usable = [r for name in CSV_NAMES.values() for r in read_mass_csv(root / name)
+              if classify_margin(r.margin_raw)[0] and classify_pathology(r.pathology_raw) is not None]
+    fulls = sorted({cbis_ddsm.one_file(locator, r.image_path, "full mammogram") for r in usable})
+    assert len(fulls) >= 30
+    expected = {}
+    for i, path in enumerate(fulls[:30]):
+        damage, reason = _damages()[i % 5]
+        path.write_bytes(damage(path.read_bytes()))
+        expected[locator.relative(path)] = reason
+    assert main(["prepare", "--cbis", str(root), "--out", str(tmp_path / "data"), "--size", "32"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "data" / "summary.json").read_text())
+    _assert_accounted(summary)
+    assert {e["file"]: e["reason"] for e in summary["refused"]} == expected
+    assert summary["refused_files"] == dict(Counter(expected.values()))
+    assert "DICOM files refused by the reader: 30" in out and "To recover them: generate the tree again" in out
+    for e in summary["refused"]:
+        assert f"{e['file']}: {e['reason']}: " in out and e["rows"] and not e["detail"].startswith("/")
+    assert "Rows (0028,0010)" in next(e["detail"] for e in summary["refused"]
+                                      if "Unknown Value Representation" in e["detail"])
+    skipped_for = [s for s in summary["skipped"] if s["file"] in expected]
+    assert len(skipped_for) == sum(len(e["rows"]) for e in summary["refused"])
+    assert all(s["reason"] == expected[s["file"]] for s in skipped_for)
+    assert not {m["image_path"] for m in _manifest(tmp_path / "data")} & set(expected)
+    assert summary["n_included"] == len(usable) - len(skipped_for) > 0
+
+
+def test_a_damaged_crop_or_roi_mask_skips_its_row_by_name(tmp_path):
+    """The cropped image and the ROI mask are read like the full image: damaged, the row is
+    skipped naming the file and its reason, and the import goes on."""
+    cases = [Case(make_row(f"P_{i:05d}", KEPT[i % 3])) for i in range(4)]
+    build_tree(tmp_path / "cbis", cases, [])
+    root = tmp_path / "cbis"
+    crop = _series_file(root, cases[0].row["cropped image file path"], "1-1.dcm")
+    mask = _series_file(root, cases[1].row["ROI mask file path"], "1-2.dcm")
+    crop.write_bytes(_damages()[0][0](crop.read_bytes()))
+    mask.write_bytes(_damages()[1][0](mask.read_bytes()))
+    summary = _prepare(root, tmp_path / "data")
+    _assert_accounted(summary)
+    assert summary["n_included"] == 2
+    reasons = {s["patient_id"]: (s["reason"], s["file"]) for s in summary["skipped"]}
+    assert reasons["P_00000"] == ("dicom corrupt or truncated", locator_relative(root, crop))
+    assert reasons["P_00001"] == ("transfer syntax unknown", locator_relative(root, mask))
+    assert summary["refused_files"] == {"dicom corrupt or truncated": 1, "transfer syntax unknown": 1}
+    assert "refused_advice" in summary and "download those series again" in summary["refused_advice"]
+
+
+def locator_relative(root: Path, path: Path) -> str:
+    return cbis_ddsm.DicomLocator(root).relative(path.resolve())

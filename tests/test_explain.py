@@ -251,6 +251,17 @@ def test_explain_cli_clear_errors(tiny_run, prepared, synth_tree, tmp_path, caps
     grey = write_dicom(tmp_path / "grey.dcm", np.arange(64, dtype=np.uint8).reshape(8, 8))
     assert "not a binary mask" in error(run + ["--mask", str(grey)])
     assert "neither a DICOM file nor a case id" in error(["explain", "--run", str(tiny_run), "P_NOPE"])
+    # damaged files (issue 24): the reader's error, naming the file and the element, on one line
+    from dicom_mutations import with_syntax_byte, with_vr
+
+    damaged = tmp_path / "damaged.dcm"
+    damaged.write_bytes(with_vr(dicom.read_bytes()))                  # Rows' VR byte flipped
+    err = error(["explain", "--run", str(tiny_run), str(damaged), "--box", "10,10,40,40"])
+    assert str(damaged) in err and "Rows (0028,0010)" in err and err.strip().count("\n") == 0
+    bad_mask = tmp_path / "bad_mask.dcm"
+    bad_mask.write_bytes(with_syntax_byte(small.read_bytes()))         # transfer syntax UID byte changed
+    err = error(run + ["--mask", str(bad_mask)])
+    assert str(bad_mask) in err and "TransferSyntaxUID" in err and err.strip().count("\n") == 0
     assert not list(tmp_path.glob("*.html"))
 
 

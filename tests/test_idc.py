@@ -251,6 +251,33 @@ def test_a_missing_short_or_truncated_series_is_named_and_nothing_looks_complete
     assert (out / idc.MARKER).is_file()
 
 
+def test_a_damaged_file_of_the_right_size_is_named_and_fetched_again_once_deleted(idc_tree, tmp_path):
+    """Verification reads every file's DICOM header (issue 24): a file with the index's size but a
+    flipped VR byte in Rows is named with the reader's reason, nothing looks complete, and the
+    same command fetches it again once it is deleted (the downloader, like s5cmd sync, keeps a
+    file of the right size)."""
+    csv_dir, index, bucket = _small(idc_tree, tmp_path)
+    sel = idc.select_series(csv_dir, index)
+    victim = sel.series[0]
+    out = tmp_path / "cbis"
+    with pytest.raises(idc.DownloadError) as err:
+        idc.download_cbis_ddsm(out, csv_dir=csv_dir, index=index,
+                               downloader=BucketDownloader(bucket, damage=[victim.series_uid]), echo=_quiet)
+    damaged = sorted(idc.series_folder(out, victim).glob("*.dcm"))[0]
+    message = str(err.value)
+    assert f"1 of {len(sel.series)} series are incomplete" in message
+    assert f"file {damaged.name} is damaged (dicom corrupt or truncated: the element Rows (0028,0010)" in message
+    assert "delete it, then rerun" in message and str(damaged.parent) in message
+    _assert_nothing_looks_complete(out)
+    with pytest.raises(idc.DownloadError, match="is damaged"):       # rerun alone: the file is kept
+        idc.download_cbis_ddsm(out, csv_dir=csv_dir, index=index, downloader=BucketDownloader(bucket), echo=_quiet)
+    damaged.unlink()
+    fetch = BucketDownloader(bucket)
+    idc.download_cbis_ddsm(out, csv_dir=csv_dir, index=index, downloader=fetch, echo=_quiet)
+    assert fetch.calls == [[victim.series_uid]] and (out / idc.MARKER).is_file()
+    assert "DICOM header" in json.loads((out / idc.MARKER).read_text())["verified"]
+
+
 def test_a_failed_rerun_withdraws_an_earlier_completion(idc_tree, tmp_path):
     csv_dir, index, bucket = _small(idc_tree, tmp_path)
     out = tmp_path / "cbis"

@@ -7,10 +7,13 @@ uses the index to select exactly the series that the two CBIS-DDSM mass CSVs ref
 ``iaiabl_lib/data/cbis_ddsm_csv/``), reports their count and size offline, checks the free disk
 space, lets ``IDCClient.download_from_selection`` fetch them (with its progress bar and its
 ``s5cmd sync``, so that an interrupted download resumes), verifies every series' file count and
-byte count against the index, and only then writes the two CSVs and ``iaiabl_download.json``
-beside the images. A download that failed or stopped therefore never looks complete: without the
-CSVs ``iaiabl prepare`` refuses the folder. Rerunning the same command resumes it: series that are
-complete are kept, the others are synced again.
+byte count against the index and every file's DICOM header (``dicom.check_header``: a damaged file
+is named with the reader's reason, never an exception), and only then writes the two CSVs and
+``iaiabl_download.json`` beside the images. A download that failed or stopped therefore never
+looks complete: without the CSVs ``iaiabl prepare`` refuses the folder. Rerunning the same command
+resumes it: series that are complete are kept, the others are synced again (a damaged file once
+it is deleted: ``s5cmd sync`` compares sizes and times, so it may keep a damaged file of the right
+size).
 
 Layout written (the library's default ``dirTemplate``, :data:`DIR_TEMPLATE`; files are named after
 IDC's ``crdc_instance_uuid``)::
@@ -43,7 +46,7 @@ from iaiabl_lib.data.locate import SeriesIndex, cell_uids
 __all__ = [
     "COLLECTION", "DIR_TEMPLATE", "PIP_SPEC", "INSTALL_HINT", "CSV_DIR", "MARKER", "HEADROOM_BYTES",
     "DownloadError", "MissingDependency", "IndexSeries", "Selection", "SeriesState",
-    "available", "load_index", "index_version", "select_series", "series_folder", "check_tree",
+    "available", "load_index", "index_version", "select_series", "series_folder", "check_tree", "damaged_file",
     "download_cbis_ddsm", "rois_only_refusal", "format_bytes", "add_cli", "run_cli",
 ]
 
@@ -248,11 +251,31 @@ class SeriesState:
         return not self.problem
 
 
-def check_tree(out: str | Path, selection: Selection) -> list[SeriesState]:
+def damaged_file(files: Sequence[Path]) -> str:
+    """'' when the DICOM header of every file reads (``dicom.check_header``: parsed, every element
+    the importer uses decoded, a known transfer syntax; the pixel data is not read), else what is
+    wrong with the first that does not, naming it and what to do. A file of the right size can
+    still be damaged, and ``s5cmd sync`` may keep it (it compares sizes and times): the user
+    deletes it first."""
+    from iaiabl_lib.data.dicom import DicomError, check_header
+
+    for path in files:
+        try:
+            check_header(path)
+        except DicomError as err:
+            text = str(err)
+            words = text[len(err.path) + 2:] if text.startswith(f"{err.path}: ") else text
+            return (f"file {path.name} is damaged ({err.reason}: {words[:160]}); delete it, then rerun to "
+                    "fetch it again")
+    return ""
+
+
+def check_tree(out: str | Path, selection: Selection, headers: bool = False) -> list[SeriesState]:
     """Compare every selected series with what lies under ``out``: the folder whose name carries
     its UID (:class:`~iaiabl_lib.data.locate.SeriesIndex`, the importer's lookup), its number of
     ``*.dcm`` files against the index's ``instanceCount`` and their bytes against
-    ``series_size_MB``."""
+    ``series_size_MB``; ``headers``: also every file's DICOM header (:func:`damaged_file`; a few
+    milliseconds a file)."""
     index = SeriesIndex(out)
     states = []
     for s in selection.series:
@@ -268,6 +291,8 @@ def check_tree(out: str | Path, selection: Selection) -> list[SeriesState]:
         problem = ("" if n == s.instances and size == s.bytes
                    else f"{n} of {s.instances} files" if n != s.instances
                    else f"{size} of {s.bytes} bytes (a file is truncated or differs)")
+        if not problem and headers:
+            problem = damaged_file(folder.files)
         states.append(SeriesState(s, folder.path, n, size, problem))
     return states
 
@@ -389,7 +414,7 @@ def download_cbis_ddsm(out: str | Path, *, dry_run: bool = False, rois_only: boo
     _clear_completion(out, csvs)
     if todo:
         (downloader or _idc_download)(out, [st.series for st in todo], progress)
-    states = check_tree(out, selection)
+    states = check_tree(out, selection, headers=True)
     bad = [st for st in states if not st.complete]
     if bad:
         lines = [f"  {st.series.patient_id} series {st.series.series_uid}: {st.problem} "
@@ -398,10 +423,12 @@ def download_cbis_ddsm(out: str | Path, *, dry_run: bool = False, rois_only: boo
         raise DownloadError("\n".join([f"{len(bad)} of {len(states)} series are incomplete in {out} "
                                        "(files and bytes checked against the index):", *lines, *more,
                                        "Rerun the same command to resume: complete series are kept, the rest "
-                                       "are synced again. The CSVs are written only when every series is complete."]))
+                                       "are synced again (a damaged file is fetched again once it is deleted). "
+                                       "The CSVs are written only when every series is complete."]))
     for name, data in csvs.items():
         _write_aside(out / name, data)
-    report.update({"verified": "every series: number of files and bytes, against the index",
+    report.update({"verified": "every series: number of files and bytes, against the index; every file: "
+                               "its DICOM header",
                    "completed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     _write_aside(out / MARKER, (json.dumps(report, indent=1) + "\n").encode())
     echo(f"complete: {len(states)} series verified in {out}; next: iaiabl prepare --cbis {out} --out DATA --size 224")

@@ -34,6 +34,11 @@ Hostile input (issue 16): every path from a CSV or metadata.csv is resolved (sym
 largest (specks would stretch the crop), recorded in ``summary["cleaned"]``. The output folder is
 locked while it is written and replaced only when it is a prepared dataset (its marker file and
 nothing but its files): ``prepare`` never deletes what it did not write.
+
+Damaged DICOM files (issue 24): whatever a file's bytes make the reader fail on is a
+``DicomError``, so the row is skipped with its reason and the import goes on; ``summary["refused"]``
+lists each refused file once (reason, the reader's words, the rows skipped for it),
+``summary["refused_files"]`` counts them by reason, and ``prepare`` prints them with what to do.
 """
 from __future__ import annotations
 

@@ -141,12 +141,14 @@ class DicomLocator:
 
 class _Reader:
     """read_dicom with a small cache (rows of one mammogram share its full image), errors cached
-    too; ``max_pixels``: the pixel budget of every file (``dicom.read_dicom``)."""
+    too; ``max_pixels``: the pixel budget of every file (``dicom.read_dicom``). ``refused``: every
+    file the reader refused, with its DicomError (the summary lists them)."""
 
     def __init__(self, capacity: int = 4, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.cache: OrderedDict[Path, tuple] = OrderedDict()
         self.capacity = capacity
         self.max_pixels = max_pixels
+        self.refused: dict[Path, DicomError] = {}
 
     def __call__(self, path: Path) -> tuple[np.ndarray, dict]:
         if path not in self.cache:
@@ -154,6 +156,7 @@ class _Reader:
                 self.cache[path] = (read_dicom(path, max_pixels=self.max_pixels), None)
             except DicomError as exc:
                 self.cache[path] = (None, exc)
+                self.refused[path] = exc
             if len(self.cache) > self.capacity:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(path)

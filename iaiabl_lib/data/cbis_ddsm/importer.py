@@ -55,6 +55,38 @@ def _skip(row: MassRow, reason: str, file: str = "", detail: str = "") -> dict:
             "file": file, "detail": detail}
 
 
+def _refused_files(refused: dict, skipped: list[dict], locator: DicomLocator) -> list[dict]:
+    """Each DICOM file the reader refused (damaged, truncated, unsupported...): ``file`` relative
+    to --cbis, ``reason``, ``detail`` (the reader's message, without the file's absolute path) and
+    the CSV ``rows`` skipped for it."""
+    rows_of: dict[str, list[dict]] = {}
+    for s in skipped:
+        if s["file"]:
+            rows_of.setdefault(s["file"], []).append({"csv": s["csv"], "row": s["row"]})
+    out = []
+    for path, err in refused.items():
+        file, text = locator.relative(Path(path)), str(err)
+        detail = text[len(err.path) + 2:] if text.startswith(f"{err.path}: ") else text
+        out.append({"file": file, "reason": err.reason, "detail": detail, "rows": rows_of.get(file, [])})
+    return sorted(out, key=lambda e: (e["reason"], e["file"]))
+
+
+def _refused_advice(cbis_dir: Path) -> str:
+    """What a user does about the refused files of this tree (an IDC download, a synthetic tree,
+    another download)."""
+    from iaiabl_lib.data.idc import MARKER
+
+    if (cbis_dir / MARKER).is_file():
+        again = (f"delete each listed file and run `iaiabl download cbis-ddsm --out {cbis_dir}` again (it "
+                 "fetches the missing files and verifies them), then prepare again")
+    elif (cbis_dir / "synthetic.json").is_file():
+        again = "generate the tree again (`iaiabl synth` with the same seed), then prepare again"
+    else:
+        again = ("download those series again (NBIA Data Retriever, or `iaiabl download cbis-ddsm` into a "
+                 "new folder), then prepare again")
+    return f"To recover them: {again}; or leave those rows skipped (the rest of the dataset is complete)."
+
+
 def _summary(cbis_dir: Path, size: int, split: str, seed: int, n_rows: int,
              manifest: list[dict], skipped: list[dict]) -> dict:
     counts = {s: {**{m: 0 for m in MARGINS}, "total": 0} for s in SPLITS}
@@ -172,6 +204,10 @@ def _import(cbis_dir: Path, out: Path, rows: list[tuple[str, MassRow]], size: in
         raise RuntimeError(f"patients in two splits: {leaking[:5]}")
     summary = _summary(cbis_dir, size, split, seed, len(rows), manifest, skipped)
     summary["max_pixels"] = int(max_pixels)
+    summary["refused"] = _refused_files(read.refused, skipped, locator)
+    summary["refused_files"] = dict(sorted(Counter(e["reason"] for e in summary["refused"]).items()))
+    if summary["refused"]:
+        summary["refused_advice"] = _refused_advice(cbis_dir)
     summary["cleaned"] = cleaned
     summary["notes"] = locator.notes + ([f"{moved} patients in both CSVs sent to test"] if moved else []) \
         + ([f"{len(cleaned)} ROI masks had more than one connected component: kept the largest "
@@ -205,4 +241,26 @@ def format_table(summary: dict) -> str:
         lines.append(" ".join(f"{v:>13}" for v in cells))
     lines.append(f"{summary['n_included']} of {summary['n_csv_rows']} CSV rows included; skipped:")
     lines += [f"  {n:5d}  {reason}" for reason, n in sorted(summary["excluded"].items(), key=lambda kv: -kv[1])]
-    return "\n".join(lines)
+    return "\n".join(lines + _refused_lines(summary))
+
+
+SHOWN_REFUSED = 50
+"""Refused DICOM files listed by :func:`format_table` (all of them are in summary.json)."""
+
+
+def _refused_lines(summary: dict) -> list[str]:
+    """The DICOM files the reader refused: counts by reason, one line per file (its reason and the
+    reader's words, without the path), what to do."""
+    refused = summary.get("refused") or []
+    if not refused:
+        return []
+    n_rows = sum(len(e["rows"]) for e in refused)
+    lines = [f"DICOM files refused by the reader: {len(refused)} ({n_rows} CSV rows skipped for them):"]
+    lines += [f"  {n:5d}  {reason}" for reason, n in sorted(summary["refused_files"].items(), key=lambda kv: -kv[1])]
+    for e in refused[:SHOWN_REFUSED]:
+        words = e["detail"]
+        lines.append(f"  {e['file']}: {e['reason']}: {words if len(words) <= 160 else words[:157] + '...'}")
+    if len(refused) > SHOWN_REFUSED:
+        lines.append(f"  ... and {len(refused) - SHOWN_REFUSED} more (all in summary.json, 'refused')")
+    lines.append(summary.get("refused_advice", ""))
+    return lines
