@@ -26,9 +26,12 @@ Data sets (``ensure_data``):
 Runs (``ensure_run``), all on the "confounded" set by default, with the preset chosen from the device
 (``config.default_preset_for``: "tiny" on a CPU, "paper" on a GPU):
     "iaiabl"     IAIA-BL as in the paper (fine-annotation loss on).
-    "nofine"     the same without the fine-annotation loss and without lesion masks.
+    "nofine"     the same without the fine-annotation loss and without lesion masks (so without the
+                 lesion pull and the push onto lesion cells either: no annotation at all).
     "protopnet"  the ProtoPNet baseline (k = 1, no fine-annotation loss).
     "blackbox"   the VGG-style black box of ``baselines.train_blackbox``.
+    "scratch"    IAIA-BL with its backbone trained from scratch (no pretrained weights): the
+                 ablation that shows what the pretrained backbone does (chapter 7).
 """
 from __future__ import annotations
 
@@ -64,13 +67,15 @@ SPLITS: dict[str, str] = {"default": "paper", "confounded": "official"}
 train-CSV rows, so the test split is marker-free, as the confounding experiment needs. The paper's
 patient-level random split would mix marked rows into the test split."""
 
-RUN_KINDS = ("iaiabl", "nofine", "protopnet", "blackbox")
+RUN_KINDS = ("iaiabl", "nofine", "protopnet", "blackbox", "scratch")
 
 BOOK_OVERRIDES: dict[str, dict[str, Any]] = {
     "iaiabl": {},
-    "nofine": {"train.use_fine_loss": False, "train.use_lesion_masks": False},
+    # no annotation at all: neither Eq. 7 nor the lesion pull nor the push onto lesion cells
+    "nofine": {"train.use_fine_loss": False, "train.use_lesion_masks": False, "train.push_set": "all"},
     "protopnet": {},
     "blackbox": {},
+    "scratch": {"model.pretrained": "none"},
 }
 """Overrides of the preset per run kind (``train.train(..., overrides=...)``)."""
 
@@ -81,6 +86,7 @@ _DATA_SOURCES = ("data/synthetic", "data/dicom.py", "data/cbis_format.py", "data
                  "config.py")
 _METRIC_SOURCES = ("evaluate", "metrics.py", "baselines", "model.py")
 _RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines",
+                                "pretrain.py", "pretrained", "evaluate", "data/locate.py",
                                 "rundir.py", "predict.py", "fastpath.py", "train/trainer.py",
                                 "train/stage_a1.py", "train/stage_a3.py", "train/stage_b.py",
                                 "train/schedule.py", "train/checkpoint.py")

@@ -18,6 +18,8 @@ Presets:
     colab      the paper preset with the batch of a 16 GB T4 (40 + 8) fixed up front; the paper
                preset itself also fits a T4, by shrinking its batch if a step runs out of memory.
     tiny-protopnet  the ProtoPNet baseline at tiny scale.
+    tiny-blackbox   the black box's recipe at tiny scale (``iaiabl baseline --model blackbox
+               --preset tiny`` uses it; at paper scale the black box trains with the paper preset).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MARGINS", "MARGIN_WORDS", "IMAGENET_MEAN", "IMAGENET_STD", "PAPER_TOPK_FRACTION", "ModelConfig",
+__all__ = ["MARGINS", "MARGIN_WORDS", "IMAGENET_MEAN", "IMAGENET_STD", "PAPER_TOPK_FRACTION", "FINE_NORMS", "ModelConfig",
            "LossWeights", "TrainConfig", "Preset", "PRESET_NAMES", "get_preset", "default_preset_for",
            "resolve_preset", "ENVIRONMENT", "env_book_cache", "env_book_reuse", "env_static_widgets",
            "set_static_widgets_default"]
@@ -53,12 +55,19 @@ text gives (chosen on the validation set). The authors' code passes k = 9 (``-to
 train.sh); we follow the text (see chapter 4)."""
 
 
+FINE_NORMS = ("group", "prototype")
+"""How Eq. 7 puts the activation maps under its norms (``loss.fine_norm``): "group", the authors'
+code and the default (one norm over the prototypes of the classes before the label, one over the
+label's own, one over the classes after it); "prototype", the paper's printed Eq. 7 (one norm per
+prototype). ``losses.fine_annotation_loss`` says why the default is the code's."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture (paper §3, Fig. 2)."""
 
     backbone: str = "vgg16"            # "vgg16" | "tiny"
-    pretrained: str = "imagenet"       # "imagenet" | "none" | path to a VGG-16 state dict
+    pretrained: str = "imagenet"       # vgg16: "imagenet" | "none" | a state dict file; tiny: "synthetic" | "none" | a file
     image_size: int = 224
     prototype_channels: int = 512      # C, depth of a latent patch / prototype
     prototypes_per_class: int = 5      # m = 3 x 5 = 15
@@ -68,6 +77,7 @@ class ModelConfig:
     epsilon: float = 1e-4              # ε of Eq. 1
     prototype_init: str = "uniform"    # "uniform": U[0, 1] (the paper) | "lesion_patches": random lesion patches
     incorrect_class_weight: float = -1.0  # h1 init for other-class connections
+    head_dropout: float = 0.5          # the black box only: dropout before its last layer (VGG's 0.5)
 
     @property
     def num_prototypes(self) -> int:
@@ -84,6 +94,8 @@ class LossWeights:
     sep: float = 0.08
     fine: float = 0.001
     l1: float = 1e-4
+    fine_norm: str = "group"           # Eq. 7's norm: "group" (the authors' code) | "prototype" (as printed)
+    remember: float = 0.0              # NOT the paper: a pull of every own-class prototype to the lesion (losses.lesion_pull)
 
 
 @dataclass(frozen=True)
@@ -174,22 +186,30 @@ def _tiny() -> Preset:
         name="tiny",
         # the paper's prototype depth C = 512 (the add-on layers map the tiny backbone's 64 channels
         # to it): with sigmoid latent patches an unrelated patch lies at d ≈ C / 6 and has a similarity
-        # (Eq. 1) of about 6 / C, the background that makes up most of Eq. 7; at C = 32 the paper's
-        # λf then swamps the cross entropy (measured, seeds 0-2 of the confounded set: average AUROC
-        # 0.80-0.81 at C = 32 against 0.94-0.98 at C = 512 on the earlier synthetic set; README, "The
-        # science check")
-        model=ModelConfig(backbone="tiny", pretrained="none", image_size=64,
+        # (Eq. 1) of about 6 / C, the background that makes up most of Eq. 7 (chapter 7).
+        # The backbone starts from the shipped pretrained weights ("synthetic", ``pretrain``), the
+        # CPU analogue of the paper's ImageNet VGG-16; "none" (from scratch) is the ablation.
+        model=ModelConfig(backbone="tiny", pretrained="synthetic", image_size=64,
                           prototype_channels=512, topk=3),
-        # 100 short epochs of 24 + 8, pushes after epochs 20, 40, 60, 80, 100. On the default
-        # synthetic set (260 patients) 60 epochs were too few: tiny IAIA-BL's test average margin
-        # AUROC 0.78 / 0.80 / 0.68 on seeds 0-2, still rising at the last push; 100 epochs gave
-        # 0.85 / 0.86 / 0.81 (README, "The synthetic mammograms"). About 2.5 min on 2 CPU cores.
-        train=TrainConfig(epochs=100, epoch_images=0, warm_epochs=2, push_start=20, push_every=20,
+        # Two departures from the paper, both measured (README, "The science check": tuning seeds
+        # 100 and 101, never the reported ones): the lesion pull (loss.remember, losses.lesion_pull;
+        # without it 11-12 of 15 prototypes left every patch and the lesion precision was 0.36 / 0.54,
+        # with it 0 and 0.89 / 0.83) and pushing onto lesion cells (train.push_set).
+        loss=LossWeights(remember=0.8),
+        # The paper's regime in short epochs of 24 + 8 (one pass over the training split, 11 steps
+        # on the book's data): 10 warm-up epochs with the backbone frozen (the authors: 10 epochs of
+        # 200 steps on frozen ImageNet features), then joint training, and the authors' step decay
+        # (x0.1, never reset) after 50 joint epochs, so that the last push happens at a tenth of the
+        # rate. The backbone's joint rate is a third of the add-on layers' (the paper's is a
+        # fifteenth, 2e-4 : 3e-3, for ImageNet features that need little change): at 2e-4 the
+        # average AUROC on the tuning seeds was 0.70 / 0.81 against 0.80 / 0.89 at 1e-3. About
+        # 1.5 min per run on 2 CPU cores.
+        train=TrainConfig(epochs=80, epoch_images=0, warm_epochs=10, push_start=20, push_every=20,
                           last_layer_epochs=10, batch_size=24, fine_batch_size=8,
                           lr_warm_add_on=3e-3, lr_warm_prototypes=3e-3,
-                          lr_joint_backbone=2e-3, lr_joint_add_on=3e-3,
+                          lr_joint_backbone=1e-3, lr_joint_add_on=3e-3,
                           lr_joint_prototypes=3e-3, lr_last_layer=1e-2,
-                          lr_step_size=100, amp=False, channels_last=False,
+                          lr_step_size=50, push_set="lesion", amp=False, channels_last=False,
                           eval_batch_size=512),
     )
 
@@ -200,8 +220,20 @@ def _paper() -> Preset:
 
 def _protopnet(base: Preset) -> Preset:
     return base.replace({"model.topk": 1, "model.incorrect_class_weight": -0.5, "train.use_fine_loss": False,
-                         "train.use_lesion_masks": False, "loss.fine": 0.0},
+                         "train.use_lesion_masks": False, "loss.fine": 0.0, "loss.remember": 0.0,
+                         "train.push_set": "all"},
                         name="protopnet" if base.name == "paper" else f"{base.name}-protopnet")
+
+
+def _blackbox(base: Preset) -> Preset:
+    """The black box's recipe at tiny scale: the same pretrained backbone, and what it takes to fit
+    its training split (average AUROC ≥ 0.95 on the un-augmented split, on the confounded and the
+    default set: README, "The science check"), since a comparison of explanations is only fair
+    against a black box that has learned what it can: all layers at 2e-3, decay x0.1 after 100 of
+    150 epochs, dropout 0.1, weight decay 1e-4."""
+    return base.replace({"train.epochs": 150, "train.lr_joint_backbone": 2e-3, "train.lr_joint_add_on": 2e-3,
+                         "train.lr_step_size": 100, "train.weight_decay": 1e-4, "model.head_dropout": 0.1},
+                        name=f"{base.name}-blackbox")
 
 
 def _colab() -> Preset:
@@ -213,6 +245,7 @@ _BUILDERS = {
     "paper": _paper,
     "protopnet": lambda: _protopnet(_paper()),
     "tiny-protopnet": lambda: _protopnet(_tiny()),
+    "tiny-blackbox": lambda: _blackbox(_tiny()),
     "colab": _colab,
 }
 PRESET_NAMES = tuple(_BUILDERS)
@@ -259,7 +292,9 @@ _OPTIONAL_INTS = {"model.topk"}
 _AT_LEAST = {"model.image_size": 16, "model.prototype_channels": 1, "model.prototypes_per_class": 1,
              "model.topk": 1, "train.eval_batch_size": 1, "train.lr_step_size": 1}
 _ANY_SIGN = {"model.incorrect_class_weight"}
-_CHOICES = {"model.backbone": ("vgg16", "tiny"), "train.amp_dtype": ("auto", "bf16", "fp16")}
+_CHOICES = {"model.backbone": ("vgg16", "tiny"), "train.amp_dtype": ("auto", "bf16", "fp16"),
+            "loss.fine_norm": FINE_NORMS, "train.push_set": ("all", "lesion"),
+            "model.prototype_init": ("uniform", "lesion_patches")}
 
 
 def _check_values(p: "Preset") -> None:

@@ -79,7 +79,9 @@ def test_blackbox_run_files_and_reload(tiny_blackbox, prepared):
     run_dir = Path(tiny_blackbox)
     assert {p.name for p in run_dir.iterdir()} >= {"config.json", "model.pt", "history.csv"}
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["kind"] == "blackbox" and cfg["task"] == "margin" and cfg["preset_name"] == "tiny"
+    # "tiny" trains with the black box's tiny recipe (config._blackbox)
+    assert cfg["kind"] == "blackbox" and cfg["task"] == "margin" and cfg["preset_name"] == "tiny-blackbox"
+    assert cfg["preset"]["model"]["head_dropout"] == 0.1 and cfg["preset"]["model"]["pretrained"] == "synthetic"
     assert cfg["preset"]["model"]["backbone"] == "tiny"
     state = torch.load(run_dir / "model.pt", weights_only=True)             # a plain state dict
     assert all(isinstance(v, torch.Tensor) for v in state.values())

@@ -128,3 +128,18 @@ def test_upsampling_matrix_is_bilinear_interpolation():
     w = torch.rand(2, 13, 9, dtype=torch.float64)
     direct = (w[:, None] * activation_map(s, (13, 9)) ** 2).sum((-1, -2))
     assert torch.allclose(masked_upsampled_sq_norms(s, w, (13, 9)), direct)
+
+
+def test_lesion_pull_pulls_every_own_class_prototype_to_its_nearest_lesion_patch():
+    """losses.lesion_pull (loss.remember, not the paper): the mean over (image, own-class
+    prototype) of the distance to the nearest lesion cell; other-class prototypes and images
+    without a lesion cell do not count."""
+    from iaiabl_lib.losses import lesion_pull
+
+    sq = torch.tensor([[[[1.0, 5.0], [7.0, 2.0]], [[3.0, 0.5], [4.0, 9.0]], [[8.0, 8.0], [8.0, 8.0]]],
+                       [[[6.0, 6.0], [6.0, 6.0]], [[6.0, 6.0], [6.0, 6.0]], [[6.0, 6.0], [6.0, 6.0]]]])  # (2, 3, 2, 2)
+    labels, pclass = torch.tensor([0, 1]), torch.tensor([0, 0, 1])
+    cells = torch.tensor([[[False, True], [True, False]], [[False, False], [False, False]]])
+    # image 0 (class 0): prototypes 0 and 1 own; nearest lesion cell: min(5, 7) = 5 and min(0.5, 4) = 0.5
+    assert float(lesion_pull(sq, labels, pclass, cells)) == pytest.approx((5 + 0.5) / 2)
+    assert float(lesion_pull(sq, labels, pclass, torch.zeros_like(cells))) == 0.0

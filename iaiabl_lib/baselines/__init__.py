@@ -32,10 +32,10 @@ from .cli import add_cli, run_cli
 from .gradcam import blackbox_predict, gradcam, gradcam_both
 from .protopnet import protopnet_preset, train_protopnet
 from .radiologists import radiologist_auroc, read_assessments
-from .training import BlackBoxRun, load_blackbox, train_blackbox
+from .training import BlackBoxRun, blackbox_preset, load_blackbox, train_blackbox
 
 __all__ = [
-    "TASKS", "BlackBox", "BlackBoxRun", "build_blackbox", "train_blackbox", "load_blackbox",
+    "TASKS", "BlackBox", "BlackBoxRun", "build_blackbox", "blackbox_preset", "train_blackbox", "load_blackbox",
     "blackbox_predict", "gradcam", "gradcam_both", "train_protopnet", "protopnet_preset",
     "radiologist_auroc", "read_assessments", "add_cli", "run_cli",
 ]

@@ -25,7 +25,7 @@ class BlackBox(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, task: str = "margin", hidden: int | None = None,
-                 dropout: float = 0.5, backbone: nn.Module | None = None):
+                 dropout: float | None = None, backbone: nn.Module | None = None):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -33,6 +33,7 @@ class BlackBox(nn.Module):
         self.backbone = backbone if backbone is not None else build_backbone(cfg)
         c = int(self.backbone.out_channels)
         hidden = int(hidden or c)
+        dropout = cfg.head_dropout if dropout is None else dropout
         self.num_outputs = cfg.num_classes if task == "margin" else 1
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),

@@ -22,7 +22,13 @@ from ..rundir import check_run, load_state, recorded_data_dir, read_history, sav
 
 from .blackbox import BlackBox, TASKS
 
-__all__ = ["BlackBoxRun", "train_blackbox", "load_blackbox"]
+__all__ = ["BlackBoxRun", "blackbox_preset", "train_blackbox", "load_blackbox"]
+
+
+def blackbox_preset(preset: str) -> str:
+    """The black box's recipe for a preset name: "tiny" -> "tiny-blackbox" (config); any other
+    name is used as it is (the paper's black box trains with the paper preset)."""
+    return "tiny-blackbox" if preset == "tiny" else preset
 
 
 @dataclass
@@ -108,7 +114,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    p = resolve_preset(preset, overrides, epochs)
+    p = resolve_preset(blackbox_preset(preset) if isinstance(preset, str) else preset, overrides, epochs)
     tc = p.train
     n_epochs = int(tc.epochs)
     dev = pick_device(device)
@@ -209,7 +215,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
         "selection": "weights of the epoch with the best validation AUROC (average one-vs-rest "
                      "margin AUROC, or malignancy AUROC)",
         "architecture": f"{p.model.backbone} conv layers + global average pooling + Linear(C, C) + "
-                        f"ReLU + Dropout(0.5) + Linear(C, {model.num_outputs})",
+                        f"ReLU + Dropout({p.model.head_dropout:g}) + Linear(C, {model.num_outputs})",
         "torch": torch.__version__, "split": split_record(data), "complete": True,
     }
     (out / "config.json").unlink(missing_ok=True)     # a half-written run never looks complete

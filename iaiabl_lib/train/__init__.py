@@ -24,14 +24,15 @@ from ..rundir import (HISTORY_COLUMNS, RESUME_FILE, RUN_FILES, CheckpointError, 
                       read_history, save_state)
 from .cli import add_cli, run_cli
 from .schedule import push_epochs, schedule_table, steps_per_stage
-from .stage_a1 import STAGE_TRAINABLE, Batch, a1_objective, make_batch, make_optimizer, make_step, set_stage, train_step
+from .stage_a1 import (STAGE_TRAINABLE, Batch, a1_objective, make_batch, make_optimizer, make_step, push_to_pull,
+                       set_stage, train_step)
 from .stage_a3 import train_last_layer
 from .stage_b import fit_malignancy_head, malignancy_equation
 from .trainer import Trainer, estimate, train
 
 __all__ = [
     "train", "estimate", "Trainer", "push_epochs", "steps_per_stage", "schedule_table",
-    "STAGE_TRAINABLE", "set_stage", "make_optimizer", "Batch", "make_batch", "a1_objective", "make_step",
+    "STAGE_TRAINABLE", "set_stage", "make_optimizer", "Batch", "make_batch", "a1_objective", "push_to_pull", "make_step",
     "train_step", "train_last_layer", "fit_malignancy_head", "malignancy_equation",
     "add_cli", "run_cli",
     # re-exported from the modules that own them

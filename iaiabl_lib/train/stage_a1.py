@@ -25,11 +25,11 @@ from torch import Tensor
 
 from .. import fastpath
 from ..config import Preset
-from ..losses import cluster_separation, cross_entropy, fine_annotation_loss
+from ..losses import cluster_separation, cross_entropy, fine_annotation_loss, lesion_pull
 from ..model import IAIABL, IAIABLOutput
 
 __all__ = ["STAGE_TRAINABLE", "set_stage", "make_optimizer", "Batch", "make_batch", "a1_objective",
-           "make_step", "train_step"]
+           "push_to_pull", "make_step", "train_step"]
 
 
 STAGE_TRAINABLE = {
@@ -81,6 +81,7 @@ class Batch(NamedTuple):
     labels: Tensor                  # (B,) margin index
     relevant_mask: Tensor | None    # (B − mask_start, 1, S, S) 1 = relevant, for rows mask_start:
     mask_start: int = 0             # first row that carries a mask (the fine batch when lesion masks are off)
+    lesion_masks: Tensor | None = None  # (B, 1, S, S) every row's lesion mask (loss.remember only)
 
 
 def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
@@ -102,11 +103,16 @@ def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
     masks = None
     if need_mask:   # lesion masks on the lesion-scale rows, fine masks on the fine rows
         masks = torch.cat([a1_set.lesion_masks[idx[:n_lesion]], a1_set.fine_masks[idx[n_lesion:]]])
-    if t.augment:
-        images, masks = augment_batch(images, masks if masks is not None else [], generator)
-        masks = masks if isinstance(masks, Tensor) else None
+    # every row's lesion mask, for loss.remember only (the same transform as the image); the pull,
+    # like Eq. 7 on the lesion-scale rows, needs train.use_lesion_masks
+    lesion = a1_set.lesion_masks[idx] if preset.loss.remember and t.use_lesion_masks else None
+    if t.augment:       # one random draw per row whatever masks come along (augment_batch)
+        listed = [m for m in (masks, lesion) if m is not None]
+        images, listed = augment_batch(images, listed, generator)
+        masks = listed.pop(0) if masks is not None else None
+        lesion = listed.pop(0) if lesion is not None else None
     start = 0 if t.use_lesion_masks else n_lesion
-    return Batch(images, labels, masks[start:] if masks is not None else None, start)
+    return Batch(images, labels, masks[start:] if masks is not None else None, start, lesion)
 
 
 def a1_objective(out: IAIABLOutput, batch: Batch, prototype_class: Tensor, preset: Preset) -> dict[str, Tensor]:
@@ -121,11 +127,36 @@ def a1_objective(out: IAIABLOutput, batch: Batch, prototype_class: Tensor, prese
     mask = batch.relevant_mask
     if mask is not None and mask.shape[0] > 0 and w.fine != 0:
         s = batch.mask_start
-        fine = fine_annotation_loss(out.similarity_maps[s:], batch.labels[s:], prototype_class, mask)
+        fine = fine_annotation_loss(out.similarity_maps[s:], batch.labels[s:], prototype_class, mask,
+                                    norm=w.fine_norm)
     else:
         fine = ce.new_zeros(())
     loss = w.ce * ce + w.clst * clst - w.sep * sep + w.fine * fine
-    return {"ce": ce, "clst": clst, "sep": sep, "fine": fine, "loss": loss}
+    terms = {"ce": ce, "clst": clst, "sep": sep, "fine": fine}
+    if w.remember and batch.lesion_masks is not None:      # not the paper: losses.lesion_pull
+        from ..push import patch_mask_from
+
+        cells = patch_mask_from(batch.lesion_masks, tuple(out.sq_dist.shape[-2:]))      # (B, H, W)
+        terms["remember"] = lesion_pull(out.sq_dist, batch.labels, prototype_class, cells)
+        loss = loss + w.remember * terms["remember"]
+    return {**terms, "loss": loss}
+
+
+def push_to_pull(model: IAIABL, batch: Batch, preset: Preset) -> Tensor:
+    """For each prototype, how hard Eq. 7 pushes it against how hard the cross entropy pulls it on
+    ``batch``: ‖∂(λf·Fine)/∂p_j‖ / ‖∂CE/∂p_j‖, with the preset's ``loss.fine_norm``. A ratio that
+    stays large on a prototype far from every patch is a push that never fades (chapter 7, "Which
+    norm"). The model's parameters and gradients are left as they were. -> (m,)"""
+    was = model.prototypes.requires_grad
+    model.prototypes.requires_grad_(True)
+    try:
+        out = model(batch.images)
+        terms = a1_objective(out, batch, model.prototype_class, preset)
+        fine_grad, = torch.autograd.grad(preset.loss.fine * terms["fine"], model.prototypes, retain_graph=True)
+        ce_grad, = torch.autograd.grad(preset.loss.ce * terms["ce"], model.prototypes)
+    finally:
+        model.prototypes.requires_grad_(was)
+    return (fine_grad.norm(dim=1) / ce_grad.norm(dim=1).clamp_min(1e-30)).detach()   # (m,)
 
 
 def make_step(model: IAIABL, preset: Preset, optimizer: torch.optim.Optimizer, reference: bool = False,
