@@ -135,6 +135,7 @@ class TrainConfig:
     estimate_steps: int = 3            # A1 steps timed before training for the run-time estimate (0: none)
     eval_batch_size: int = 256
     log_every: int = 0                 # 0: log once per epoch
+    select_from_epoch: int = 0         # the black box: only epochs from this one on are selected (0: any)
 
 
 @dataclass(frozen=True)
@@ -230,9 +231,13 @@ def _blackbox(base: Preset) -> Preset:
     its training split (average AUROC ≥ 0.95 on the un-augmented split, on the confounded and the
     default set: README, "The science check"), since a comparison of explanations is only fair
     against a black box that has learned what it can: all layers at 2e-3, decay x0.1 after 100 of
-    150 epochs, dropout 0.1, weight decay 1e-4."""
+    150 epochs, dropout 0.1, weight decay 1e-4, and the selection on the validation AUROC among the
+    settled epochs after the decay only (on tuning seed 100's default set the best validation
+    AUROC of all epochs fell at epoch 70, where the training AUROC was 0.94; it reached 0.97 by
+    the end)."""
     return base.replace({"train.epochs": 150, "train.lr_joint_backbone": 2e-3, "train.lr_joint_add_on": 2e-3,
-                         "train.lr_step_size": 100, "train.weight_decay": 1e-4, "model.head_dropout": 0.1},
+                         "train.lr_step_size": 100, "train.weight_decay": 1e-4, "model.head_dropout": 0.1,
+                         "train.select_from_epoch": 101},
                         name=f"{base.name}-blackbox")
 
 

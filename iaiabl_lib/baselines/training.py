@@ -96,7 +96,8 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
     backbone, pretrained weights, image size, batch size, augmentation (``dataset.augment_batch``,
     batches from ``dataset.BatchPlan``), epochs and learning rates (backbone: ``lr_joint_backbone``,
     added layers: ``lr_joint_add_on``; Adam, step decay). The weights of the epoch with the best
-    validation AUROC are kept (the last epoch when the validation split is empty or undefined).
+    validation AUROC are kept, among the epochs from ``train.select_from_epoch`` on (the last epoch
+    when none of them has a defined validation AUROC).
     Returns the run directory. Holds the run directory's lock (``lock.exclusive_lock``) throughout.
     """
     out = Path(out)
@@ -192,7 +193,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
         history.append({"epoch": epoch, "stage": "blackbox", "ce": ce, "loss": ce,
                         "train_auroc": train_auc, "val_auroc": val_auc, "lr": lr,
                         "seconds": round(time.perf_counter() - t0, 3)})
-        if val_auc is not None and val_auc >= best_auc:
+        if val_auc is not None and val_auc >= best_auc and epoch >= tc.select_from_epoch:
             best_auc, best_epoch = val_auc, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if bar is not None:
@@ -213,7 +214,8 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
         "selected_epoch": best_epoch,
         "selected_val_auroc": None if best_auc == -math.inf else best_auc,
         "selection": "weights of the epoch with the best validation AUROC (average one-vs-rest "
-                     "margin AUROC, or malignancy AUROC)",
+                     "margin AUROC, or malignancy AUROC)" + (f", among epochs {tc.select_from_epoch}-{n_epochs}"
+                                                             if tc.select_from_epoch > 1 else ""),
         "architecture": f"{p.model.backbone} conv layers + global average pooling + Linear(C, C) + "
                         f"ReLU + Dropout({p.model.head_dropout:g}) + Linear(C, {model.num_outputs})",
         "torch": torch.__version__, "split": split_record(data), "complete": True,
