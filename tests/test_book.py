@@ -175,6 +175,7 @@ DEFINITIONS = {
     "3.3": "a section number of the paper", "3.4": "a section number of the paper",
     "13.1": "the explorer's section number",
     "2.6 %": "k = 5 of 196 patches (Eq. 2)", "4.6 %": "k = 9 of 196 patches (the authors' code)",
+    "0.947": "the paper's black-box average AUROC (its Table 1)", "0.911": "the paper's ProtoPNet average AUROC",
 }
 _NUMBER = re.compile(r"(?<![\w.{`])(\d+(?:\.\d+)?\s?%|\d+\.\d+)")
 
@@ -274,7 +275,10 @@ def test_bookcache_keys_follow_code_and_parameters():
     assert a == bookcache._key({"kind": "iaiabl"}, ("model.py",))
     assert a != bookcache._key({"kind": "nofine"}, ("model.py",))
     assert a != bookcache._key({"kind": "iaiabl"}, ("model.py", "losses.py"))
-    assert bookcache.BOOK_OVERRIDES["nofine"] == {"train.use_fine_loss": False, "train.use_lesion_masks": False}
+    # no annotation at all: no Eq. 7, no lesion masks (so no lesion pull), no push onto lesion cells
+    assert bookcache.BOOK_OVERRIDES["nofine"] == {"train.use_fine_loss": False, "train.use_lesion_masks": False,
+                                                  "train.push_set": "all"}
+    assert bookcache.BOOK_OVERRIDES["scratch"] == {"model.pretrained": "none"}
     assert bookcache.preset_for("cpu") == "tiny" and bookcache.preset_for("cpu", "protopnet") == "tiny-protopnet"
     assert bookcache.preset_for("cuda") == "paper" and bookcache.preset_for("cuda", "protopnet") == "protopnet"
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 
@@ -341,3 +342,37 @@ def test_dataset_missing_a_class_is_refused(prepared, tmp_path):
 def test_missing_data_dir_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="data directory .* not found"):
         train(tmp_path / "nowhere", "tiny", tmp_path / "run", **RUN_KW)
+
+
+def test_push_to_pull_fades_under_the_group_norm_and_touches_nothing(toy_set):
+    """train.push_to_pull: Eq. 7's push against the cross entropy's pull per prototype. On a
+    prototype moved far from every patch the group norm's push is smaller than the printed
+    per-prototype norm's; the model's parameters, gradients and requires_grad are left alone."""
+    from iaiabl_lib.train import push_to_pull
+
+    preset = get_preset("tiny").replace({"train.augment": False})
+    torch.manual_seed(0)
+    model = IAIABL(dataclasses.replace(preset.model, pretrained="none"))
+    with torch.no_grad():
+        model.prototypes[0] += 2.0
+    model.prototypes.requires_grad_(False)
+    before = _snapshot(model)
+    batch = make_batch(toy_set, torch.arange(12), 8, preset)
+    ratios = {norm: push_to_pull(model, batch, preset.replace({"loss.fine_norm": norm}))
+              for norm in ("group", "prototype")}
+    assert ratios["group"].shape == (15,) and torch.isfinite(ratios["group"]).all()
+    assert float(ratios["group"][0]) < float(ratios["prototype"][0])
+    assert not model.prototypes.requires_grad and model.prototypes.grad is None
+    assert not _moved(model, before)
+
+
+def test_lesion_pull_is_off_without_lesion_masks(toy_set):
+    """loss.remember uses the lesion masks: with train.use_lesion_masks off (the model without
+    annotation, ProtoPNet) the batch carries none and the objective has no pull."""
+    preset = get_preset("tiny").replace({"train.augment": False})
+    with_masks = make_batch(toy_set, torch.arange(12), 8, preset)
+    assert with_masks.lesion_masks is not None and with_masks.lesion_masks.shape == (12, 1, 64, 64)
+    without = make_batch(toy_set, torch.arange(12), 8, preset.replace({"train.use_lesion_masks": False,
+                                                                         "train.use_fine_loss": False}))
+    assert without.lesion_masks is None
+    assert get_preset("tiny-protopnet").loss.remember == 0.0
