@@ -105,3 +105,15 @@ def test_pretraining_changes_no_global_random_state(tmp_path, monkeypatch):
     net, info = pretrain.pretrain({1000: tmp_path, 1003: tmp_path}, steps=2, batch_size=4, progress=False)
     assert torch.equal(torch.random.get_rng_state(), before)
     assert info["steps"] == 2 and np.isfinite(info["final_losses"]["lesion_bce"])
+
+
+def test_presets_refuse_weights_of_the_other_backbone_and_a_certain_dropout():
+    from iaiabl_lib.config import resolve_preset
+
+    with pytest.raises(ValueError, match="names the vgg16 backbone's weights"):
+        resolve_preset("paper", {"model.backbone": "tiny"})
+    with pytest.raises(ValueError, match="names the tiny backbone's weights"):
+        resolve_preset("tiny", {"model.backbone": "vgg16"})
+    with pytest.raises(ValueError, match="below 1"):
+        resolve_preset("tiny", {"model.head_dropout": "1"})
+    assert resolve_preset("tiny", {"model.pretrained": "none"}).model.pretrained == "none"

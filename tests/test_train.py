@@ -217,6 +217,9 @@ def test_run_files(tiny_run, prepared):
     assert list(run.history[0]) == list(HISTORY_COLUMNS)
     stages = [r["stage"] for r in run.history]
     assert stages[:2] == ["warm", "joint"] and stages.count("push") == 2
+    # the tiny preset's lesion pull (loss.remember, not the paper) has its own column
+    a1 = [r for r in run.history if r["stage"] in ("warm", "joint")]
+    assert all(r["remember"] is not None and r["remember"] >= 0 for r in a1)
     assert stages.count("last_layer") >= 6
     assert run.prune["before"] == 15 and run.prune["after"] == run.model.num_prototypes == len(run.push)
     assert run.config["prototype_class"] == run.model.prototype_class.tolist()
