@@ -315,6 +315,13 @@ def _check_values(p: "Preset") -> None:
             low = _AT_LEAST.get(key, -math.inf if key in _ANY_SIGN else 0)
             if not math.isfinite(value) or value < low:
                 raise ValueError(f"{key}={value!r}: must be a finite number" + (f" ≥ {low}" if low > -math.inf else ""))
+    if p.model.head_dropout >= 1:
+        raise ValueError(f"model.head_dropout={p.model.head_dropout!r}: a dropout probability must be below 1")
+    shipped = {"vgg16": ("imagenet",), "tiny": ("synthetic",)}
+    other = {"vgg16": "tiny", "tiny": "vgg16"}[p.model.backbone]
+    if p.model.pretrained in shipped[other]:
+        raise ValueError(f"model.pretrained={p.model.pretrained!r} names the {other} backbone's weights; the "
+                         f"{p.model.backbone} backbone takes {', '.join(shipped[p.model.backbone])}, none or a file")
     if p.model.num_classes != len(MARGINS):
         raise ValueError(f"model.num_classes={p.model.num_classes}: the margin classes are "
                          f"{', '.join(MARGINS)} ({len(MARGINS)})")

@@ -136,9 +136,8 @@ def fine_annotation_loss(
     of its prototypes' squared norms. We follow the code, because it produced the paper's numbers
     and because it is what measurements here support: a prototype that has left every patch still
     feels the printed form's push at full strength (the gradient of ‖a‖ has unit norm however
-    small a is), 7.3 times the cross entropy's pull in the tiny preset, while under the group norm
-    its share of the group's norm fades as it leaves (0.66 times the pull): the flight limits
-    itself (chapter 7, "Which norm"). ProtoPNeXt (the authors' group's later library) keeps the
+    small a is), while under the group norm its share of the group's norm fades as it leaves: the
+    flight limits itself (chapter 7, "Which norm", measures both with ``train.push_to_pull``). ProtoPNeXt (the authors' group's later library) keeps the
     group form as its default ("serial").
 
     m_i is the paper's mask (1 = irrelevant, 0 = relevant). We store the opposite,

@@ -49,7 +49,7 @@ __all__ = ["HISTORY_COLUMNS", "RESUME_FILE", "RUN_FILES", "CheckpointError", "Ru
            "check_split",
            "LEAK_SPLITS", "write_history", "read_history", "Run", "load_run"]
 
-HISTORY_COLUMNS = ("epoch", "stage", "ce", "clst", "sep", "l1", "fine", "loss",
+HISTORY_COLUMNS = ("epoch", "stage", "ce", "clst", "sep", "l1", "fine", "remember", "loss",
                    "train_auroc", "val_auroc", "val_lesion_ap", "distinct_prototypes", "push_lesion_ap",
                    "lr", "seconds")
 """history.csv columns; ``stage`` is one of warm, joint, push, last_layer, prune.

@@ -27,12 +27,12 @@ atomic file at a time, config.json last, state dicts loaded with ``weights_only=
 """
 from __future__ import annotations
 
-from .blackbox import TASKS, BlackBox, build_blackbox
+from .blackbox import TASKS, BlackBox, blackbox_preset, build_blackbox
 from .cli import add_cli, run_cli
 from .gradcam import blackbox_predict, gradcam, gradcam_both
 from .protopnet import protopnet_preset, train_protopnet
 from .radiologists import radiologist_auroc, read_assessments
-from .training import BlackBoxRun, blackbox_preset, load_blackbox, train_blackbox
+from .training import BlackBoxRun, load_blackbox, train_blackbox
 
 __all__ = [
     "TASKS", "BlackBox", "BlackBoxRun", "build_blackbox", "blackbox_preset", "train_blackbox", "load_blackbox",

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig, Preset, get_preset
 from ..model import build_backbone
 
-__all__ = ["TASKS", "BlackBox", "build_blackbox"]
+__all__ = ["TASKS", "BlackBox", "blackbox_preset", "build_blackbox"]
 
 
 TASKS = ("margin", "malignancy")
@@ -55,10 +55,16 @@ class BlackBox(nn.Module):
         return self.classify(self.backbone(images))
 
 
+def blackbox_preset(preset: str) -> str:
+    """The black box's recipe for a preset name: "tiny" -> "tiny-blackbox" (config); any other
+    name is used as it is (the paper's black box trains with the paper preset)."""
+    return "tiny-blackbox" if preset == "tiny" else preset
+
+
 def build_blackbox(preset: str | Preset, task: str = "margin", pretrained: str | None = None) -> BlackBox:
     """A fresh black box for ``preset`` (its ModelConfig decides backbone, pretrained weights and
     image size); ``pretrained`` overrides the preset's choice ("none" for tests)."""
-    p = get_preset(preset) if isinstance(preset, str) else preset
+    p = get_preset(blackbox_preset(preset)) if isinstance(preset, str) else preset
     if pretrained is not None:
         p = p.replace({"model.pretrained": pretrained})
     return BlackBox(p.model, task)

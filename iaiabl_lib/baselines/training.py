@@ -20,15 +20,9 @@ from ..fastpath import autocast_dtype, needs_scaler, pick_device
 from ..lock import LOCK_NAME, exclusive_lock
 from ..rundir import check_run, load_state, recorded_data_dir, read_history, save_state, split_record, write_config, write_history
 
-from .blackbox import BlackBox, TASKS
+from .blackbox import TASKS, BlackBox, blackbox_preset
 
-__all__ = ["BlackBoxRun", "blackbox_preset", "train_blackbox", "load_blackbox"]
-
-
-def blackbox_preset(preset: str) -> str:
-    """The black box's recipe for a preset name: "tiny" -> "tiny-blackbox" (config); any other
-    name is used as it is (the paper's black box trains with the paper preset)."""
-    return "tiny-blackbox" if preset == "tiny" else preset
+__all__ = ["BlackBoxRun", "train_blackbox", "load_blackbox"]
 
 
 @dataclass
@@ -154,6 +148,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tc.lr_step_size, gamma=tc.lr_gamma)
 
     train_labels = _target_labels(task, train_set).cpu().numpy()
+    select_from = min(max(tc.select_from_epoch, 1), n_epochs)   # a shortened run selects from its last epoch
     history: list[dict] = []
     best_state, best_auc, best_epoch = None, -math.inf, n_epochs
     bar = None
@@ -193,7 +188,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
         history.append({"epoch": epoch, "stage": "blackbox", "ce": ce, "loss": ce,
                         "train_auroc": train_auc, "val_auroc": val_auc, "lr": lr,
                         "seconds": round(time.perf_counter() - t0, 3)})
-        if val_auc is not None and val_auc >= best_auc and epoch >= tc.select_from_epoch:
+        if val_auc is not None and val_auc >= best_auc and epoch >= select_from:
             best_auc, best_epoch = val_auc, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if bar is not None:
@@ -214,8 +209,8 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
         "selected_epoch": best_epoch,
         "selected_val_auroc": None if best_auc == -math.inf else best_auc,
         "selection": "weights of the epoch with the best validation AUROC (average one-vs-rest "
-                     "margin AUROC, or malignancy AUROC)" + (f", among epochs {tc.select_from_epoch}-{n_epochs}"
-                                                             if tc.select_from_epoch > 1 else ""),
+                     "margin AUROC, or malignancy AUROC)" + (f", among epochs {select_from}-{n_epochs}"
+                                                             if select_from > 1 else ""),
         "architecture": f"{p.model.backbone} conv layers + global average pooling + Linear(C, C) + "
                         f"ReLU + Dropout({p.model.head_dropout:g}) + Linear(C, {model.num_outputs})",
         "torch": torch.__version__, "split": split_record(data), "complete": True,

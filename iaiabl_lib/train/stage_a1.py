@@ -152,7 +152,9 @@ def push_to_pull(model: IAIABL, batch: Batch, preset: Preset) -> Tensor:
     try:
         out = model(batch.images)
         terms = a1_objective(out, batch, model.prototype_class, preset)
-        fine_grad, = torch.autograd.grad(preset.loss.fine * terms["fine"], model.prototypes, retain_graph=True)
+        fine = preset.loss.fine * terms["fine"]
+        fine_grad = (torch.autograd.grad(fine, model.prototypes, retain_graph=True)[0] if fine.requires_grad
+                     else torch.zeros_like(model.prototypes))             # λf = 0 or no masked row: no push
         ce_grad, = torch.autograd.grad(preset.loss.ce * terms["ce"], model.prototypes)
     finally:
         model.prototypes.requires_grad_(was)

@@ -281,22 +281,24 @@ class Trainer:
         model.train()
         set_stage(model, stage)
         step = self.steps[stage]
-        sums = torch.zeros(5, device=self.dev)
+        sums = torch.zeros(6, device=self.dev)
         n, logits, labels = 0, [], []
         for idx, n_lesion in self._bar(self._batches(), desc=f"epoch {self.epoch} {stage}"):
             batch = self._make_batch(idx, n_lesion)
             r = step(batch)
-            sums += torch.stack([r["ce"], r["clst"], r["sep"], r["fine"], r["loss"]]).float()
+            sums += torch.stack([r["ce"], r["clst"], r["sep"], r["fine"], r.get("remember", r["fine"] * 0),
+                                 r["loss"]]).float()
             n += 1
             logits.append(r["margin_logits"])
             labels.append(batch.labels)
         set_stage(model, "frozen")
-        ce, clst, sep, fine, loss = (sums / max(n, 1)).tolist()              # the one sync per epoch
+        ce, clst, sep, fine, remember, loss = (sums / max(n, 1)).tolist()    # the one sync per epoch
         train_auc = average_margin_auroc(torch.cat(labels).cpu().numpy(), torch.cat(logits).float().cpu().numpy())
         lr = self.opt[stage].param_groups[0]["lr"]
         if stage == "joint":
             self.sched.step()
-        return self._row(stage, t0, ce=ce, clst=clst, sep=sep, fine=fine, loss=loss,
+        pull = {"remember": remember} if self.preset.loss.remember and self.t.use_lesion_masks else {}
+        return self._row(stage, t0, ce=ce, clst=clst, sep=sep, fine=fine, **pull, loss=loss,
                          train_auroc=train_auc, lr=lr, **self._validate())
 
     def last_layer(self) -> float:
