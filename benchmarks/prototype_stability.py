@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iaiabl_lib import bookcache  # noqa: E402
 from iaiabl_lib.evaluate import evaluate_run  # noqa: E402
-from iaiabl_lib.science import OFF_PATCH_SQ_DISTANCE  # noqa: E402
+from iaiabl_lib import science  # noqa: E402
 from iaiabl_lib.train import train  # noqa: E402
 
 
@@ -37,8 +37,7 @@ def one_seed(seed: int, preset: str, overrides: dict, out: Path, device: str) ->
     run = train(data, preset, out, seed=seed, device=device, progress=False, overrides=overrides, resume=False)
     m = evaluate_run(out, n_boot=1000, device=device)
     per_class = np.bincount(np.asarray(run.config["prototype_class"]), minlength=3).tolist()
-    prune = json.loads((out / "prune.json").read_text())
-    off_patch = int(sum(d > OFF_PATCH_SQ_DISTANCE for d in prune["sq_distance_before_push"]))
+    off_patch = science._off_patch(out)          # the science table's own count (OFF_PATCH_SQ_DISTANCE)
     traj = [{"epoch": h["epoch"], "stage": h["stage"], "val_lesion_ap": h.get("val_lesion_ap"),
              "distinct": h.get("distinct_prototypes")}
             for h in run.history if h["stage"] == "push"]
