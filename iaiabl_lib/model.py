@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .config import ModelConfig, Preset
 from .errors import UserError
 
-__all__ = ["squared_distances", "log_similarity", "topk_average", "bottomk_average", "activation_map",
+__all__ = ["squared_distances", "log_similarity", "topk_average", "bottomk_average", "activation_map", "minmax_01",
            "topk_for", "VGG16_FILENAME", "TinyBackbone", "tiny_backbone", "load_vgg16_state_dict", "vgg16_features",
            "build_backbone", "IAIABLOutput", "IAIABL", "build_model"]
 
@@ -84,6 +84,16 @@ def activation_map(similarity_maps: Tensor, size: int | tuple[int, int]) -> Tens
     if isinstance(size, int):
         size = (size, size)
     return F.interpolate(similarity_maps, size=size, mode="bilinear", align_corners=False)
+
+
+def minmax_01(maps: Tensor) -> Tensor:
+    """Per-map min-max normalisation to [0, 1] (Appendix A's Eq. 11; GradCAM's display scale):
+    maps (B, S, S) -> (B, S, S); a constant map -> 0."""
+    flat = maps.flatten(1)
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values                             # (B,)
+    span = (hi - lo)[:, None, None]
+    out = (maps - lo[:, None, None]) / torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, out, torch.zeros_like(out))
 
 
 def topk_for(cfg: ModelConfig, grid_cells: int) -> int:

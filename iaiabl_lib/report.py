@@ -195,10 +195,10 @@ def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict 
     fig_html = _png_tag(plot_case_explanation(expl), "the model's reasoning, prototype by prototype")
     cam_html = ""
     if cam_png:
-        cam_html = ("<h2>Where the evidence for the predicted margin lies</h2>"
+        cam_html = ("<h2>Where the prototypes of the predicted margin match</h2>"
                     f"<p>The class activation map (Appendix A, Eq. 11): the prototype activation "
-                    f"maps of the {esc(expl.predicted_margin)} prototypes, weighted by their "
-                    f"connection to that class.</p>{cam_png}")
+                    f"maps of the {esc(expl.predicted_margin)} prototypes, each weighted by how "
+                    f"strongly it matched (its similarity score), scaled from 0 to 1.</p>{cam_png}")
     details = {"run": str(getattr(run, "dir", "")),
                "preset": getattr(getattr(run, "preset", None), "name", ""),
                "prototypes": int(len(expl.similarity)),
@@ -247,8 +247,9 @@ def _cam_figure_html(run, expl) -> str:
 
     import matplotlib
 
-    # from the maps explain_case kept (its one forward pass); an explanation without them is run again
-    cam = (expl.class_activation() if expl.similarity_maps is not None
+    # Eq. 11 for the predicted margin (a new case has no recorded truth), from the maps
+    # explain_case kept (its one forward pass); an explanation without them is run again
+    cam = (expl.class_activation(expl.predicted_class) if expl.similarity_maps is not None
            else class_activation_map(run, expl.image, expl.predicted_class)[0])
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(6, 3.2), layout="constrained")
@@ -257,11 +258,13 @@ def _cam_figure_html(run, expl) -> str:
         _contour(ax[0], expl.lesion_mask)
         _clean(ax[0], "region of interest")
         ax[1].imshow(expl.image, cmap="gray", vmin=0, vmax=255)
-        im = ax[1].imshow(cam, cmap=ACTIVATION_CMAP, alpha=OVERLAY_ALPHA)
+        im = ax[1].imshow(cam, cmap=ACTIVATION_CMAP, alpha=OVERLAY_ALPHA, vmin=0, vmax=1)
         _contour(ax[1], expl.lesion_mask)
-        _clean(ax[1], f"class activation: {expl.predicted_margin}")
-        fig.colorbar(im, ax=ax[1], fraction=0.046, pad=0.04).set_label("points per pixel")
-    return _png_tag(fig, "class activation map of the predicted margin")
+        _clean(ax[1], f"class activation (Eq. 11): {expl.predicted_margin}")
+        fig.colorbar(im, ax=ax[1], fraction=0.046, pad=0.04).set_label("activation, min-max normalised")
+    return _png_tag(fig, f"Where the prototypes of the predicted margin ({expl.predicted_margin}) match this "
+                         "region of interest: their activation maps weighted by similarity score, from 0 "
+                         "(weakest) to 1 (strongest), paper Appendix A Eq. 11")
 
 
 def write_report(path: str | Path, text: str) -> Path:

@@ -12,7 +12,7 @@ import torch
 from ..config import MARGINS
 from ..model import activation_map
 from ..predict import malignancy_probability, margin_probabilities
-from .cam import eq11
+from .cam import eq11, logit_contribution
 from .inputs import dataset_for, prepare_image, prototype_record
 
 __all__ = ["PrototypeEvidence", "CaseExplanation", "leading_prototype", "explain_case", "hot_box"]
@@ -88,14 +88,29 @@ class CaseExplanation:
         return MARGINS[self.explained_class]
 
     def class_activation(self, cls: int | None = None) -> np.ndarray:
-        """Eq. 11's class activation map of this case for ``cls`` (default: the predicted class),
-        own-class prototypes: from the maps and weights the explanation already holds, no forward
-        pass. (S, S) float32, in margin-logit points per pixel."""
+        """Appendix A Eq. 11's class activation map of this case for ``cls`` (default: the true
+        margin where the explanation knows it, as the paper draws it, else the predicted one), from
+        the maps and scores the explanation already holds, no forward pass. (S, S) float32 in [0, 1]."""
+        c = self._map_class(cls)
+        return eq11(self._maps()[None], self.similarity[None], self.prototype_class, [c],
+                    self.image.shape[-1])[0].numpy()
+
+    def logit_contribution(self, cls: int | None = None) -> np.ndarray:
+        """The logit-contribution map (``explain.logit_contribution_map``) for ``cls`` (default as
+        :meth:`class_activation`): (S, S) float32, margin-logit points per pixel, signed."""
+        c = self._map_class(cls)
+        return logit_contribution(self._maps()[None], self.weights, self.prototype_class, [c],
+                                  self.image.shape[-1])[0].numpy()
+
+    def _map_class(self, cls: int | None) -> int:
+        if cls is not None:
+            return int(cls)
+        return self.predicted_class if self.true_margin is None else int(self.true_margin)
+
+    def _maps(self) -> np.ndarray:
         if self.similarity_maps is None:
             raise ValueError("this explanation holds no similarity maps; use explain.class_activation_map")
-        c = self.predicted_class if cls is None else int(cls)
-        return eq11(self.similarity_maps[None], self.weights, self.prototype_class, [c],
-                    self.image.shape[-1])[0].numpy()
+        return self.similarity_maps
 
     def evidence(self, cls: int | None = None) -> float:
         """Total evidence (the margin logit) for class ``cls`` (default: the explained class)."""

@@ -321,7 +321,7 @@ class Trainer:
         autocast = fastpath.autocast_dtype(self.dev, self.t.amp_dtype) if (self.t.amp and self.dev.type == "cuda") else None
         result = push_prototypes(self.model, self.plain.images, self.plain.labels, self.ids, self.index,
                                  self.t.eval_batch_size, epoch=self.epoch, autocast=autocast,
-                                 patch_mask=self._push_set())
+                                 patch_mask=self._push_set(), distinct=self.t.push_distinct == "image")
         self._row("push", t0, **self._validate(), **self._push_diagnostics(result.records, result.arrays))
         auc = self.last_layer()
         self._log(f"epoch {self.epoch}: pushed; validation average margin AUROC {auc:.3f}")
