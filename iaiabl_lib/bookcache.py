@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 from .atomic import pid_alive, tmp_owner
 from .config import env_book_cache, env_book_reuse
+from .errors import InputError
 
 __all__ = [
     "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
@@ -216,7 +217,7 @@ def _call(func: Callable, *args, **kwargs):
 
 def _dataset_params(name: str, seed: int = SEED) -> dict[str, Any]:
     if name not in DATASETS:
-        raise ValueError(f"unknown book data set {name!r}; choose one of {', '.join(DATASETS)}")
+        raise InputError(f"unknown book data set {name!r}; choose one of {', '.join(DATASETS)}")
     return dict(DATASETS[name], seed=int(seed))
 
 
@@ -268,7 +269,7 @@ def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded
     from .fastpath import pick_device
 
     if kind not in RUN_KINDS:
-        raise ValueError(f"unknown run kind {kind!r}; choose one of {', '.join(RUN_KINDS)}")
+        raise InputError(f"unknown run kind {kind!r}; choose one of {', '.join(RUN_KINDS)}")
     device = str(device if device is not None else pick_device())
     preset = preset_for(device, kind)
     data_path = ensure_data(data, device, seed=seed)

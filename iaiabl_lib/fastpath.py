@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import InputError, UserError
 
 __all__ = ["pick_device", "MIN_BATCH", "native_bf16", "AMP_DTYPES", "autocast_dtype", "needs_scaler",
            "configure_backends", "setup", "sync", "device_name", "fits_batches", "free_memory", "time_calls",
@@ -72,7 +72,7 @@ def autocast_dtype(device: torch.device, choice: str = "auto") -> torch.dtype:
         try:
             return AMP_DTYPES[choice]
         except KeyError:
-            raise ValueError(f"train.amp_dtype {choice!r}: use auto, bf16 or fp16") from None
+            raise InputError(f"train.amp_dtype {choice!r}: use auto, bf16 or fp16") from None
     if device.type == "cuda":
         return torch.bfloat16 if native_bf16(device) else torch.float16
     return torch.bfloat16

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig, Preset
-from .errors import UserError
+from .errors import InputError, UserError
 
 __all__ = ["squared_distances", "log_similarity", "topk_average", "bottomk_average", "activation_map",
            "topk_for", "VGG16_FILENAME", "TinyBackbone", "tiny_backbone", "load_vgg16_state_dict", "vgg16_features",
@@ -133,7 +133,7 @@ def _check_hash_prefix(path: Path) -> None:
         return
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     if not sha.startswith(expected):
-        raise ValueError(
+        raise InputError(
             f"{path}: SHA-256 {sha[:8]}… does not match torchvision's VGG-16 ImageNet weights "
             f"({expected}…). Delete the file and fetch it again, or pass another path."
         )
@@ -210,7 +210,7 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
         return vgg16_features(cfg.pretrained)
     if cfg.backbone == "tiny":
         return tiny_backbone(cfg.pretrained)
-    raise ValueError(f"unknown backbone {cfg.backbone!r}; use 'vgg16' or 'tiny'")
+    raise InputError(f"unknown backbone {cfg.backbone!r}; use 'vgg16' or 'tiny'")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..lock import LOCK_NAME, exclusive_lock
 from ..rundir import check_run, load_state, recorded_data_dir, read_history, save_state, split_record, write_config, write_history
 
 from .blackbox import TASKS, BlackBox, blackbox_preset
+from ..errors import InputError
 
 __all__ = ["BlackBoxRun", "train_blackbox", "load_blackbox"]
 
@@ -108,7 +109,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     from ..train.schedule import epoch_size
 
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     p = resolve_preset(blackbox_preset(preset) if isinstance(preset, str) else preset, overrides, epochs)
     tc = p.train
     n_epochs = int(tc.epochs)
@@ -120,7 +121,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     val_ds = ds.subset("val")
     val_set = to_tensors(val_ds, dev) if len(val_ds) else None
     if task == "malignancy" and len(torch.unique(train_set.malignant)) < 2:
-        raise ValueError(f"{data}: the training split has only one pathology class; the malignancy "
+        raise InputError(f"{data}: the training split has only one pathology class; the malignancy "
                          "classifier needs benign and malignant cases")
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if tc.augment and tc.pre_augment_per_class > 0:

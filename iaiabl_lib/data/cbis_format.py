@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
+
 __all__ = ["CSV_HEADER", "FINE_COLUMN", "CSV_NAMES", "FOLDER_PREFIX", "SERIES_DESCRIPTIONS",
            "METADATA_COLUMNS", "UID_ROOT", "SOP_CLASS_DM_PRESENTATION", "MARGIN_NAMES", "MAIN_MARGINS",
            "main_name", "resolve_class", "csv_path_to_file"]
@@ -59,7 +61,7 @@ def resolve_class(name: str) -> str:
         return MARGIN_NAMES[key.lower()]
     if key.upper() in MAIN_MARGINS:
         return key.upper()
-    raise ValueError(f"unknown confounder class {name!r}; use one of {list(MARGIN_NAMES)}")
+    raise InputError(f"unknown confounder class {name!r}; use one of {list(MARGIN_NAMES)}")
 
 
 def csv_path_to_file(root: str | Path, cell: str) -> Path:

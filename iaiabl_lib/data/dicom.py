@@ -50,6 +50,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from ..errors import InputError
+
 __all__ = [
     "DicomError", "read_dicom", "check_header", "window_to_uint8", "robust_window", "strip_phi",
     "PHI_KEYWORDS", "PHI_VRS", "INFO_KEYWORDS", "DEFAULT_MAX_PIXELS", "max_file_bytes", "REASONS",
@@ -86,7 +88,7 @@ INSTALL_HINT = ("install a decoder: `pip install pylibjpeg pylibjpeg-libjpeg pyl
                 "(e.g. `gdcmconv --raw IN OUT`)")
 
 
-class DicomError(ValueError):
+class DicomError(InputError):
     """A DICOM file that cannot be used. ``path`` names the file, ``reason`` is a short code
     (one of the module constants, e.g. ``"modality not MG"``), the message says what to do."""
 

@@ -30,6 +30,7 @@ from .. import fastpath
 from ..atomic import atomic_savez, atomic_write_json, remove_stale_tmp
 from ..config import MARGINS, Preset, resolve_preset
 from ..data.dataset import BatchPlan, stored_image_size
+from ..errors import InputError
 from ..fastpath import pick_device
 from ..lock import LOCK_NAME, exclusive_lock
 from ..model import build_model
@@ -65,7 +66,7 @@ class Trainer:
         if preset.model.prototype_init == "lesion_patches":
             self._init_prototypes_on_lesion_patches(seed + 3)
         elif preset.model.prototype_init != "uniform":
-            raise ValueError(f"model.prototype_init must be 'uniform' or 'lesion_patches', "
+            raise InputError(f"model.prototype_init must be 'uniform' or 'lesion_patches', "
                              f"got {preset.model.prototype_init!r}")
         self.a1_set = train_set
         if self.t.pre_augment_per_class > 0:  # offline augmentation (paper: 5000 per class), fixed by the seed
@@ -147,7 +148,7 @@ class Trainer:
         if self.t.push_set == "all":
             return None
         if self.t.push_set != "lesion":
-            raise ValueError(f"train.push_set must be 'all' or 'lesion', got {self.t.push_set!r}")
+            raise InputError(f"train.push_set must be 'all' or 'lesion', got {self.t.push_set!r}")
         from ..push import patch_mask_from
 
         grid = self.model.grid_size()
