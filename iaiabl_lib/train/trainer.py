@@ -30,6 +30,7 @@ from .. import fastpath
 from ..atomic import atomic_savez, atomic_write_json, remove_stale_tmp
 from ..config import MARGINS, Preset, resolve_preset
 from ..data.dataset import BatchPlan, stored_image_size
+from ..eq9 import pair_activation_precision, true_class_pams
 from ..errors import InputError
 from ..fastpath import pick_device
 from ..lock import LOCK_NAME, exclusive_lock
@@ -108,8 +109,6 @@ class Trainer:
     def _validate(self) -> dict:
         """Validation average margin AUROC and lesion activation precision (Eq. 9, the paper's
         protocol), from one pass over the validation split."""
-        from ..evaluate import pair_activation_precision, true_class_pams
-
         out = predict(self.model, self.val.images, self.t.eval_batch_size)
         labels = self.val.labels.cpu().numpy()
         pams, valid = true_class_pams(out["similarity_maps"], self.model.prototype_class, labels,
