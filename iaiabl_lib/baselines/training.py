@@ -93,11 +93,13 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
     added layers: ``lr_joint_add_on``; Adam, step decay). The weights of the epoch with the best
     validation AUROC are kept, among the epochs from ``train.select_from_epoch`` on (the last epoch
     when none of them has a defined validation AUROC).
-    Returns the run directory. Holds the run directory's lock (``lock.exclusive_lock``) throughout.
+    Returns the run directory. Holds the run directory's lock (``lock.exclusive_lock``) throughout;
+    the caller's random state and backend switches are as they were afterwards
+    (``fastpath.restore_process_state``).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):
+    with fastpath.restore_process_state(), exclusive_lock(out / LOCK_NAME, f"run directory {out}"):
         return _train_blackbox(data, preset, out, task, epochs, seed, device, progress, overrides)
 
 

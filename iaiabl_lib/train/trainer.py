@@ -491,17 +491,20 @@ def train(data: str | Path, preset: str | Preset, out: str | Path, epochs: int |
     resume: continue from ``out/resume.pt`` if an earlier run with the same settings was
     interrupted (the result is identical to an uninterrupted run on CPU); callback: called with
     {"epoch", "history", "model"} after each epoch's checkpoint. Returns ``load_run(out)``.
+    The run seeds the global generators and sets the device's switches (``fastpath.setup``) for its
+    own length only: the caller's random state and switches are as they were afterwards.
     """
     preset = resolve_preset(preset, overrides, epochs)
     dev = pick_device(device)
     out = Path(out)
     train_set, val_set, ids, index = _load_splits(data, preset, dev)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):      # one trainer per run directory
-        remove_stale_tmp(out)                                           # left by a killed run
-        _train_locked(data, preset, out, seed, dev, progress, overrides, resume, callback,
-                      train_set, val_set, ids, index)
-    return load_run(out, device=dev)
+    with fastpath.restore_process_state():                              # the caller's seeds and switches
+        with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):  # one trainer per run directory
+            remove_stale_tmp(out)                                       # left by a killed run
+            _train_locked(data, preset, out, seed, dev, progress, overrides, resume, callback,
+                          train_set, val_set, ids, index)
+        return load_run(out, device=dev)
 
 
 def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device, progress: bool,
@@ -535,15 +538,17 @@ def estimate(data: str | Path, preset: str | Preset, epochs: int | None = None, 
     """How long ``train(data, preset, ...)`` would take on ``device``, without training: the
     trainer's probe (``fastpath``: fit the batch to the GPU's memory, time
     ``train.estimate_steps`` A1 steps and one evaluation batch on this data set) and nothing else.
-    ``RunEstimate.describe()`` says it in words; ``iaiabl train --estimate-only`` prints it."""
+    ``RunEstimate.describe()`` says it in words; ``iaiabl train --estimate-only`` prints it. Like
+    :func:`train`, it leaves the caller's random state and backend switches as they were."""
     preset = resolve_preset(preset, overrides, epochs)
     if preset.train.estimate_steps <= 0:
         preset = preset.replace({"train.estimate_steps": 3})
     dev = pick_device(device)
     train_set, val_set, ids, index = _load_splits(data, preset, dev)
-    fastpath.setup(dev, seed)
-    trainer = Trainer(preset, train_set, val_set, ids, index, Path("."), dev, seed, False, {}, None)
-    trainer.use_batch(trainer.probe())
-    est = trainer.estimate()
+    with fastpath.restore_process_state():                              # the caller's seeds and switches
+        fastpath.setup(dev, seed)
+        trainer = Trainer(preset, train_set, val_set, ids, index, Path("."), dev, seed, False, {}, None)
+        trainer.use_batch(trainer.probe())
+        est = trainer.estimate()
     assert est is not None
     return est
