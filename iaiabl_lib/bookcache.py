@@ -1,5 +1,5 @@
 """One cache for the book: every data set is generated and every model trained once, then reused by
-all chapters (DESIGN.md §6).
+all chapters (docs/DESIGN.md §6).
 
     from iaiabl_lib import bookcache
     data = bookcache.ensure_data("confounded", device)   # synthetic tree -> prepared data set (path)
@@ -49,7 +49,7 @@ from .config import env_book_cache, env_book_reuse
 from .errors import InputError
 
 __all__ = [
-    "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
+    "DATASETS", "SPLIT_MODES", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
     "ensure_synth", "ensure_data", "dataset", "ensure_run", "ensure_metrics", "load", "glue", "clear",
 ]
 
@@ -62,7 +62,7 @@ DATASETS: dict[str, dict[str, Any]] = {
 """Synthetic data sets by name: keyword arguments for ``data.synthetic.make_synthetic`` on top of its
 defaults (the defaults of ``iaiabl synth``)."""
 
-SPLITS: dict[str, str] = {"default": "paper", "confounded": "official"}
+SPLIT_MODES: dict[str, str] = {"default": "paper", "confounded": "official"}
 """``prepare --split`` per data set. The confounded set keeps the CSVs' own train/test split
 ("official"; validation carved from the train CSV by patient): the generator puts markers only in
 train-CSV rows, so the test split is marker-free, as the confounding experiment needs. The paper's
@@ -240,9 +240,9 @@ def ensure_data(name: str = "confounded", device: Any = None, size: int | None =
     if size is None:
         size = config.get_preset(preset_for(device)).model.image_size
     tree = ensure_synth(name, seed)
-    params = dict(_dataset_params(name, seed), size=size, split=SPLITS[name])
+    params = dict(_dataset_params(name, seed), size=size, split=SPLIT_MODES[name])
     target = book_dir() / "data" / f"{name}-s{seed}-{size}px-{_key(params, _DATA_SOURCES)}"
-    return _build_once(target, lambda tmp: _call(prepare, tree, tmp, size=size, split=SPLITS[name],
+    return _build_once(target, lambda tmp: _call(prepare, tree, tmp, size=size, split=SPLIT_MODES[name],
                                                  seed=seed, verbose=False), params)
 
 

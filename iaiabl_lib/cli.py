@@ -1,4 +1,4 @@
-"""The ``iaiabl`` command (DESIGN.md §5). Each subcommand is registered by the module that owns
+"""The ``iaiabl`` command (docs/DESIGN.md §5). Each subcommand is registered by the module that owns
 it (``add_cli``), so its options live next to its code."""
 from __future__ import annotations
 

@@ -267,7 +267,7 @@ def get_preset(name: str) -> Preset:
 
 
 def default_preset_for(device: str) -> str:
-    """Tiny on a CPU, paper-scale on a GPU (the book's rule, DESIGN.md §6)."""
+    """Tiny on a CPU, paper-scale on a GPU (the book's rule, docs/DESIGN.md §6)."""
     return "tiny" if str(device).startswith("cpu") else "paper"
 
 

@@ -33,7 +33,7 @@ __all__ = ["squared_distances", "log_similarity", "topk_average", "bottomk_avera
            "build_backbone", "IAIABLOutput", "IAIABL", "resize_prototypes", "build_model"]
 
 # ---------------------------------------------------------------------------------------------
-# Pure functions (DESIGN.md §4)
+# Pure functions (docs/DESIGN.md §4)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -67,6 +67,8 @@ RUN_FORMAT = 1
 layout would misread the new one; :func:`read_config` refuses a newer one by name."""
 RUN_FILES = ("config.json", "model.pt", "push.json", "push.npz", "prune.json", "malignancy.json",
              "history.csv")
+"""The files of a finished IAIA-BL run directory (``train`` writes them, config.json last; black-box
+runs hold config.json, model.pt and history.csv). The one list: docs/INTERFACES.md describes each."""
 
 
 LEAK_SPLITS = {"test": ("train", "val"), "val": ("train",), "train": ()}

@@ -341,3 +341,27 @@ def test_the_cycle_finder_finds_a_cycle():
     graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3, "d": 4}, "d": {}}
     assert _cycles(graph) == [["a", "b", "c", "a"]]
     assert _cycles({"a": {"b": 1}, "b": {}}) == []
+
+
+def test_each_public_constant_name_is_defined_once():
+    """One meaning per name (issue 23: two different ``RUN_FILES``): an upper-case public name is
+    assigned at module level in one module only; re-exports (imports) do not count."""
+    defined: dict[str, list[str]] = {}
+    for path in sorted(LIB.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, ast.AnnAssign) else []
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id.isupper() and not t.id.startswith("_"):
+                    defined.setdefault(t.id, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    twice = {name: where for name, where in defined.items() if len(where) > 1}
+    assert not twice, f"constants defined in several modules: {twice}"
+
+
+def test_docstrings_cite_design_notes_in_the_repository():
+    """Every ``DESIGN.md`` a module cites is ``docs/DESIGN.md``, which exists."""
+    assert (ROOT / "docs" / "DESIGN.md").is_file()
+    stray = [f"{path.relative_to(ROOT)}:{n}" for path in sorted(LIB.rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"(?<!docs/)DESIGN\.md", line)]
+    assert not stray, f"citations of a DESIGN.md outside docs/: {stray}"

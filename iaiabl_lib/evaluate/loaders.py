@@ -17,11 +17,7 @@ from ..rundir import recorded_data_dir
 from .protocol import GRADCAMPP_KEY, Predictions, true_class_pams
 from ..errors import InputError
 
-__all__ = ["RUN_FILES", "EvalModel", "LOADERS", "run_kind", "resolve_data_dir", "check_compatible"]
-
-RUN_FILES = {"iaiabl": ("config.json", "model.pt"), "blackbox": ("config.json", "model.pt")}
-"""Files a run directory must hold to be evaluated, per run kind (config.json "kind")."""
-
+__all__ = ["EvalModel", "LOADERS", "run_kind", "resolve_data_dir", "check_compatible"]
 
 @dataclass
 class EvalModel:
@@ -37,6 +33,7 @@ class EvalModel:
 
 
 def run_kind(cfg: dict) -> str:
+    """config.json's run kind (default ``iaiabl``), one that has a loader (:data:`LOADERS`)."""
     kind = cfg.get("kind", "iaiabl")
     if kind not in LOADERS:
         raise InputError(f"config.json: unknown run kind {kind!r}; expected one of {', '.join(LOADERS)}")

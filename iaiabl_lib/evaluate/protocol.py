@@ -2,7 +2,7 @@
 every metric of Tables 1-3 from a run's outputs on N cases (Barnett et al. 2021, §4).
 
     Predictions                    a run's outputs in the form the metrics need
-    metrics_from_predictions(...)  the metrics.json dictionary (DESIGN.md §5)
+    metrics_from_predictions(...)  the metrics.json dictionary (docs/DESIGN.md §5)
 
 Eq. 9's maps and pairs (``true_class_pams``, ``pair_activation_precision``, ``predicted_class_pam``,
 ``single_cell_ceiling``) live in ``iaiabl_lib.eq9``, which the trainer's validation shares; they are
@@ -22,7 +22,7 @@ __all__ = ["METRIC_KEYS", "GRADCAMPP_KEY", "CEILING_KEY", "CI_METHODS", "Predict
            "true_class_pams", "pair_activation_precision", "single_cell_ceiling", "metrics_from_predictions"]
 
 METRIC_KEYS = ("margin_auroc", "kappa", "activation_precision", "malignancy_auroc", "n_test")
-"""The keys of DESIGN.md §5 that every metrics.json carries."""
+"""The keys of docs/DESIGN.md §5 that every metrics.json carries."""
 
 GRADCAMPP_KEY = "activation_precision_gradcampp"
 CEILING_KEY = "activation_precision_ceiling"

@@ -28,7 +28,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
                  tau: float = 0.95, write: bool = True, allow_overlap: bool = False) -> dict:
     """Evaluate a run on one split of its prepared data; write RUN/metrics.json (atomically),
     RUN/metrics.md and RUN/predictions.npz (``_<split>`` suffixes for splits other than test),
-    and return the metrics dict (module docstring; DESIGN.md §5).
+    and return the metrics dict (module docstring; docs/DESIGN.md §5).
 
     ``data_dir`` overrides the data path recorded in the run's config.json. Cases whose patients
     the run trained on are refused unless ``allow_overlap`` (``rundir.check_split``).
