@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
+
 __all__ = ["MARGINS", "MARGIN_WORDS", "IMAGENET_MEAN", "IMAGENET_STD", "PAPER_TOPK_FRACTION", "FINE_NORMS", "ModelConfig",
            "LossWeights", "TrainConfig", "Preset", "PRESET_NAMES", "get_preset", "default_preset_for",
            "resolve_preset", "ENVIRONMENT", "env_book_cache", "env_book_reuse", "env_static_widgets",
@@ -157,11 +159,11 @@ class Preset:
         for key, value in (values or {}).items():
             section, _, attr = key.partition(".")
             if section not in ("model", "loss", "train") or not attr:
-                raise ValueError(f"override {key!r}: use 'model.X', 'loss.X' or 'train.X'")
+                raise InputError(f"override {key!r}: use 'model.X', 'loss.X' or 'train.X'")
             obj = getattr(self, section)
             if attr not in {f.name for f in dataclasses.fields(obj)}:
                 names = ", ".join(f.name for f in dataclasses.fields(obj))
-                raise ValueError(f"override {key!r}: {type(obj).__name__} has no field {attr!r} (fields: {names})")
+                raise InputError(f"override {key!r}: {type(obj).__name__} has no field {attr!r} (fields: {names})")
             sections.setdefault(section, {})[attr] = value
         parts = {sec: dataclasses.replace(getattr(self, sec), **vals) for sec, vals in sections.items()}
         return dataclasses.replace(self, name=self.name if name is None else name, **parts)
@@ -172,7 +174,7 @@ class Preset:
             names = {f.name for f in dataclasses.fields(klass)}
             unknown = set(values) - names
             if unknown:
-                raise ValueError(f"unknown {klass.__name__} keys in config: {sorted(unknown)}")
+                raise InputError(f"unknown {klass.__name__} keys in config: {sorted(unknown)}")
             return klass(**values)
 
         return cls(
@@ -268,11 +270,11 @@ def get_preset(name: str) -> Preset:
     try:
         return _BUILDERS[name]()
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}") from None
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}") from None
 
 
 def default_preset_for(device: str) -> str:
-    """Tiny on a CPU, paper-scale on a GPU (the book's rule, DESIGN.md §6)."""
+    """Tiny on a CPU, paper-scale on a GPU (the book's rule, docs/DESIGN.md §6)."""
     return "tiny" if str(device).startswith("cpu") else "paper"
 
 
@@ -285,18 +287,18 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"override {key}={value!r}: expected true/false")
+        raise InputError(f"override {key}={value!r}: expected true/false")
     if text.lower() in ("none", "null"):
         return None
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError:
-        raise ValueError(f"override {key}={value!r}: not a number") from None
+        raise InputError(f"override {key}={value!r}: not a number") from None
     wants_int = isinstance(current, int) or key in _OPTIONAL_INTS
     if wants_int and not (isinstance(parsed, int) and not isinstance(parsed, bool)):
-        raise ValueError(f"override {key}={value!r}: expected a whole number")
+        raise InputError(f"override {key}={value!r}: expected a whole number")
     if not isinstance(parsed, (int, float)) or isinstance(parsed, bool) or not math.isfinite(parsed):
-        raise ValueError(f"override {key}={value!r}: expected a finite number")
+        raise InputError(f"override {key}={value!r}: expected a finite number")
     return parsed
 
 
@@ -317,21 +319,21 @@ def _check_values(p: "Preset") -> None:
         for f in dataclasses.fields(getattr(p, section)):
             key, value = f"{section}.{f.name}", getattr(getattr(p, section), f.name)
             if key in _CHOICES and value not in _CHOICES[key]:
-                raise ValueError(f"{key}={value!r}: choose one of {', '.join(_CHOICES[key])}")
+                raise InputError(f"{key}={value!r}: choose one of {', '.join(_CHOICES[key])}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             low = _AT_LEAST.get(key, -math.inf if key in _ANY_SIGN else 0)
             if not math.isfinite(value) or value < low:
-                raise ValueError(f"{key}={value!r}: must be a finite number" + (f" ≥ {low}" if low > -math.inf else ""))
+                raise InputError(f"{key}={value!r}: must be a finite number" + (f" ≥ {low}" if low > -math.inf else ""))
     if p.model.head_dropout >= 1:
-        raise ValueError(f"model.head_dropout={p.model.head_dropout!r}: a dropout probability must be below 1")
+        raise InputError(f"model.head_dropout={p.model.head_dropout!r}: a dropout probability must be below 1")
     shipped = {"vgg16": ("imagenet",), "tiny": ("synthetic",)}
     other = {"vgg16": "tiny", "tiny": "vgg16"}[p.model.backbone]
     if p.model.pretrained in shipped[other]:
-        raise ValueError(f"model.pretrained={p.model.pretrained!r} names the {other} backbone's weights; the "
+        raise InputError(f"model.pretrained={p.model.pretrained!r} names the {other} backbone's weights; the "
                          f"{p.model.backbone} backbone takes {', '.join(shipped[p.model.backbone])}, none or a file")
     if p.model.num_classes != len(MARGINS):
-        raise ValueError(f"model.num_classes={p.model.num_classes}: the margin classes are "
+        raise InputError(f"model.num_classes={p.model.num_classes}: the margin classes are "
                          f"{', '.join(MARGINS)} ({len(MARGINS)})")
 
 
@@ -352,7 +354,7 @@ def resolve_preset(preset: str | Preset, overrides: dict[str, Any] | None = None
     p = p.replace(parsed)
     t = p.train
     if t.epochs < 1 or t.warm_epochs < 0 or t.push_every < 1 or t.last_layer_epochs < 0 or t.batch_size < 1:
-        raise ValueError(f"preset {p.name}: need epochs ≥ 1, warm_epochs ≥ 0, push_every ≥ 1, "
+        raise InputError(f"preset {p.name}: need epochs ≥ 1, warm_epochs ≥ 0, push_every ≥ 1, "
                          f"last_layer_epochs ≥ 0, batch_size ≥ 1 (got {t.epochs}, {t.warm_epochs}, "
                          f"{t.push_every}, {t.last_layer_epochs}, {t.batch_size})")
     _check_values(p)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write the one setup cell into every chapter of the book, and strip outputs.
 
-Every chapter (``book/*.ipynb``) starts with the same *setup cell* (DESIGN.md §6): it installs the
+Every chapter (``book/*.ipynb``) starts with the same *setup cell* (docs/DESIGN.md §6): it installs the
 library from the book's repository only if ``import iaiabl_lib`` fails (Colab), picks the device with
 ``train.pick_device`` and the preset with ``config.default_preset_for``, and prints versions and a note
 on switching Colab to a GPU. The cell is generated here, from ONE template; the repository URL is

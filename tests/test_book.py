@@ -144,7 +144,7 @@ def test_chapters_never_hard_code_cuda():
 
 
 def test_chapters_follow_the_template():
-    """DESIGN.md §6: objectives with a time estimate, summary, exercises with solutions, references
+    """docs/DESIGN.md §6: objectives with a time estimate, summary, exercises with solutions, references
     (for the chapters; a chapter's sections share its objectives and exercises)."""
     assert len(top_level_chapters()) >= 14
     for path in top_level_chapters():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model import minmax_01
-from ..predict import as_images, malignancy_probability, margin_probabilities
+from ..predict import as_images, evaluating, malignancy_probability, margin_probabilities
 
 from .blackbox import BlackBox
 
@@ -103,9 +103,13 @@ def blackbox_predict(model: "BlackBox | BlackBoxRun", data, batch_size: int = 64
     """
     model = getattr(model, "model", model)          # a BlackBoxRun or the network
     images = as_images(data)
-    if device is None:
-        device = next(model.parameters()).device
-    model = model.to(device).eval()
+    with evaluating(model, device) as device:       # the caller's model keeps its device and mode
+        return _blackbox_outputs(model, images, batch_size, device, cams, target_class)
+
+
+def _blackbox_outputs(model, images: Tensor, batch_size: int, device: torch.device, cams: bool,
+                      target_class) -> dict[str, np.ndarray]:
+    """The body of :func:`blackbox_predict`: ``model`` in eval mode on ``device``."""
     size = int(model.cfg.image_size)
     logits, cam, campp = [], [], []
     for s in range(0, images.shape[0], batch_size):

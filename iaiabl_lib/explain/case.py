@@ -14,6 +14,7 @@ from ..model import activation_map
 from ..predict import malignancy_probability, margin_probabilities
 from .cam import eq11, logit_contribution
 from .inputs import dataset_for, prepare_image, prototype_record
+from ..errors import InputError
 
 __all__ = ["PrototypeEvidence", "CaseExplanation", "leading_prototype", "explain_case", "hot_box"]
 
@@ -142,7 +143,7 @@ def _resolve_case(run, case, data):
     """(case_id, grey uint8, normalised tensor, lesion mask or None, margin or None, malignant or None)."""
     size = int(run.preset.model.image_size)
     if isinstance(case, (str, Path)) and (Path(case).suffix.lower() in (".dcm", ".dicom") or Path(case).is_file()):
-        raise ValueError(f"{case}: explain_case takes a prepared case (id or index) or an ROI crop; "
+        raise InputError(f"{case}: explain_case takes a prepared case (id or index) or an ROI crop; "
                          "for a raw DICOM cut the ROI first with report.crop_dicom_case (or use "
                          "`iaiabl explain --run RUN FILE.dcm --box ...`)")
     if isinstance(case, (int, np.integer, str)):
@@ -151,7 +152,7 @@ def _resolve_case(run, case, data):
             try:
                 i = ds.ids.index(case)
             except ValueError:
-                raise ValueError(f"case {case!r} is not an id of the prepared dataset "
+                raise InputError(f"case {case!r} is not an id of the prepared dataset "
                                  f"{getattr(ds, 'path', '')} (ids look like {ds.ids[0]!r})") from None
         else:
             i = int(case)
@@ -198,7 +199,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
     pred = int(np.argmax(prob))
     c = pred if explained_class is None else int(explained_class)
     if not 0 <= c < weights.shape[0]:
-        raise ValueError(f"explained_class {c} out of range 0..{weights.shape[0] - 1}")
+        raise InputError(f"explained_class {c} out of range 0..{weights.shape[0] - 1}")
     order = np.argsort(-contrib[c], kind="stable")[:max(0, int(top))]
     maps = out.similarity_maps[0, torch.as_tensor(order, dtype=torch.long, device=dev)]   # (k, H, W)
     pams = activation_map(maps[None].float(), size)[0].cpu().numpy() if len(order) else np.zeros((0, size, size))
