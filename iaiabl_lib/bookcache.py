@@ -24,8 +24,8 @@ Data sets (``ensure_data``):
                   90 % of the training cases (and not in the test cases): the trap that the
                   fine-annotation loss is meant to avoid (chapter 7).
 
-Runs (``ensure_run``), all on the "confounded" set by default, with the preset chosen from the device
-(``config.default_preset_for``: "tiny" on a CPU, "paper" on a GPU):
+Runs (``ensure_run``), all on the "confounded" set by default, with the book's preset
+(``config.default_preset_for``: "tiny", or "paper" on a GPU when ``IAIABL_BOOK_PRESET=paper``):
     "iaiabl"     IAIA-BL as in the paper (fine-annotation loss on).
     "nofine"     the same without the fine-annotation loss and without lesion masks (so without the
                  lesion pull and the push onto lesion cells either: no annotation at all).
@@ -115,7 +115,7 @@ def book_dir() -> Path:
 
 
 def preset_for(device: Any = None, kind: str = "iaiabl") -> str:
-    """The preset a chapter uses on ``device`` ("tiny" on a CPU, "paper" on a GPU), and for the
+    """The preset a chapter uses on ``device`` (``config.default_preset_for``), and for the
     ProtoPNet baseline its ProtoPNet twin ("tiny-protopnet", "protopnet")."""
     from . import config
     from .fastpath import pick_device

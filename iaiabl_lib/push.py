@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
+from .errors import InputError
 from .model import IAIABL, activation_map, squared_distances
 
 __all__ = ["HIGH_ACTIVATION_PERCENTILE", "ReceptiveField", "receptive_field", "rf_box",
@@ -217,7 +218,7 @@ def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: i
     missing = torch.isinf(best_d)
     if bool(missing.any()):
         absent = sorted({MARGINS[int(k)] for k in pclass[missing].tolist()})
-        raise ValueError(f"push: the training set has no image of class {', '.join(absent)}; "
+        raise InputError(f"push: the training set has no image of class {', '.join(absent)}; "
                          "every class needs training examples to project its prototypes onto")
     if distinct:
         best_d, best_img, best_patch = _assign_distinct(cand_d, cand_img, cand_patch, best_d, best_img, best_patch)

@@ -47,13 +47,16 @@ from iaiabl_lib import config, train
 from iaiabl_lib.bookcache import book_dir
 
 device = train.pick_device()                 # "cuda" when a GPU is there, else "cpu"; never hard-coded
-preset = config.default_preset_for(device)   # "tiny" on a CPU, "paper" on a GPU
+preset = config.default_preset_for(device)   # "tiny" unless you opt into "paper" (below)
 torch.manual_seed(0)
 print(f"python {{sys.version.split()[0]}}, torch {{torch.__version__}}, iaiabl_lib {{iaiabl_lib.__version__}}")
 print(f"device: {{device}}; preset: {{preset!r}}; models and data cached in {{book_dir()}}")
-if not str(device).startswith("cuda"):
-    print("No GPU: this chapter runs the 'tiny' preset on the CPU (small synthetic data, minutes).\\n"
-          "On Colab, for the paper-scale preset: Runtime > Change runtime type > T4 GPU, then run all again.")'''
+if preset == "tiny":
+    print("This chapter runs the 'tiny' preset (small synthetic data; minutes on a CPU, faster on a GPU).\\n"
+          "Paper scale (VGG-16 at 224 px; hours per model on a T4, an estimate: not yet run end to end): on a GPU,\\n"
+          "run  os.environ['IAIABL_BOOK_PRESET'] = 'paper'  first, then this cell again.\\n"
+          "On Colab, keep trained models across notebooks: from google.colab import drive;\\n"
+          "drive.mount('/content/drive'); os.environ['IAIABL_BOOK_CACHE'] = '/content/drive/MyDrive/iaiabl-book'")'''
 
 
 def read_repository(config_path: Path = CONFIG) -> tuple[str, str]:
