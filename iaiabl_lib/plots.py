@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from .config import MARGINS
-from .words import pct
+from .words import for_against, pct
 
 __all__ = [
     "STYLE", "ACTIVATION_CMAP", "SIMILARITY_CMAP", "SIMILARITY_RANGE", "SIMILARITY_LABEL",
@@ -228,7 +228,7 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
             _clean(ax[4])
             ax[4].text(0.02, 0.62, f"{p.similarity:.3f} × {p.weight:+.3f}\n= {p.contribution:+.3f}",
                        fontsize=11, family="DejaVu Sans Mono", transform=ax[4].transAxes, va="center")
-            ax[4].text(0.02, 0.22, f"evidence for {expl.explained_margin}", fontsize=8,
+            ax[4].text(0.02, 0.22, f"evidence {for_against(p.contribution)} {expl.explained_margin}", fontsize=8,
                        transform=ax[4].transAxes, va="center", color="#555555")
             if r == 0:
                 for a, h in zip(ax, heads):

@@ -100,24 +100,30 @@ def rf_box(rf: ReceptiveField, row: int, col: int, image_size: int) -> list[int]
 
 
 def high_activation_box(pam: Tensor, percentile: float = HIGH_ACTIVATION_PERCENTILE) -> Tensor:
-    """Bounding boxes of the pixels at or above the ``percentile``-th percentile of each map.
+    """The box shown around where a map is strongest: the bounding box of the connected region
+    (8-neighbourhood) of pixels at or above the map's ``percentile``-th percentile that holds its
+    peak.
+
+    The paper's box (ProtoPNet's ``find_high_activation_crop``) bounds *all* those pixels; when they
+    fall in two places, say a spot on the image border and one on the mass, that box spans both and
+    points at neither (chapter 8). Where the top pixels form one region the two boxes are the same.
 
     pam (m, S, S) -> (m, 4) int64 ``[y0, x0, y1, x1]``, end-exclusive
     """
-    m, s, _ = pam.shape
-    thr = torch.quantile(pam.flatten(1).float(), percentile / 100.0, dim=1)   # (m,)
-    hot = pam >= thr[:, None, None]                                           # (m, S, S)
-    rows, cols = hot.any(dim=2), hot.any(dim=1)                               # (m, S) each
-    idx = torch.arange(s, device=pam.device)
-    big = torch.full_like(idx, s)
+    from scipy import ndimage
 
-    def first_last(mask: Tensor) -> tuple[Tensor, Tensor]:
-        first = torch.where(mask, idx, big).min(dim=1).values
-        last = torch.where(mask, idx, -1).max(dim=1).values + 1
-        return first, last
-
-    (y0, y1), (x0, x1) = first_last(rows), first_last(cols)
-    return torch.stack([y0, x0, y1, x1], dim=1)
+    m = pam.shape[0]
+    flat = pam.flatten(1).float()
+    thr = torch.quantile(flat, percentile / 100.0, dim=1)                     # (m,)
+    hot = (pam >= thr[:, None, None]).cpu().numpy()                           # (m, S, S)
+    peak = flat.argmax(dim=1).cpu().numpy()                                   # (m,) flat index
+    out = np.zeros((m, 4), dtype=np.int64)
+    eight = np.ones((3, 3), dtype=bool)
+    for j in range(m):
+        labels, _ = ndimage.label(hot[j], structure=eight)                   # (S, S) int
+        ys, xs = np.nonzero(labels == labels.flat[peak[j]])
+        out[j] = (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+    return torch.as_tensor(out, device=pam.device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,10 +3,11 @@ one formatter per thing, torch-free.
 
     pct(p)        a probability or fraction as a whole percentage: "37 %", "below 1 %", "above 99 %"
     article(w)    "an" before a vowel sound, else "a"
+    for_against(points)   "for" a positive (or zero) contribution, "against" a negative one
 """
 from __future__ import annotations
 
-__all__ = ["pct", "article"]
+__all__ = ["pct", "article", "for_against"]
 
 
 def pct(p: float) -> str:
@@ -23,3 +24,9 @@ def pct(p: float) -> str:
 def article(word: str) -> str:
     """"an" before a vowel sound, else "a" ("an indistinct", "a spiculated")."""
     return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def for_against(points: float) -> str:
+    """How a contribution (similarity × weight, margin-logit points) reads: "for" the class when it
+    adds points (or none), "against" it when it takes them away."""
+    return "for" if float(points) >= 0 else "against"

@@ -36,6 +36,17 @@ def test_case_explanation(run):
     assert len(fig.axes) == 3 * 5 + 1                                   # 5 per prototype + colour bar
     renders(fig)
     assert len(plots.plot_case_explanation(e, max_rows=2).axes) == 2 * 5 + 1
+    # each row says whether its points count for or against the explained margin, by their sign
+    from iaiabl_lib.words import for_against
+
+    assert (for_against(0.2), for_against(0.0), for_against(-1e-6)) == ("for", "for", "against")
+    for cls in range(3):
+        ex = explain_case(run, 0, top=3, explained_class=cls)
+        rows = plots.plot_case_explanation(ex).axes[4:15:5]
+        for p, ax in zip(ex.prototypes, rows):
+            said = [t.get_text() for t in ax.texts if t.get_text().startswith("evidence")]
+            want = "against" if p.contribution < 0 else "for"
+            assert said == [f"evidence {want} {ex.explained_margin}"], (cls, p.index, p.contribution, said)
 
 
 def test_prototype_gallery(run):

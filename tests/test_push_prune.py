@@ -72,6 +72,15 @@ def test_high_activation_box():
     pam[0, 2:4, 5:9] = 1.0          # 8 hot pixels of 100: above the 95th percentile
     pam[1] = torch.arange(100.0).reshape(10, 10)   # top 5 % = the last 5 pixels of the last row
     assert high_activation_box(pam).tolist() == [[2, 5, 4, 9], [9, 5, 10, 10]]
+    # two hot places (a bright spot on the border, the peak on the mass): the box holds the peak's
+    two = torch.zeros(1, 20, 20)
+    two[0, 0:3, 0:3] = 0.9                   # 9 pixels in the corner
+    two[0, 10:13, 12:16] = 1.0               # 12 pixels, the peak; 21 of 400 hot (top 5 % = 20)
+    assert high_activation_box(two).tolist() == [[10, 12, 13, 16]]
+    two[0, 11, 13] = 2.0                     # the peak moves inside the same region: same box
+    assert high_activation_box(two).tolist() == [[10, 12, 13, 16]]
+    two[0, 0, 0] = 3.0                       # now the corner holds the peak
+    assert high_activation_box(two).tolist() == [[0, 0, 3, 3]]
 
 
 def test_push_projects_onto_nearest_same_class_patch(toy):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 from ..config import MARGIN_WORDS, MARGINS
-from ..words import article, pct
+from ..words import article, for_against, pct
 from .case import CaseExplanation
 
 __all__ = ["case_text"]
@@ -39,7 +39,7 @@ def case_text(expl: CaseExplanation) -> str:
             origin = "from a training case"
         lead = ("This mass's margin looks most like" if r == 0 else
                 "It also resembles" if p.contribution > 0 else "It resembles")
-        sign = "for" if p.contribution >= 0 else "against"
+        sign = for_against(p.contribution)
         parts.append(
             f"{lead} prototype {p.index}, {_margin_phrase(p.cls)} {origin}: similarity "
             f"{p.similarity:.2f} × weight {p.weight:+.2f} = {abs(p.contribution):.2f} points {sign} "
