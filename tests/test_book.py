@@ -325,6 +325,34 @@ def test_no_error_output_in_any_page(book_html):
             assert "Error" not in (m.group(2) or ""), f"{f}: stderr with an error: {m.group(2)[:300]}"
 
 
+def markdown_tables_shown_as_text(html: str) -> list[str]:
+    """Markdown table rules (|---|, or |—| once Sphinx's smart quotes have turned --- into a dash)
+    left in a page's visible text, outside code listings: a table that was never parsed."""
+    text = re.sub(r"<(script|style|pre|code)\b.*?</\1>", "", html, flags=re.S)
+    text = re.sub(r"<[^>]+>", "", text)
+    return re.findall(r"\|\s*:?(?:-{3,}|[—–]+):?\s*\|", text)
+
+
+def test_markdown_table_check_can_fail():
+    assert markdown_tables_shown_as_text("<p>| model | AUROC |\n|—|—|\n| a | 0.9 |</p>") == ["|—|"]
+    assert markdown_tables_shown_as_text("<p>| a |\n|---|</p>") == ["|---|"]
+    assert markdown_tables_shown_as_text("<table><tr><td>a</td></tr></table><pre>|---|</pre>") == []
+
+
+@pytest.mark.slow
+def test_tables_render_as_html_tables(book_html):
+    """Issue 22: every table a chapter computes is an HTML table in the built book, never Markdown
+    shown as text; chapter 12 shows the paper's Tables 1-3 and chapter 14 its schedule as tables."""
+    for f in toc_files():
+        html = (book_html / f"{f}.html").read_text(encoding="utf-8")
+        assert not markdown_tables_shown_as_text(html), f"{f}: a Markdown table shown as text"
+    ch12 = (book_html / "book" / "12_baselines.html").read_text(encoding="utf-8")
+    for n in (1, 2, 3):
+        assert re.search(rf"Table {n}\.", ch12), f"chapter 12 lacks the paper's Table {n}"
+    assert ch12.count("<table") >= 4, "chapter 12: the paper's Tables 1-3 and the science table as tables"
+    assert "<table" in (book_html / "book" / "14_full_scale.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.slow
 def test_colab_launch_and_repository_buttons(book_html):
     page = (book_html / "book" / f"{chapter_notebooks()[0].stem}.html").read_text(encoding="utf-8")
