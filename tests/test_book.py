@@ -154,8 +154,34 @@ def test_chapters_follow_the_template():
         assert re.search(r"learning objectives", text, re.I), f"{path.name}: no learning objectives"
         assert re.search(r"\b\d+\s*(min|minutes|hours?)\b", text), f"{path.name}: no time estimate"
         assert re.search(r"^## Summary", text, re.M), f"{path.name}: no summary"
-        assert "{exercise}" in text and "{solution}" in text, f"{path.name}: no exercise with solution"
+        assert "{exercise}" in text and re.search(r"\{solution(-start)?\}", text), \
+            f"{path.name}: no exercise with solution"
         assert "{cite}" in text, f"{path.name}: cites nothing"
+
+
+def test_code_solutions_are_executed_cells():
+    """Issue 25: a solution with Python code is a gated solution (``{solution-start}`` … code cells …
+    ``{solution-end}``), so that the build executes its code; a ``{solution}`` block holds prose only.
+    Each start is closed in a later cell, with at least one code cell in between, and is a dropdown."""
+    for path in chapter_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        open_at, codes = None, 0
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                codes += open_at is not None
+                continue
+            for block in re.findall(r"````\{solution\}.*?\n````", cell.source, re.S):
+                assert "```python" not in block, f"{path.name}: a {{solution}} with code; make it gated"
+            for m in re.finditer(r"\{solution-(start|end)\}( [\w-]+)?\n(:class: dropdown)?", cell.source):
+                if m.group(1) == "start":
+                    assert open_at is None, f"{path.name}: nested solution-start {m.group(2)}"
+                    assert m.group(3), f"{path.name}: solution {m.group(2)} is not hidden (:class: dropdown)"
+                    open_at, codes = m.group(2).strip(), 0
+                else:
+                    assert open_at is not None, f"{path.name}: solution-end without a start"
+                    assert codes, f"{path.name}: gated solution {open_at} holds no code cell"
+                    open_at = None
+        assert open_at is None, f"{path.name}: solution {open_at} is never closed"
 
 
 # Numbers a chapter's prose may type because they are definitions, settings or references, not
