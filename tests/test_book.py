@@ -198,7 +198,7 @@ DEFINITIONS = {
     "0.8": "λc, the paper's cluster weight", "0.08": "λs, the paper's separation weight",
     "15 %": "the paper's split proportions 73 / 12 / 15 %",
     "3.0": "CC BY 3.0, the data licence", "10.7937": "a DOI prefix",
-    "3.3": "a section number of the paper", "3.4": "a section number of the paper",
+    "2.3": "a section number of the paper", "3.3": "a section number of the paper", "3.4": "a section number of the paper",
     "13.1": "the explorer's section number",
     "2.6 %": "k = 5 of 196 patches (Eq. 2)", "4.6 %": "k = 9 of 196 patches (the authors' code)",
     "0.947": "the paper's black-box average AUROC (its Table 1)", "0.911": "the paper's ProtoPNet average AUROC",
