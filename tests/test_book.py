@@ -184,6 +184,22 @@ def test_code_solutions_are_executed_cells():
         assert open_at is None, f"{path.name}: solution {open_at} is never closed"
 
 
+def test_paper_vs_book_tables():
+    """Issue 25: a chapter that departs from the paper ends with a "Paper vs book" table (what, paper,
+    book, why), before its references."""
+    expected = {"03_prototype_similarity", "06_stage_a1", "07_fine_annotation", "08_projection",
+                "09_last_layer_and_pruning"}
+    for path in chapter_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        if path.stem in expected:
+            assert "## Paper vs book" in text, f"{path.name}: no Paper vs book table"
+        if "## Paper vs book" in text:
+            section = text.split("## Paper vs book", 1)[1].split("\n## ", 1)[0]
+            assert "| what | paper | book | why |" in section, f"{path.name}: the table lacks its columns"
+            assert text.index("## Paper vs book") < text.index("## References"), path.name
+
+
 # Numbers a chapter's prose may type because they are definitions, settings or references, not
 # results: everything else (a measured AUROC, a precision, a count of cases) must be computed by the
 # chapter's cells and shown with myst-nb's {glue} roles, so that prose cannot drift from the outputs.
