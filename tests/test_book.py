@@ -100,6 +100,19 @@ def test_toc_lists_every_chapter_and_only_existing_files():
         assert f"book/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml (it would not be built)"
 
 
+def test_chapters_are_numbered_by_the_toc():
+    """Issue 25: exercises are numbered per chapter ("Exercise 9.1"): every part that holds chapters
+    numbers them (depth 1: chapters, not their sections), and a chapter's title carries no number of
+    its own (Sphinx adds it; a typed one would show twice)."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    for part in toc["parts"]:
+        notebooks = [c for c in part["chapters"] if (REPO / f"{c['file']}.ipynb").is_file()]
+        assert part.get("numbered") == 1 or not notebooks, f"part {part['caption']!r} is not numbered"
+    for path in top_level_chapters():
+        title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0]
+        assert not re.match(r"#\s+\d+\.", title), f"{path.name}: typed chapter number in {title!r}"
+
+
 def test_notebooks_are_stripped():
     for path in chapter_notebooks():
         nb = nbformat.read(path, as_version=4)
