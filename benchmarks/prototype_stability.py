@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="preset override (repeatable)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="preset overrides (one or more; the option may repeat)")
     p.add_argument("--tag", default="default")
     p.add_argument("--out", default=None, help="runs directory (default /tmp/iaiabl-stability/TAG)")
     p.add_argument("--device", default="cpu")

@@ -1,5 +1,5 @@
 """One cache for the book: every data set is generated and every model trained once, then reused by
-all chapters (DESIGN.md §6).
+all chapters (docs/DESIGN.md §6).
 
     from iaiabl_lib import bookcache
     data = bookcache.ensure_data("confounded", device)   # synthetic tree -> prepared data set (path)
@@ -11,11 +11,12 @@ used from a checkout of the book's repository (the editable install the book is 
 ``~/.cache/iaiabl-book`` (e.g. on Colab).
 
 What is cached, and under which name: each entry's directory name ends in a short hash of everything
-that decides its content: the parameters (preset, overrides, seed, data set) and the source code of
-the modules that compute it. Change the training code or a preset and the next build retrains; keep
-them and it loads (``IAIABL_BOOK_REUSE=1``, for editing chapters while the library changes, reuses
-any complete entry of the same name regardless of the hash). Entries are built in ``<name>.tmp-<pid>`` and renamed into place, so a crash
-never leaves a half-written entry that a later chapter would load.
+that decides its content: the parameters (preset, overrides, seed, data set) and the whole package
+(:func:`package_sources`: every .py file and the shipped weights and tables). Change any library
+code or a preset and the next build rebuilds; keep them and it loads (``IAIABL_BOOK_REUSE=1``, for
+editing chapters while the library changes, reuses any complete entry of the same name regardless
+of the hash). Entries are built in ``<name>.tmp-<pid>`` and renamed into place, so a crash never
+leaves a half-written entry that a later chapter would load.
 
 Data sets (``ensure_data``):
     "default"     ``iaiabl synth`` defaults.
@@ -23,8 +24,8 @@ Data sets (``ensure_data``):
                   90 % of the training cases (and not in the test cases): the trap that the
                   fine-annotation loss is meant to avoid (chapter 7).
 
-Runs (``ensure_run``), all on the "confounded" set by default, with the preset chosen from the device
-(``config.default_preset_for``: "tiny" on a CPU, "paper" on a GPU):
+Runs (``ensure_run``), all on the "confounded" set by default, with the book's preset
+(``config.default_preset_for``: "tiny", or "paper" on a GPU when ``IAIABL_BOOK_PRESET=paper``):
     "iaiabl"     IAIA-BL as in the paper (fine-annotation loss on).
     "nofine"     the same without the fine-annotation loss and without lesion masks (so without the
                  lesion pull and the push onto lesion cells either: no annotation at all).
@@ -46,9 +47,11 @@ from typing import Any, Callable
 
 from .atomic import pid_alive, tmp_owner
 from .config import env_book_cache, env_book_reuse
+from .errors import InputError
 
 __all__ = [
-    "DATASETS", "SPLITS", "RUN_KINDS", "BOOK_OVERRIDES", "repo_root", "book_dir", "preset_for",
+    "DATASETS", "SPLIT_MODES", "RUN_KINDS", "BOOK_OVERRIDES", "NOT_INPUTS", "package_sources",
+    "repo_root", "book_dir", "preset_for",
     "ensure_synth", "ensure_data", "dataset", "ensure_run", "ensure_metrics", "load", "glue", "clear",
 ]
 
@@ -61,7 +64,7 @@ DATASETS: dict[str, dict[str, Any]] = {
 """Synthetic data sets by name: keyword arguments for ``data.synthetic.make_synthetic`` on top of its
 defaults (the defaults of ``iaiabl synth``)."""
 
-SPLITS: dict[str, str] = {"default": "paper", "confounded": "official"}
+SPLIT_MODES: dict[str, str] = {"default": "paper", "confounded": "official"}
 """``prepare --split`` per data set. The confounded set keeps the CSVs' own train/test split
 ("official"; validation carved from the train CSV by patient): the generator puts markers only in
 train-CSV rows, so the test split is marker-free, as the confounding experiment needs. The paper's
@@ -81,15 +84,8 @@ BOOK_OVERRIDES: dict[str, dict[str, Any]] = {
 
 SEED = 0
 
-# modules whose source decides the content of a cache entry
-_DATA_SOURCES = ("data/synthetic", "data/dicom.py", "data/cbis_format.py", "data/cbis_ddsm", "data/dataset.py",
-                 "config.py")
-_METRIC_SOURCES = ("evaluate", "metrics.py", "baselines", "model.py")
-_RUN_SOURCES = _DATA_SOURCES + ("model.py", "losses.py", "push.py", "prune.py", "baselines",
-                                "pretrain.py", "pretrained", "evaluate", "data/locate.py",
-                                "rundir.py", "predict.py", "fastpath.py", "train/trainer.py",
-                                "train/stage_a1.py", "train/stage_a3.py", "train/stage_b.py",
-                                "train/schedule.py", "train/checkpoint.py")
+NOT_INPUTS = ("science_runs",)
+"""Package folders that no cached computation reads: the recorded results of ``iaiabl science``."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +115,7 @@ def book_dir() -> Path:
 
 
 def preset_for(device: Any = None, kind: str = "iaiabl") -> str:
-    """The preset a chapter uses on ``device`` ("tiny" on a CPU, "paper" on a GPU), and for the
+    """The preset a chapter uses on ``device`` (``config.default_preset_for``), and for the
     ProtoPNet baseline its ProtoPNet twin ("tiny-protopnet", "protopnet")."""
     from . import config
     from .fastpath import pick_device
@@ -133,6 +129,20 @@ def preset_for(device: Any = None, kind: str = "iaiabl") -> str:
 # ---------------------------------------------------------------------------------------------
 # cache mechanics
 # ---------------------------------------------------------------------------------------------
+
+
+def package_sources() -> tuple[str, ...]:
+    """Every file of the package that can decide the content of a cache entry, relative to the
+    package and sorted: each .py file and each file the package ships beside them (the pretrained
+    weights, the synthetic generator's label counts...), not ``__pycache__`` nor :data:`NOT_INPUTS`.
+    Derived from the package itself, so that no edit to the library can leave a stale entry."""
+    files = []
+    for path in sorted(PACKAGE.rglob("*")):
+        rel = path.relative_to(PACKAGE)
+        if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc" \
+                and rel.parts[0] not in NOT_INPUTS:
+            files.append(rel.as_posix())
+    return tuple(files)
 
 
 def _source_hash(files: tuple[str, ...]) -> str:
@@ -202,10 +212,15 @@ def _build_once(target: Path, build: Callable[[Path], Any], params: dict[str, An
 
 
 def _call(func: Callable, *args, **kwargs):
-    """Call ``func`` with the keyword arguments it accepts (the library's signatures may grow)."""
+    """``func(*args, **kwargs)``, refusing a keyword argument ``func`` does not take with a
+    TypeError that names it: dropped silently, the entry would be built with the default and cached
+    under the parameters it was asked for."""
     params = inspect.signature(func).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise TypeError(f"bookcache: {func.__module__}.{func.__qualname__} takes no keyword "
+                            f"argument {', '.join(map(repr, unknown))}; the cache entry cannot be built as asked")
     return func(*args, **kwargs)
 
 
@@ -216,7 +231,7 @@ def _call(func: Callable, *args, **kwargs):
 
 def _dataset_params(name: str, seed: int = SEED) -> dict[str, Any]:
     if name not in DATASETS:
-        raise ValueError(f"unknown book data set {name!r}; choose one of {', '.join(DATASETS)}")
+        raise InputError(f"unknown book data set {name!r}; choose one of {', '.join(DATASETS)}")
     return dict(DATASETS[name], seed=int(seed))
 
 
@@ -225,7 +240,7 @@ def ensure_synth(name: str = "confounded", seed: int = SEED) -> Path:
     from .data.synthetic import make_synthetic
 
     params = _dataset_params(name, seed)
-    target = book_dir() / "synth" / f"{name}-s{seed}-{_key(params, _DATA_SOURCES)}"
+    target = book_dir() / "synth" / f"{name}-s{seed}-{_key(params, package_sources())}"
     return _build_once(target, lambda tmp: _call(make_synthetic, tmp, **params), params)
 
 
@@ -239,9 +254,9 @@ def ensure_data(name: str = "confounded", device: Any = None, size: int | None =
     if size is None:
         size = config.get_preset(preset_for(device)).model.image_size
     tree = ensure_synth(name, seed)
-    params = dict(_dataset_params(name, seed), size=size, split=SPLITS[name])
-    target = book_dir() / "data" / f"{name}-s{seed}-{size}px-{_key(params, _DATA_SOURCES)}"
-    return _build_once(target, lambda tmp: _call(prepare, tree, tmp, size=size, split=SPLITS[name],
+    params = dict(_dataset_params(name, seed), size=size, split=SPLIT_MODES[name])
+    target = book_dir() / "data" / f"{name}-s{seed}-{size}px-{_key(params, package_sources())}"
+    return _build_once(target, lambda tmp: _call(prepare, tree, tmp, size=size, split=SPLIT_MODES[name],
                                                  seed=seed, verbose=False), params)
 
 
@@ -268,7 +283,7 @@ def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded
     from .fastpath import pick_device
 
     if kind not in RUN_KINDS:
-        raise ValueError(f"unknown run kind {kind!r}; choose one of {', '.join(RUN_KINDS)}")
+        raise InputError(f"unknown run kind {kind!r}; choose one of {', '.join(RUN_KINDS)}")
     device = str(device if device is not None else pick_device())
     preset = preset_for(device, kind)
     data_path = ensure_data(data, device, seed=seed)
@@ -277,7 +292,7 @@ def ensure_run(kind: str = "iaiabl", device: Any = None, data: str = "confounded
     overrides = dict(BOOK_OVERRIDES[kind])
     params = {"kind": kind, "preset": preset, "data": data_path.name, "overrides": overrides,
               "seed": int(seed), "device_type": device.split(":")[0]}
-    target = book_dir() / "runs" / f"{kind}-{data}-s{seed}-{preset}-{_key(params, _RUN_SOURCES)}"
+    target = book_dir() / "runs" / f"{kind}-{data}-s{seed}-{preset}-{_key(params, package_sources())}"
 
     def build(tmp: Path) -> None:
         if kind == "blackbox":
@@ -312,7 +327,7 @@ def ensure_metrics(kind: str = "iaiabl", device: Any = None, data: str = "confou
 
     run_dir = ensure_run(kind, device, data, seed=seed)
     stamp = run_dir / "metrics.source"          # the evaluation code that wrote metrics.json
-    key = _source_hash(_METRIC_SOURCES)
+    key = _source_hash(package_sources())
     if (run_dir / "metrics.json").is_file() and stamp.is_file() and stamp.read_text() == key:
         return evaluate.load_metrics(run_dir)
     result = _call(evaluate.evaluate_run, run_dir, data_dir=ensure_data(data, device, seed=seed),

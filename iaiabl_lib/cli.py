@@ -1,4 +1,4 @@
-"""The ``iaiabl`` command (DESIGN.md §5). Each subcommand is registered by the module that owns
+"""The ``iaiabl`` command (docs/DESIGN.md §5). Each subcommand is registered by the module that owns
 it (``add_cli``), so its options live next to its code."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import EXIT_INTERRUPTED, EXIT_USER, UserError, describe_os_error
+from .errors import EXIT_INTERRUPTED, EXIT_USER, USER_ERRORS, describe_os_error
 
 __all__ = ["SUBCOMMAND_MODULES", "build_parser", "INTERRUPT_HINTS", "main", "torch_oom"]
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         first = str(err).splitlines()[0] if str(err) else "CUDA out of memory"
         print(f"{prefix} the GPU ran out of memory ({first}); {_oom_hint(args)}", file=sys.stderr)
         return EXIT_USER
-    except (ValueError, FileNotFoundError, FileExistsError, UserError) as err:
+    except USER_ERRORS as err:
         # errors raised on purpose carry a message that names the file or value and what to do
         print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_USER

@@ -27,16 +27,18 @@ from __future__ import annotations
 import gc
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import InputError, UserError
 
 __all__ = ["pick_device", "MIN_BATCH", "native_bf16", "AMP_DTYPES", "autocast_dtype", "needs_scaler",
-           "configure_backends", "setup", "sync", "device_name", "fits_batches", "free_memory", "time_calls",
+           "configure_backends", "BACKEND_FLAGS", "setup", "restore_process_state", "sync", "device_name",
+           "fits_batches", "free_memory", "time_calls",
            "fit_batch", "RunEstimate", "format_seconds"]
 
 
@@ -72,7 +74,7 @@ def autocast_dtype(device: torch.device, choice: str = "auto") -> torch.dtype:
         try:
             return AMP_DTYPES[choice]
         except KeyError:
-            raise ValueError(f"train.amp_dtype {choice!r}: use auto, bf16 or fp16") from None
+            raise InputError(f"train.amp_dtype {choice!r}: use auto, bf16 or fp16") from None
     if device.type == "cuda":
         return torch.bfloat16 if native_bf16(device) else torch.float16
     return torch.bfloat16
@@ -83,23 +85,52 @@ def needs_scaler(dtype: torch.dtype) -> bool:
     return dtype == torch.float16
 
 
+BACKEND_FLAGS = (("cudnn", "benchmark"), ("cuda.matmul", "allow_tf32"), ("cudnn", "allow_tf32"))
+"""The ``torch.backends`` switches :func:`configure_backends` sets (module under torch.backends, name)."""
+
+
+def _flag_owner(module: str):
+    owner = torch.backends
+    for part in module.split("."):
+        owner = getattr(owner, part)
+    return owner
+
+
 def configure_backends(device: torch.device) -> None:
-    """The fast path's global switches on CUDA: cuDNN autotuning, TF32 matrix products and
-    convolutions (fp32 work on Ampere and later). Nothing on a CPU."""
+    """The fast path's global switches on CUDA (:data:`BACKEND_FLAGS`): cuDNN autotuning, TF32
+    matrix products and convolutions (fp32 work on Ampere and later). Nothing on a CPU."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        for module, name in BACKEND_FLAGS:
+            setattr(_flag_owner(module), name, True)
 
 
 def setup(device: torch.device, seed: int) -> None:
-    """The one explicit call that sets the process-wide switches of a training run: the global
-    torch and NumPy seeds, and the device's backends (:func:`configure_backends`). Called by the
-    entry points (``train.train``, ``train.estimate``, ``baselines.train_blackbox``) just before
-    they build a model, never inside a constructor."""
+    """Set the process-wide switches of a training run: the global torch and NumPy seeds (the
+    layers' initialisation, dropout and augmentation draw from them), and the device's backends
+    (:func:`configure_backends`). The library's entry points call it only inside
+    :func:`restore_process_state`, which gives the caller's state back afterwards."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     configure_backends(device)
+
+
+@contextmanager
+def restore_process_state() -> Iterator[None]:
+    """On leaving the ``with`` block (even by an exception), put back what :func:`setup` changes:
+    the global torch generators (CPU and every CUDA device), NumPy's global generator and the
+    backend switches (:data:`BACKEND_FLAGS`). ``train.train``, ``train.estimate`` and
+    ``baselines.train_blackbox`` run inside one, so a notebook that trains keeps its own random
+    state and switches; inside, the run sees exactly what ``setup`` gives it."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    numpy_state = np.random.get_state()
+    flags = [getattr(_flag_owner(module), name) for module, name in BACKEND_FLAGS]
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        for (module, name), value in zip(BACKEND_FLAGS, flags):
+            setattr(_flag_owner(module), name, value)
 
 
 def sync(device: torch.device) -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import FINE_NORMS
+from .errors import InputError
 
 __all__ = ["REFERENCE_SIZE", "FINE_NORMS", "cross_entropy", "cluster_separation", "lesion_pull", "l1_off_class", "upsampling_matrix",
            "masked_upsampled_sq_norms", "fine_annotation_loss"]
@@ -162,7 +163,7 @@ def fine_annotation_loss(
     -> scalar
     """
     if norm not in FINE_NORMS:
-        raise ValueError(f"fine-annotation norm {norm!r}: choose one of {', '.join(FINE_NORMS)}")
+        raise InputError(f"fine-annotation norm {norm!r}: choose one of {', '.join(FINE_NORMS)}")
     if relevant_mask.ndim == 3:
         relevant_mask = relevant_mask[:, None]
     size = tuple(relevant_mask.shape[-2:])

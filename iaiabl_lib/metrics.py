@@ -6,7 +6,7 @@ values of AUROC and κ): arrays in, numbers out, no model and no files. ``iaiabl
 these functions with a run's predictions.
 
 Summary form. Every "metric with uncertainty" is a dict ``{"value", "ci_low", "ci_high"}`` (the
-``metrics.json`` form of DESIGN.md §5); ``None`` where the metric is undefined on the data (an AUROC
+``metrics.json`` form of docs/DESIGN.md §5); ``None`` where the metric is undefined on the data (an AUROC
 with no positive or no negative case, a κ or a mean of zero cases).
 
 AUROC uncertainty: the structural components of DeLong, DeLong & Clarke-Pearson (1988, Biometrics
@@ -138,7 +138,7 @@ def _normal_ci(value: float, var: float, alpha: float, method: str = "normal") -
 
 
 def delong_auc_ci(y_true, y_score, alpha: float = 0.05, method: str = "normal") -> tuple[float, float, float]:
-    """Binary AUROC with its DeLong (1 − α) confidence interval (DESIGN.md §4).
+    """Binary AUROC with its DeLong (1 − α) confidence interval (docs/DESIGN.md §4).
 
     Normal approximation on the AUC scale, clipped to [0, 1]; ``method="logit"`` for the
     logit-transformed interval. The AUC itself is scikit-learn's ``roc_auc_score`` (identical to
@@ -416,7 +416,7 @@ def activation_precision(activation_map, relevant_mask, tau: float = 0.95):
     numpy's linear-interpolation quantile, so a 10 × 10 map with distinct values keeps exactly its
     5 largest pixels; ties at the threshold are all kept). ``relevant_mask`` is 1 on the relevant
     region (lesion or fine annotation), 0 elsewhere: the opposite of the paper's m_i convention
-    (DESIGN.md §2), so no inversion is needed here.
+    (docs/DESIGN.md §2), so no inversion is needed here.
 
     activation_map (S, S) -> float, or (N, S, S) -> (N,) array; numpy or torch. relevant_mask of
     the same shape ((N, 1, S, S) masks from ``to_tensors`` are accepted, the channel is dropped).

@@ -25,14 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig, Preset
-from .errors import UserError
+from .errors import InputError, UserError
+from .tiny_weights import load_tiny_weights
 
-__all__ = ["squared_distances", "log_similarity", "topk_average", "bottomk_average", "activation_map",
+__all__ = ["squared_distances", "log_similarity", "topk_average", "bottomk_average", "activation_map", "minmax_01",
            "topk_for", "VGG16_FILENAME", "TinyBackbone", "tiny_backbone", "load_vgg16_state_dict", "vgg16_features",
-           "build_backbone", "IAIABLOutput", "IAIABL", "build_model"]
+           "build_backbone", "IAIABLOutput", "IAIABL", "resize_prototypes", "build_model"]
 
 # ---------------------------------------------------------------------------------------------
-# Pure functions (DESIGN.md §4)
+# Pure functions (docs/DESIGN.md §4)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -86,6 +87,16 @@ def activation_map(similarity_maps: Tensor, size: int | tuple[int, int]) -> Tens
     return F.interpolate(similarity_maps, size=size, mode="bilinear", align_corners=False)
 
 
+def minmax_01(maps: Tensor) -> Tensor:
+    """Per-map min-max normalisation to [0, 1] (Appendix A's Eq. 11; GradCAM's display scale):
+    maps (B, S, S) -> (B, S, S); a constant map -> 0."""
+    flat = maps.flatten(1)
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values                             # (B,)
+    span = (hi - lo)[:, None, None]
+    out = (maps - lo[:, None, None]) / torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, out, torch.zeros_like(out))
+
+
 def topk_for(cfg: ModelConfig, grid_cells: int) -> int:
     """k of Eq. 2 for a latent grid of ``grid_cells`` patches (9 of 196 at 224 px)."""
     if cfg.topk is not None:
@@ -133,7 +144,7 @@ def _check_hash_prefix(path: Path) -> None:
         return
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     if not sha.startswith(expected):
-        raise ValueError(
+        raise InputError(
             f"{path}: SHA-256 {sha[:8]}… does not match torchvision's VGG-16 ImageNet weights "
             f"({expected}…). Delete the file and fetch it again, or pass another path."
         )
@@ -199,8 +210,6 @@ def tiny_backbone(pretrained: str) -> TinyBackbone:
     wrote."""
     backbone = TinyBackbone()
     if pretrained != "none":
-        from .pretrain import load_tiny_weights
-
         backbone.load_state_dict(load_tiny_weights(pretrained))
     return backbone
 
@@ -210,7 +219,7 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
         return vgg16_features(cfg.pretrained)
     if cfg.backbone == "tiny":
         return tiny_backbone(cfg.pretrained)
-    raise ValueError(f"unknown backbone {cfg.backbone!r}; use 'vgg16' or 'tiny'")
+    raise InputError(f"unknown backbone {cfg.backbone!r}; use 'vgg16' or 'tiny'")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +320,21 @@ class IAIABL(nn.Module):
             return int(self.backbone(probe).shape[-1])
 
 
+@torch.no_grad()
+def resize_prototypes(model: IAIABL, prototype_class: Tensor | list[int]) -> None:
+    """Give ``model`` ``len(prototype_class)`` prototypes of these classes (uninitialised values):
+    ``prototypes``, ``prototype_class`` and ``margin_head`` are replaced by tensors of the new size.
+    Used to rebuild a pruned model before ``load_state_dict``."""
+    pc = torch.as_tensor(prototype_class, dtype=torch.long, device=model.prototypes.device)
+    m, c = pc.shape[0], model.prototypes.shape[1]
+    dev, dtype = model.prototypes.device, model.prototypes.dtype
+    model.prototypes = nn.Parameter(torch.zeros(m, c, device=dev, dtype=dtype))
+    model.prototype_class = pc                                                 # registered buffer
+    head = nn.Linear(m, model.cfg.num_classes, bias=False).to(device=dev, dtype=model.margin_head.weight.dtype)
+    model.margin_head = head
+    model.reset_margin_head()
+
+
 def build_model(preset: Preset, prototype_class: list[int] | None = None, pretrained: bool = True) -> IAIABL:
     """IAIABL for ``preset``; ``pretrained=False`` skips loading ImageNet weights (they are about to
     be overwritten by a state dict); ``prototype_class``: the classes of a pruned model."""
@@ -321,8 +345,6 @@ def build_model(preset: Preset, prototype_class: list[int] | None = None, pretra
         model = IAIABL(cfg)
     model.cfg = preset.model          # frozen: the model's settings cannot drift from the preset's
     if prototype_class is not None and list(prototype_class) != model.prototype_class.tolist():
-        from .prune import resize_prototypes      # prune imports this module
-
         resize_prototypes(model, prototype_class)
     return model
 

@@ -171,12 +171,6 @@ def _similarity_colourbar(fig: Figure, mappable, axes, location: str = "right"):
     return _colourbar(fig, mappable, axes, SIMILARITY_LABEL, location, extend="max")
 
 
-def _normalised_01(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    lo, hi = a.min(), a.max()
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-
-
 # ---------------------------------------------------------------------------------------------
 # Fig. 3: a case's reasoning
 # ---------------------------------------------------------------------------------------------
@@ -301,8 +295,9 @@ def plot_prototype_gallery(gallery, max_prototypes: int | None = None) -> Figure
 def plot_cam_comparison(run, blackbox, images, masks=None, target_class=None, titles=None) -> Figure:
     """Paper Fig. 5: for each image (rows) the image, IAIA-BL's class activation map (Appendix A
     Eq. 11, for the class IAIA-BL predicts unless ``target_class`` is given), and the black box's
-    GradCAM and GradCAM++ for the class it predicts (or ``target_class``). Maps are min-max
-    normalised per panel for display. Axes: rows × 4 plus one colour bar."""
+    GradCAM and GradCAM++ for the class it predicts (or ``target_class``). All three maps are
+    min-max normalised per case (Eq. 11 by definition; GradCAM and GradCAM++ as computed).
+    Axes: rows × 4 plus one colour bar."""
     import torch
 
     from .baselines import gradcam_both
@@ -335,7 +330,7 @@ def plot_cam_comparison(run, blackbox, images, masks=None, target_class=None, ti
             _contour(ax[0], m)
             what = MARGINS[int(cls[i])]
             bwhat = MARGINS[int(bcls[i])] if bb.num_outputs > 1 else "malignant"
-            panels = [(_normalised_01(cam[i]), "IAIA-BL class activation\n(Eq. 11)", what),
+            panels = [(cam[i], "IAIA-BL class activation\n(Eq. 11)", what),     # in [0, 1] already
                       (gc[i], "black box: GradCAM", bwhat),
                       (gcpp[i], "black box: GradCAM++", bwhat)]
             for a, (mp, t, c) in zip(ax[1:], panels):

@@ -11,15 +11,18 @@
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import MARGINS
 from .fastpath import pick_device
 from .model import IAIABL
 
-__all__ = ["as_images", "similarities", "predict", "average_margin_auroc", "margin_probabilities", "malignancy_probability"]
+__all__ = ["as_images", "evaluating", "similarities", "predict", "average_margin_auroc", "margin_probabilities", "malignancy_probability"]
 
 
 def margin_probabilities(margin_logits) -> np.ndarray:
@@ -66,16 +69,26 @@ def as_images(x, size: int | None = None) -> Tensor:
     return images
 
 
+@contextmanager
+def evaluating(model: nn.Module, device=None) -> Iterator[torch.device]:
+    """``model`` in eval mode on ``device`` (default: where it is) for the ``with`` block, which
+    gets the device; afterwards, even after an exception, the model is back in its own mode
+    (train or eval) on its own device. The caller's model is never left changed."""
+    home = next(model.parameters()).device
+    dev = home if device is None else pick_device(device)
+    was = model.training
+    model.to(dev).eval()
+    try:
+        yield dev
+    finally:
+        model.to(home).train(was)
+
+
 @torch.no_grad()
 def similarities(model: IAIABL, images: Tensor, batch_size: int = 256) -> Tensor:
     """s_j (Eq. 2) of every image, in eval mode and fp32: (N, 3, S, S) -> (N, m) on the model's device."""
-    was = model.training
-    model.eval()
-    dev = model.prototypes.device
-    try:
+    with evaluating(model) as dev:
         parts = [model(images[i:i + batch_size].to(dev)).similarity for i in range(0, images.shape[0], batch_size)]
-    finally:
-        model.train(was)
     return torch.cat(parts) if parts else torch.zeros(0, model.num_prototypes, device=dev)
 
 
@@ -85,23 +98,17 @@ def predict(model: IAIABL, images_or_tensorset, batch_size: int = 256, device=No
 
     Returns numpy arrays: margin_logits (N, 3), margin_prob (N, 3), malignancy_prob (N,) (None
     when the model's malignancy head is not fitted: ``model.malignancy_fitted``), similarity
-    (N, m), similarity_maps (N, m, H, W).
+    (N, m), similarity_maps (N, m, H, W). ``device``: where to run (default: the model's device);
+    the model is back on its own device and in its own mode afterwards (:func:`evaluating`).
     """
     images = as_images(images_or_tensorset)
-    dev = pick_device(device) if device is not None else model.prototypes.device
-    if dev != model.prototypes.device:
-        model.to(dev)
-    was = model.training
-    model.eval()
     keys = ("margin_logits", "malignancy_logit", "similarity", "similarity_maps")
     parts: dict[str, list] = {k: [] for k in keys}
-    try:
+    with evaluating(model, device) as dev:
         for i in range(0, images.shape[0], batch_size):
             out = model(images[i:i + batch_size].to(dev).float())
             for k in keys:
                 parts[k].append(getattr(out, k).float().cpu())
-    finally:
-        model.train(was)
     res = {k: torch.cat(v).numpy() if v else np.zeros((0,)) for k, v in parts.items()}
     logits = res["margin_logits"]
     res["margin_prob"] = margin_probabilities(logits) if len(logits) else np.zeros((0, 3))

@@ -52,12 +52,10 @@ Loading (:func:`load_tiny_weights`) checks the file's SHA-256 against :data:`TIN
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
+from .tiny_weights import TINY_WEIGHTS, load_tiny_weights    # re-exported: loading lives beside the model
 
 __all__ = ["CORPUS_SEEDS", "PROBE_SEED", "CORPUS_MARKER_RATE", "CORPUS_PATIENTS", "TINY_WEIGHTS",
            "ORIENTATION_BINS", "make_corpus", "structure_targets", "lesion_targets", "nt_xent", "PretextNet",
@@ -81,13 +80,6 @@ over the trees (circumscribed, indistinct, spiculated), so over the corpus no cl
 CORPUS_PATIENTS = 260
 CORPUS_SIZE = 64
 ORIENTATION_BINS = 8
-
-TINY_WEIGHTS = {
-    "synthetic": ("tiny_synthetic.pt", "5196e067ed4ae03c2ea43f7232cfa56411d76b2bed156de809ccf1dbd3312eb2"),
-}
-"""The shipped tiny-backbone weights by ``model.pretrained`` name: (file in ``iaiabl_lib/pretrained/``,
-its SHA-256). Each file's JSON twin records the command, seeds, time and scores that made it."""
-
 
 # ---------------------------------------------------------------------------------------------
 # the corpus
@@ -339,41 +331,6 @@ def pretext_scores(net: PretextNet, corpus: dict[int, Path]) -> dict[str, float]
     r2 = 1 - float(((structure - target) ** 2).mean() / target.var(dim=(0, 2, 3), keepdim=True).mean())
     return {"lesion_cell_auroc": float(roc_auc_score(cells, lesion_logit.flatten().numpy())),
             "structure_r2": r2}
-
-
-# ---------------------------------------------------------------------------------------------
-# loading
-# ---------------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_tiny_weights(source: str) -> dict[str, Tensor]:
-    """The tiny backbone's state dict: ``source`` a name of :data:`TINY_WEIGHTS` (shipped, the
-    SHA-256 checked; no download ever) or the path of a file written by ``iaiabl pretrain``."""
-    from .errors import UserError
-
-    if source in TINY_WEIGHTS:
-        name, expected = TINY_WEIGHTS[source]
-        ref = resources.files("iaiabl_lib").joinpath("pretrained", name)
-        with resources.as_file(ref) as path:
-            if not path.is_file():
-                raise UserError(f"the shipped tiny-backbone weights {name} are missing from this "
-                                f"installation ({path}); reinstall iaiabl_lib, or make them with "
-                                f"`iaiabl pretrain --out FILE` and pass model.pretrained=FILE")
-            sha = _sha256(path)
-            if expected is not None and sha != expected:
-                raise UserError(f"{path}: SHA-256 {sha[:12]}… is not the shipped weights' "
-                                f"{expected[:12]}…; reinstall iaiabl_lib")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"tiny-backbone weights {source!r}: neither a shipped name "
-                        f"({', '.join(TINY_WEIGHTS)}) nor an existing file; make one with "
-                        "`iaiabl pretrain --out FILE`, or use model.pretrained=none")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,15 +12,15 @@ ADDED to the kept column:
 which leaves the margin logits h1·s unchanged for exact duplicates. The model then has fewer
 prototypes (m' ≤ m): ``prototypes`` (m', C), ``prototype_class`` (m',) and ``margin_head``
 (3 × m'). ``config.json`` of the run stores the kept classes (``prototype_class``) so that
-``train.load_run`` rebuilds these shapes with ``resize_prototypes`` before loading the state dict.
+``rundir.load_run`` rebuilds these shapes with ``model.resize_prototypes`` before loading the state dict.
 """
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .config import MARGINS
-from .model import IAIABL
+from .model import IAIABL, resize_prototypes     # re-exported: the book and older code import it from here
 
 __all__ = ["duplicate_groups", "resize_prototypes", "prune_duplicates"]
 
@@ -67,21 +67,6 @@ def duplicate_groups(
         groups.setdefault(find(i), []).append(i)
     return [(members, " + ".join(sorted(reason.get(root, set()))))
             for root, members in sorted(groups.items()) if len(members) > 1]
-
-
-@torch.no_grad()
-def resize_prototypes(model: IAIABL, prototype_class: Tensor | list[int]) -> None:
-    """Give ``model`` ``len(prototype_class)`` prototypes of these classes (uninitialised values):
-    ``prototypes``, ``prototype_class`` and ``margin_head`` are replaced by tensors of the new size.
-    Used to rebuild a pruned model before ``load_state_dict``."""
-    pc = torch.as_tensor(prototype_class, dtype=torch.long, device=model.prototypes.device)
-    m, c = pc.shape[0], model.prototypes.shape[1]
-    dev, dtype = model.prototypes.device, model.prototypes.dtype
-    model.prototypes = nn.Parameter(torch.zeros(m, c, device=dev, dtype=dtype))
-    model.prototype_class = pc                                                 # registered buffer
-    head = nn.Linear(m, model.cfg.num_classes, bias=False).to(device=dev, dtype=model.margin_head.weight.dtype)
-    model.margin_head = head
-    model.reset_margin_head()
 
 
 @torch.no_grad()

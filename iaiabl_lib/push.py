@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
+from .errors import InputError
 from .model import IAIABL, activation_map, squared_distances
 
 __all__ = ["HIGH_ACTIVATION_PERCENTILE", "ReceptiveField", "receptive_field", "rf_box",
@@ -150,12 +151,22 @@ def patch_mask_from(masks: Tensor, grid: tuple[int, int], threshold: float = 0.5
 
 
 def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: int = 256,
-                    autocast: torch.dtype | None = None, patch_mask: Tensor | None = None) -> NearestPatches:
+                    autocast: torch.dtype | None = None, patch_mask: Tensor | None = None,
+                    distinct: bool = False) -> NearestPatches:
     """For each prototype, its nearest latent patch among the images of its own class (and, with
     ``patch_mask`` (N, H, W) bool, among the cells it allows: the push set of ``train.push_set``).
 
     images (N, 3, S, S), labels (N,) -> NearestPatches. One matrix product per chunk of images;
     the running minimum is kept on the device (no host synchronisation inside the loop).
+
+    ``distinct`` (``train.push_distinct = "image"``): no two prototypes are projected onto the
+    same training image. A departure from the paper, after PixPNet's ``duplicate_filter="sample"``
+    (Carmichael et al., WACV 2024), made exact over the whole training set rather than per batch:
+    each prototype keeps its best patch in each of its m nearest images (one of them is free
+    whatever the others take), then the pairs are assigned greedily in order of distance, the
+    nearest first, each assignment taking its image off the table. Without it, prototypes that
+    training has drawn together land on one patch and pruning merges them (``prune``). A class
+    with fewer images than prototypes reuses images once its own are used up.
 
     ``autocast`` (bf16/fp16, the GPU fast path): the search runs the network in that precision
     (channels_last), then the winners' images, at most m of them, go through it again in fp32, so
@@ -171,6 +182,9 @@ def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: i
     best_img = torch.zeros(m, dtype=torch.long, device=dev)
     best_patch = torch.zeros(m, dtype=torch.long, device=dev)
     best_vec = protos.clone()
+    cand_d = torch.full((m, 0), float("inf"), device=dev)                    # (m, ≤m) distinct mode
+    cand_img = torch.zeros((m, 0), dtype=torch.long, device=dev)
+    cand_patch = torch.zeros((m, 0), dtype=torch.long, device=dev)
     grid = (0, 0)
     for s in range(0, images.shape[0], batch_size):
         x = images[s:s + batch_size].to(dev, non_blocking=True)
@@ -186,6 +200,13 @@ def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: i
         d = d.masked_fill(~own[:, :, None, None], float("inf"))
         if patch_mask is not None:                                            # (b, 1, H, W)
             d = d.masked_fill(~patch_mask[s:s + batch_size].to(dev)[:, None], float("inf"))
+        if distinct:   # each prototype's best patch per image, merged into its m best images
+            per_img, per_patch = d.flatten(2).min(dim=2)                      # (b, m)
+            cand_d = torch.cat([cand_d, per_img.t()], dim=1)                  # (m, k + b)
+            cand_img = torch.cat([cand_img, s + torch.arange(b, device=dev).expand(m, b)], dim=1)
+            cand_patch = torch.cat([cand_patch, per_patch.t()], dim=1)
+            keep = cand_d.topk(min(m, cand_d.shape[1]), dim=1, largest=False).indices  # (m, ≤m)
+            cand_d, cand_img, cand_patch = (t.gather(1, keep) for t in (cand_d, cand_img, cand_patch))
         d = d.permute(1, 0, 2, 3).reshape(m, b * h * w)                      # (m, b·HW)
         dmin, arg = d.min(dim=1)                                              # (m,)
         vec = z.permute(0, 2, 3, 1).reshape(b * h * w, c)[arg]                # (m, C)
@@ -197,15 +218,41 @@ def nearest_patches(model: IAIABL, images: Tensor, labels: Tensor, batch_size: i
     missing = torch.isinf(best_d)
     if bool(missing.any()):
         absent = sorted({MARGINS[int(k)] for k in pclass[missing].tolist()})
-        raise ValueError(f"push: the training set has no image of class {', '.join(absent)}; "
+        raise InputError(f"push: the training set has no image of class {', '.join(absent)}; "
                          "every class needs training examples to project its prototypes onto")
-    if autocast is not None:   # the winners again, in fp32
+    if distinct:
+        best_d, best_img, best_patch = _assign_distinct(cand_d, cand_img, cand_patch, best_d, best_img, best_patch)
+    if autocast is not None or distinct:   # the winners again, in fp32
         uniq, pos = torch.unique(best_img, return_inverse=True)              # (u,), (m,)
         z = model.features(images[uniq.to(images.device)].to(dev).contiguous()).float()  # (u, C, H, W)
         z = z.flatten(2)                                                      # (u, C, HW)
         best_vec = z[pos, :, best_patch]                                      # (m, C)
         best_d = ((best_vec - protos) ** 2).sum(dim=1)                        # (m,)
     return NearestPatches(best_d, best_img, best_patch, best_vec, grid)
+
+
+def _assign_distinct(cand_d: Tensor, cand_img: Tensor, cand_patch: Tensor,
+                     best_d: Tensor, best_img: Tensor, best_patch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Greedy assignment of prototypes to distinct images, nearest pair first (``nearest_patches``).
+
+    cand_* (m, k): each prototype's k ≤ m nearest images (distance, image, patch), inf where none;
+    best_* (m,): each prototype's unconstrained nearest patch, the fallback for a prototype whose
+    candidate images are all taken (its class has fewer images than prototypes)."""
+    d = cand_d.detach().cpu().double().clone()                              # (m, k)
+    img, patch = cand_img.cpu(), cand_patch.cpu()
+    out_d, out_img, out_patch = best_d.cpu().clone(), best_img.cpu().clone(), best_patch.cpu().clone()
+    left = set(range(d.shape[0]))
+    while left:
+        flat = int(d.argmin())
+        j, k = divmod(flat, d.shape[1])
+        if not torch.isfinite(d[j, k]):
+            break                                                             # fallback for the rest
+        out_d[j], out_img[j], out_patch[j] = cand_d[j, k].cpu(), img[j, k], patch[j, k]
+        d[j] = float("inf")
+        d[img == img[j, k]] = float("inf")                                    # the image is taken
+        left.discard(j)
+    dev = best_d.device
+    return out_d.to(dev), out_img.to(dev), out_patch.to(dev)
 
 
 def grey_uint8(images: Tensor) -> np.ndarray:
@@ -231,18 +278,20 @@ def push_prototypes(
     epoch: int | None = None,
     autocast: torch.dtype | None = None,
     patch_mask: Tensor | None = None,
+    distinct: bool = False,
 ) -> PushResult:
     """Stage A2: project every prototype onto its nearest same-class training patch (in place) and
     record where it came from (see the module docstring).
 
     images (N, 3, S, S) un-augmented, ImageNet-normalised training images; labels (N,);
     ids: their manifest ids; source_index (N,): their row numbers in the prepared dataset
-    (default 0..N-1); autocast: the search's precision on the fast path (``nearest_patches``).
+    (default 0..N-1); autocast: the search's precision on the fast path (``nearest_patches``);
+    patch_mask, distinct: the cells allowed and one image per prototype (``nearest_patches``).
     """
     was_training = model.training
     model.eval()
     try:
-        near = nearest_patches(model, images, labels, batch_size, autocast, patch_mask)
+        near = nearest_patches(model, images, labels, batch_size, autocast, patch_mask, distinct)
         model.prototypes.data.copy_(near.vector.to(model.prototypes.dtype))
         m = model.num_prototypes
         s = images.shape[-1]

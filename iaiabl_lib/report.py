@@ -30,6 +30,7 @@ import numpy as np
 
 from .config import MARGIN_WORDS, MARGINS
 from .words import pct
+from .errors import InputError
 
 __all__ = ["parse_box", "crop_dicom_case", "crop_size_of", "render_html", "write_report", "explain_to_html",
            "add_cli", "run_cli", "DISCLAIMER"]
@@ -52,9 +53,9 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
         if any(float(p) != int(float(p)) for p in parts):
             raise ValueError
     except ValueError:
-        raise ValueError(f"--box {text!r}: expected four whole numbers y0,x0,y1,x1 (pixels)") from None
+        raise InputError(f"--box {text!r}: expected four whole numbers y0,x0,y1,x1 (pixels)") from None
     if len(values) != 4:
-        raise ValueError(f"--box {text!r}: expected four numbers y0,x0,y1,x1, got {len(values)}")
+        raise InputError(f"--box {text!r}: expected four numbers y0,x0,y1,x1, got {len(values)}")
     return values  # type: ignore[return-value]
 
 
@@ -70,7 +71,7 @@ def _check_box(box: tuple[int, int, int, int], shape: tuple[int, int], path: Pat
         problems.append(f"the box leaves the image, which is {h} rows × {w} columns "
                         f"(y1 ≤ {h}, x1 ≤ {w})")
     if problems:
-        raise ValueError(f"--box {','.join(map(str, box))} does not fit {path.name}: "
+        raise InputError(f"--box {','.join(map(str, box))} does not fit {path.name}: "
                          + "; ".join(problems) + ". Give the lesion's bounding box in full-image "
                          "pixel coordinates as y0,x0,y1,x1 (row, column of the top-left corner, "
                          "then of the bottom-right corner plus one).")
@@ -102,7 +103,7 @@ def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | No
 
     path = Path(dicom_path)
     if (box is None) == (mask_path is None):
-        raise ValueError(f"{path.name} is a raw DICOM: locate the lesion with exactly one of "
+        raise InputError(f"{path.name} is a raw DICOM: locate the lesion with exactly one of "
                          "--box y0,x0,y1,x1 (full-image pixels) or --mask MASK.dcm (a binary "
                          "ROI mask of the same size)")
     pixels, info = read_dicom(path)
@@ -118,17 +119,17 @@ def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | No
         mpixels, _ = read_dicom(mpath, modality=None)
         lesion = _binary_mask(mpixels)
         if lesion is None:
-            raise ValueError(f"--mask {mpath.name}: not a binary mask (it has more than two grey "
+            raise InputError(f"--mask {mpath.name}: not a binary mask (it has more than two grey "
                              "values); pass the ROI mask file, not the cropped image")
         if lesion.shape != shape:
-            raise ValueError(f"--mask {mpath.name} is {lesion.shape[0]} × {lesion.shape[1]} px but "
+            raise InputError(f"--mask {mpath.name} is {lesion.shape[0]} × {lesion.shape[1]} px but "
                              f"the mammogram {path.name} is {shape[0]} × {shape[1]} px; the ROI "
                              "mask must have the full image's size (use the mask that belongs to "
                              "this image)")
         if not lesion.any():
-            raise ValueError(f"--mask {mpath.name}: the mask is empty (no lesion pixels)")
+            raise InputError(f"--mask {mpath.name}: the mask is empty (no lesion pixels)")
         if lesion.all():
-            raise ValueError(f"--mask {mpath.name}: the mask marks every pixel as lesion; it "
+            raise InputError(f"--mask {mpath.name}: the mask marks every pixel as lesion; it "
                              "outlines nothing: pass the ROI mask of this lesion")
     bbox, crop_box = crop_geometry(lesion)
     image, (lesion_roi,) = crop_and_resize(window_to_uint8(pixels, info), [lesion], crop_box, size)
@@ -195,10 +196,10 @@ def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict 
     fig_html = _png_tag(plot_case_explanation(expl), "the model's reasoning, prototype by prototype")
     cam_html = ""
     if cam_png:
-        cam_html = ("<h2>Where the evidence for the predicted margin lies</h2>"
+        cam_html = ("<h2>Where the prototypes of the predicted margin match</h2>"
                     f"<p>The class activation map (Appendix A, Eq. 11): the prototype activation "
-                    f"maps of the {esc(expl.predicted_margin)} prototypes, weighted by their "
-                    f"connection to that class.</p>{cam_png}")
+                    f"maps of the {esc(expl.predicted_margin)} prototypes, each weighted by how "
+                    f"strongly it matched (its similarity score), scaled from 0 to 1.</p>{cam_png}")
     details = {"run": str(getattr(run, "dir", "")),
                "preset": getattr(getattr(run, "preset", None), "name", ""),
                "prototypes": int(len(expl.similarity)),
@@ -247,8 +248,9 @@ def _cam_figure_html(run, expl) -> str:
 
     import matplotlib
 
-    # from the maps explain_case kept (its one forward pass); an explanation without them is run again
-    cam = (expl.class_activation() if expl.similarity_maps is not None
+    # Eq. 11 for the predicted margin (a new case has no recorded truth), from the maps
+    # explain_case kept (its one forward pass); an explanation without them is run again
+    cam = (expl.class_activation(expl.predicted_class) if expl.similarity_maps is not None
            else class_activation_map(run, expl.image, expl.predicted_class)[0])
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(6, 3.2), layout="constrained")
@@ -257,11 +259,13 @@ def _cam_figure_html(run, expl) -> str:
         _contour(ax[0], expl.lesion_mask)
         _clean(ax[0], "region of interest")
         ax[1].imshow(expl.image, cmap="gray", vmin=0, vmax=255)
-        im = ax[1].imshow(cam, cmap=ACTIVATION_CMAP, alpha=OVERLAY_ALPHA)
+        im = ax[1].imshow(cam, cmap=ACTIVATION_CMAP, alpha=OVERLAY_ALPHA, vmin=0, vmax=1)
         _contour(ax[1], expl.lesion_mask)
-        _clean(ax[1], f"class activation: {expl.predicted_margin}")
-        fig.colorbar(im, ax=ax[1], fraction=0.046, pad=0.04).set_label("points per pixel")
-    return _png_tag(fig, "class activation map of the predicted margin")
+        _clean(ax[1], f"class activation (Eq. 11): {expl.predicted_margin}")
+        fig.colorbar(im, ax=ax[1], fraction=0.046, pad=0.04).set_label("activation, min-max normalised")
+    return _png_tag(fig, f"Where the prototypes of the predicted margin ({expl.predicted_margin}) match this "
+                         "region of interest: their activation maps weighted by similarity score, from 0 "
+                         "(weakest) to 1 (strongest), paper Appendix A Eq. 11")
 
 
 def write_report(path: str | Path, text: str) -> Path:
@@ -310,7 +314,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
     run_dir = Path(run_dir)
     kind = read_config(run_dir).get("kind", "iaiabl")
     if kind != "iaiabl":
-        raise ValueError(f"{run_dir} is a {kind} run; `iaiabl explain` explains IAIA-BL and "
+        raise InputError(f"{run_dir} is a {kind} run; `iaiabl explain` explains IAIA-BL and "
                          "ProtoPNet runs (a black box has no prototypes to show)")
     run = load_run(run_dir, device=device or "cpu")     # refuses an unfinished or mixed-up run
     size = int(run.preset.model.image_size)
@@ -332,7 +336,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
         print(f"{case_path.name}: crop {roi['crop_box'][2]} px square, resized to {prep_size} px, then {size} px")
     else:
         if box is not None or mask is not None:
-            raise ValueError("--box / --mask locate the lesion in a raw DICOM file; a prepared "
+            raise InputError("--box / --mask locate the lesion in a raw DICOM file; a prepared "
                              f"case ({case}) already has its crop")
         if data_dir is None or not Path(data_dir).is_dir():
             raise FileNotFoundError(f"the prepared dataset of {run_dir} ({data_dir}) is not available; "
@@ -341,7 +345,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
         if case not in ds.ids:
             near = [i for i in ds.ids if case.lower() in i.lower()][:5]
             hint = f" Similar ids: {', '.join(near)}." if near else f" Ids look like {ds.ids[0]!r}."
-            raise ValueError(f"{case!r} is neither a DICOM file nor a case id of the prepared "
+            raise InputError(f"{case!r} is neither a DICOM file nor a case id of the prepared "
                              f"dataset {data_dir}.{hint}")
         expl = explain_case(run, case, data=ds, top=top)
         name = case

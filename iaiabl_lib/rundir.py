@@ -40,12 +40,12 @@ import torch
 
 from .atomic import atomic_write_bytes, atomic_write_json
 from .config import Preset
-from .errors import UserError
+from .errors import InputError, UserError
 from .fastpath import pick_device
 from .model import IAIABL, build_model
 
 __all__ = ["HISTORY_COLUMNS", "RESUME_FILE", "RUN_FILES", "CheckpointError", "RunError", "save_state",
-           "load_state", "file_digest", "read_config", "write_config", "RUN_FORMAT", "recorded_data_dir", "check_run", "check_prototypes", "split_record", "recorded_split_of",
+           "load_state", "file_digest", "read_config", "read_run_json", "write_config", "RUN_FORMAT", "recorded_data_dir", "check_run", "check_prototypes", "split_record", "recorded_split_of",
            "check_split",
            "LEAK_SPLITS", "write_history", "read_history", "Run", "load_run"]
 
@@ -67,6 +67,8 @@ RUN_FORMAT = 1
 layout would misread the new one; :func:`read_config` refuses a newer one by name."""
 RUN_FILES = ("config.json", "model.pt", "push.json", "push.npz", "prune.json", "malignancy.json",
              "history.csv")
+"""The files of a finished IAIA-BL run directory (``train`` writes them, config.json last; black-box
+runs hold config.json, model.pt and history.csv). The one list: docs/INTERFACES.md describes each."""
 
 
 LEAK_SPLITS = {"test": ("train", "val"), "val": ("train",), "train": ()}
@@ -135,10 +137,7 @@ def read_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json); train one with "
                                 f"`iaiabl train --data DATA --preset tiny --out {run_dir}`")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunError(f"{path}: not valid JSON ({err}); the run is damaged: retrain it") from None
+    cfg = read_run_json(path)
     if not isinstance(cfg, dict):
         raise RunError(f"{path}: not a run configuration (a JSON object); the run is damaged: retrain it")
     version = cfg.get("format", 1)              # runs written before the field existed are format 1
@@ -146,6 +145,18 @@ def read_config(run_dir: str | Path) -> dict:
         raise RunError(f"{path}: run format {version!r}, but this version of iaiabl_lib reads format "
                        f"{RUN_FORMAT} at most; update the library (pip install -U) or retrain the run")
     return cfg
+
+
+def read_run_json(path: str | Path, default: Any = None) -> Any:
+    """A JSON file of a run directory (``default`` when it is absent); a damaged one is a
+    :class:`RunError` naming it."""
+    path = Path(path)
+    if default is not None and not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path}: not valid JSON ({err}); the run is damaged: retrain it") from None
 
 
 def write_config(run_dir: str | Path, config: dict) -> None:
@@ -170,7 +181,7 @@ def check_run(run_dir: str | Path, kind: str | None = None) -> dict:
     cfg = read_config(d)
     found = cfg.get("kind", "iaiabl")
     if kind is not None and found != kind:
-        raise ValueError(f"{d}: config.json kind is {found!r}, not {kind!r}"
+        raise InputError(f"{d}: config.json kind is {found!r}, not {kind!r}"
                          + ("; load black-box runs with iaiabl_lib.baselines.load_blackbox" if found == "blackbox"
                             else "; load IAIA-BL and ProtoPNet runs with iaiabl_lib.rundir.load_run"))
     again = "re-run the same `iaiabl train` command to resume it" if (d / RESUME_FILE).is_file() \
@@ -327,8 +338,7 @@ def load_run(run_dir: str | Path, device=None) -> Run:
     config = check_run(d, kind="iaiabl")
 
     def read_json(name):
-        p = d / name
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+        return read_run_json(d / name, default={})
 
     preset = Preset.from_dict(config["preset"])
     state = load_state(d / "model.pt")

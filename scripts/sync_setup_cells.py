@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write the one setup cell into every chapter of the book, and strip outputs.
 
-Every chapter (``book/*.ipynb``) starts with the same *setup cell* (DESIGN.md §6): it installs the
+Every chapter (``book/*.ipynb``) starts with the same *setup cell* (docs/DESIGN.md §6): it installs the
 library from the book's repository only if ``import iaiabl_lib`` fails (Colab), picks the device with
 ``train.pick_device`` and the preset with ``config.default_preset_for``, and prints versions and a note
 on switching Colab to a GPU. The cell is generated here, from ONE template; the repository URL is
@@ -47,13 +47,16 @@ from iaiabl_lib import config, train
 from iaiabl_lib.bookcache import book_dir
 
 device = train.pick_device()                 # "cuda" when a GPU is there, else "cpu"; never hard-coded
-preset = config.default_preset_for(device)   # "tiny" on a CPU, "paper" on a GPU
+preset = config.default_preset_for(device)   # "tiny" unless you opt into "paper" (below)
 torch.manual_seed(0)
 print(f"python {{sys.version.split()[0]}}, torch {{torch.__version__}}, iaiabl_lib {{iaiabl_lib.__version__}}")
 print(f"device: {{device}}; preset: {{preset!r}}; models and data cached in {{book_dir()}}")
-if not str(device).startswith("cuda"):
-    print("No GPU: this chapter runs the 'tiny' preset on the CPU (small synthetic data, minutes).\\n"
-          "On Colab, for the paper-scale preset: Runtime > Change runtime type > T4 GPU, then run all again.")'''
+if preset == "tiny":
+    print("This chapter runs the 'tiny' preset (small synthetic data; minutes on a CPU, faster on a GPU).\\n"
+          "Paper scale (VGG-16 at 224 px; hours per model on a T4, an estimate: not yet run end to end): on a GPU,\\n"
+          "run  os.environ['IAIABL_BOOK_PRESET'] = 'paper'  first, then this cell again.\\n"
+          "On Colab, keep trained models across notebooks: from google.colab import drive;\\n"
+          "drive.mount('/content/drive'); os.environ['IAIABL_BOOK_CACHE'] = '/content/drive/MyDrive/iaiabl-book'")'''
 
 
 def read_repository(config_path: Path = CONFIG) -> tuple[str, str]:

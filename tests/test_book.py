@@ -157,7 +157,7 @@ def test_chapters_never_hard_code_cuda():
 
 
 def test_chapters_follow_the_template():
-    """DESIGN.md §6: objectives with a time estimate, summary, exercises with solutions, references
+    """docs/DESIGN.md §6: objectives with a time estimate, summary, exercises with solutions, references
     (for the chapters; a chapter's sections share its objectives and exercises)."""
     assert len(top_level_chapters()) >= 14
     for path in top_level_chapters():
@@ -323,7 +323,7 @@ def test_bookcache_location_and_atomic_entries(tmp_path, monkeypatch):
     assert newer.is_dir() and not target.exists()             # the stale entry of that name is gone
 
 
-def test_bookcache_keys_follow_code_and_parameters():
+def test_bookcache_keys_follow_code_and_parameters(monkeypatch):
     from iaiabl_lib import bookcache
 
     a = bookcache._key({"kind": "iaiabl"}, ("model.py",))
@@ -335,7 +335,15 @@ def test_bookcache_keys_follow_code_and_parameters():
                                                   "train.push_set": "all"}
     assert bookcache.BOOK_OVERRIDES["scratch"] == {"model.pretrained": "none"}
     assert bookcache.preset_for("cpu") == "tiny" and bookcache.preset_for("cpu", "protopnet") == "tiny-protopnet"
+    # a GPU alone does not switch to the paper's scale (hours per model): the reader opts in
+    monkeypatch.delenv("IAIABL_BOOK_PRESET", raising=False)
+    assert bookcache.preset_for("cuda") == "tiny"
+    monkeypatch.setenv("IAIABL_BOOK_PRESET", "paper")
     assert bookcache.preset_for("cuda") == "paper" and bookcache.preset_for("cuda", "protopnet") == "protopnet"
+    assert bookcache.preset_for("cpu") == "tiny"                     # never the paper preset on a CPU
+    monkeypatch.setenv("IAIABL_BOOK_PRESET", "huge")
+    with pytest.raises(ValueError, match="IAIABL_BOOK_PRESET='huge'"):
+        bookcache.preset_for("cuda")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 from iaiabl_lib import atomic
 from iaiabl_lib.evaluate import cli as evaluate_cli
 from iaiabl_lib.cli import main
+from iaiabl_lib.errors import InputError, UserError
 from iaiabl_lib.train import cli as train_cli
 
 
@@ -77,6 +78,37 @@ def test_unexpected_errors_keep_their_traceback(run_copy, monkeypatch):
     monkeypatch.setattr(evaluate_cli, "evaluate_run", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["evaluate", "--run", str(run_copy)])
+
+
+def test_an_internal_value_error_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    """Only the library's own user errors are one-line exits: a ValueError from inside (numpy, torch,
+    a broken contract) is a bug and propagates; an InputError (a ValueError too) is the user's."""
+    def bug(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+    monkeypatch.setattr(evaluate_cli, "evaluate_run", bug)
+    with pytest.raises(ValueError, match="could not be broadcast"):
+        main(["evaluate", "--run", str(tmp_path)])
+
+    def user(*args, **kwargs):
+        raise InputError("--bootstrap must be at least 1 (got 0)")
+
+    monkeypatch.setattr(evaluate_cli, "evaluate_run", user)
+    assert main(["evaluate", "--run", str(tmp_path)]) == 2
+    assert _one_line(capsys, "evaluate") == "iaiabl evaluate: error: --bootstrap must be at least 1 (got 0)"
+
+
+def test_user_errors_are_still_the_exceptions_callers_catch():
+    """InputError keeps both older contracts: ``except ValueError`` and ``except RuntimeError``."""
+    from iaiabl_lib.config import get_preset
+    from iaiabl_lib.data.cbis_ddsm import CbisError
+    from iaiabl_lib.data.dataset import MissingClassError, PreparedDatasetError
+    from iaiabl_lib.data.dicom import DicomError
+
+    for cls in (InputError, CbisError, DicomError, PreparedDatasetError, MissingClassError):
+        assert issubclass(cls, ValueError) and issubclass(cls, UserError), cls
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        get_preset("nope")
 
 
 @pytest.mark.parametrize("value, words", [("train.batch_size=1.5", "expected a whole number"),

@@ -214,3 +214,154 @@ def test_off_patch_count_reads_prune_json(tmp_path):
     assert science._off_patch(tmp_path) == 2                     # above OFF_PATCH_SQ_DISTANCE = 1
     (tmp_path / "prune.json").write_text(json.dumps({}))
     assert science._off_patch(tmp_path) is None
+
+
+# --- the import graph ----------------------------------------------------------------------------
+
+def _module_files() -> dict[str, Path]:
+    """Every module of the package, private ones included: dotted name -> file."""
+    out = {}
+    for path in sorted(LIB.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _imported(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, int]]:
+    """(module imported, line) for each import statement of ``path``, at any depth (module level
+    and inside functions) except under ``if TYPE_CHECKING:``. ``from X import y`` names the
+    submodule X.y when there is one, else X."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for stmt in child.orelse:
+                    visit(ast.Module(body=[stmt], type_ignores=[]))
+            elif isinstance(child, ast.Import):
+                found.extend((alias.name, child.lineno) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    parts = package.split(".")[:len(package.split(".")) - child.level + 1]
+                    base = ".".join(parts + ([child.module] if child.module else []))
+                for alias in child.names:
+                    sub = f"{base}.{alias.name}"
+                    found.append((sub if sub in modules else base, child.lineno))
+            else:
+                visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    """module -> {module it imports: line}, within iaiabl_lib. Importing ``a.b.c`` runs the
+    packages ``a.b`` and ``a`` first, so the edge also goes to each package above the target,
+    except the packages that hold the importer itself (already being imported, Python's own
+    parent-before-child order)."""
+    modules = _module_files()
+    graph = {}
+    for name, path in modules.items():
+        own = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: dict[str, int] = {}
+        for target, line in _imported(name, path, modules):
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                t = ".".join(parts[:i])
+                if t in modules and t != name and not (own == t or own.startswith(t + ".")):
+                    edges.setdefault(t, line)
+        graph[name] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """One cycle (a closed path, first module repeated last) per strongly connected component
+    larger than one module (Tarjan's algorithm, iterative)."""
+    index, low, stack, on_stack, comps = {}, {}, [], set(), []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(graph[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(graph[w])))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    comps.append(set(comp))
+    cycles = []
+    for comp in comps:                                      # a closed path inside the component
+        start = min(comp)
+        path, seen = [start], {start: 0}
+        while True:
+            nxt = min(w for w in graph[path[-1]] if w in comp)
+            if nxt in seen:
+                cycles.append(path[seen[nxt]:] + [nxt])
+                break
+            seen[nxt] = len(path)
+            path.append(nxt)
+    return cycles
+
+
+def test_no_import_cycles():
+    """No circle in the package's import graph (issue 23). Every import counts: at module level
+    and inside functions (a deferred import only hides a circle until the function runs), except
+    under ``if TYPE_CHECKING:``; importing a submodule also imports the packages above it."""
+    graph = import_graph()
+    cycles = _cycles(graph)
+    shown = ["  " + " -> ".join(f"{a} (line {graph[a][b]})" for a, b in zip(c, c[1:])) + f" -> {c[-1]}"
+             for c in cycles]
+    assert not cycles, "import cycles in iaiabl_lib:\n" + "\n".join(shown)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3, "d": 4}, "d": {}}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b": 1}, "b": {}}) == []
+
+
+def test_each_public_constant_name_is_defined_once():
+    """One meaning per name (issue 23: two different ``RUN_FILES``): an upper-case public name is
+    assigned at module level in one module only; re-exports (imports) do not count."""
+    defined: dict[str, list[str]] = {}
+    for path in sorted(LIB.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, ast.AnnAssign) else []
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id.isupper() and not t.id.startswith("_"):
+                    defined.setdefault(t.id, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    twice = {name: where for name, where in defined.items() if len(where) > 1}
+    assert not twice, f"constants defined in several modules: {twice}"
+
+
+def test_docstrings_cite_design_notes_in_the_repository():
+    """Every ``DESIGN.md`` a module cites is ``docs/DESIGN.md``, which exists."""
+    assert (ROOT / "docs" / "DESIGN.md").is_file()
+    stray = [f"{path.relative_to(ROOT)}:{n}" for path in sorted(LIB.rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"(?<!docs/)DESIGN\.md", line)]
+    assert not stray, f"citations of a DESIGN.md outside docs/: {stray}"

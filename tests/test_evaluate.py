@@ -56,7 +56,7 @@ def check_summary(path: str, s: dict) -> None:
 
 def test_evaluate_writes_the_metrics_schema(run_copy, prepared):
     result = evaluate_run(run_copy, n_boot=N_BOOT, device="cpu")
-    assert set(result) == TOP_KEYS and set(METRIC_KEYS) <= set(result)   # DESIGN.md §5 keys
+    assert set(result) == TOP_KEYS and set(METRIC_KEYS) <= set(result)   # docs/DESIGN.md §5 keys
     assert list(result["margin_auroc"]) == [*MARGINS, "average", "macro"]
     assert set(result["activation_precision"]) == {"lesion", "fine"}
     assert (result["kind"], result["preset"], result["split"]) == ("iaiabl", "tiny", "test")

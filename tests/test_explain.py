@@ -12,6 +12,7 @@ import torch
 from iaiabl_lib.config import MARGINS
 from iaiabl_lib.data.dataset import load_prepared, to_tensors
 from iaiabl_lib.explain import (CaseExplanation, case_text, class_activation_map, explain_case,
+                                logit_contribution_map,
                                 prototype_gallery)
 from iaiabl_lib.model import activation_map
 
@@ -77,30 +78,44 @@ def test_explain_case_accepts_ids_images_and_another_class(run, data):
         explain_case(run, "no-such-case")
 
 
-def test_class_activation_map_is_the_weighted_sum_of_the_class_pams(run, data):
+def test_class_activation_map_is_eq11_of_appendix_a(run, data):
+    """Eq. 11 written out from the paper on a loop: Σ over class c's prototypes of s_j · PAM_j,
+    then (a − min) / (max − min) per image; the logit-contribution map is the h1-weighted sum."""
     ts = to_tensors(data.select(np.arange(4)))
     with torch.no_grad():
         out = run.model(ts.images)
-    pam = activation_map(out.similarity_maps, 64).numpy()                # (4, m, 64, 64)
+    s = out.similarity.numpy()                                                # (N, m)
+    pam = activation_map(out.similarity_maps, ts.images.shape[-1]).numpy()   # (N, m, S, S)
     w = run.model.margin_head.weight.detach().numpy()
     pclass = run.model.prototype_class.numpy()
     for c in range(3):
-        own = pclass == c
-        expected = np.einsum("j,bjhw->bhw", w[c, own], pam[:, own])
-        np.testing.assert_allclose(class_activation_map(run, ts, c), expected, rtol=1e-4, atol=1e-4)
+        own = np.flatnonzero(pclass == c)
+        for b in range(3):
+            raw = sum(s[b, j] * pam[b, j] for j in own)
+            want = (raw - raw.min()) / (raw.max() - raw.min())
+            got = class_activation_map(run, ts, c)[b]
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+            assert got.min() == 0.0 and got.max() == pytest.approx(1.0)
+            contrib = sum(w[c, j] * pam[b, j] for j in own)
+            np.testing.assert_allclose(logit_contribution_map(run, ts, c)[b], contrib, rtol=1e-4, atol=1e-4)
+    everything = logit_contribution_map(run, ts, 0, own_class_only=False)
+    np.testing.assert_allclose(everything, np.einsum("j,bjhw->bhw", w[0], pam), rtol=1e-4, atol=1e-4)
     # one class per image; grey crops (normalised inside) give the same maps
     cls = np.array([0, 1, 2, 1])
     cam = class_activation_map(run, data.images[:4], cls)
     for b, c in enumerate(cls):
         np.testing.assert_allclose(cam[b], class_activation_map(run, ts, int(c))[b], rtol=1e-4, atol=1e-4)
-    everything = class_activation_map(run, ts, 0, own_class_only=False)
-    np.testing.assert_allclose(everything, np.einsum("j,bjhw->bhw", w[0], pam), rtol=1e-4, atol=1e-4)
-    # an explanation's own CAM (from the maps it kept, no forward pass) is the same map
+    # an explanation's own maps (from the maps it kept, no forward pass) are the same maps; by
+    # default for the recorded true margin, as the paper draws Eq. 11
     for i in range(2):
         e = explain_case(run, i)
+        assert e.true_margin is not None
         for c in (None, 0, 2):
-            want = class_activation_map(run, data.images[i], e.predicted_class if c is None else c)[0]
+            k = e.true_margin if c is None else c
+            want = class_activation_map(run, data.images[i], k)[0]
             np.testing.assert_allclose(e.class_activation(c), want, rtol=1e-4, atol=1e-4)
+            want = logit_contribution_map(run, data.images[i], k)[0]
+            np.testing.assert_allclose(e.logit_contribution(c), want, rtol=1e-4, atol=1e-4)
 
 
 def test_prototype_gallery_finds_each_prototype_in_its_source(run, data):

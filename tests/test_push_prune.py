@@ -119,6 +119,53 @@ def test_nearest_patches_chunking_is_irrelevant(toy):
     assert torch.allclose(a.vector, b.vector)
 
 
+def _greedy_distinct_reference(model, images, labels):
+    """Written from the definition on the full distance table: repeatedly take the nearest
+    (prototype, own-class image, cell) among prototypes not yet placed and images not yet used."""
+    with torch.no_grad():
+        z = model.features(images)                                            # (N, C, H, W)
+    n, c, h, w = z.shape
+    cells = z.permute(0, 2, 3, 1).reshape(n, h * w, c)                        # (N, HW, C)
+    protos = model.prototypes.detach()
+    d = ((cells[None] - protos[:, None, None]) ** 2).sum(-1).double()       # (m, N, HW)
+    own = labels[None, :] == model.prototype_class[:, None]                  # (m, N)
+    d[~own] = float("inf")
+    place = {}
+    while len(place) < protos.shape[0]:
+        j, i, k = np.unravel_index(int(d.argmin()), d.shape)
+        place[int(j)] = (int(i), int(k))
+        d[j] = float("inf")
+        d[:, i] = float("inf")
+    return place
+
+
+def test_distinct_push_takes_one_image_per_prototype():
+    torch.manual_seed(1)
+    model = IAIABL(get_preset("tiny").model)
+    images = torch.randn(30, 3, 64, 64)                                       # 10 images per class
+    labels = torch.arange(3).repeat(10)
+    free = nearest_patches(model, images, labels, batch_size=7)
+    near = nearest_patches(model, images, labels, batch_size=7, distinct=True)
+    assert len(set(near.image.tolist())) == model.num_prototypes              # 15 distinct images
+    ref = _greedy_distinct_reference(model, images, labels)
+    for j in range(model.num_prototypes):
+        assert (int(near.image[j]), int(near.patch[j])) == ref[j]
+    assert bool((near.sq_distance >= free.sq_distance * (1 - 1e-5)).all())    # never nearer than free
+    with torch.no_grad():
+        z = model.features(images).flatten(2)                                 # (N, C, HW)
+    assert torch.allclose(near.vector, z[near.image, :, near.patch], atol=1e-6)
+    # the free push puts several prototypes on one image here; the distinct one does not
+    assert len(set(free.image.tolist())) < model.num_prototypes
+
+
+def test_distinct_push_reuses_images_only_when_a_class_runs_out(toy):
+    model, images, labels = toy                                               # 4 images, 5 prototypes a class
+    near = nearest_patches(model, images, labels, distinct=True)
+    for cls in range(3):
+        picked = near.image[model.prototype_class == cls].tolist()
+        assert len(set(picked)) == 4 and all(labels[i] == cls for i in picked)
+
+
 def test_push_needs_every_class(toy):
     model, images, labels = toy
     keep = labels != 2

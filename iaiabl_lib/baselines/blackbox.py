@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, Preset, get_preset
 from ..model import build_backbone
+from ..errors import InputError
 
 __all__ = ["TASKS", "BlackBox", "blackbox_preset", "build_blackbox"]
 
@@ -28,7 +29,7 @@ class BlackBox(nn.Module):
                  dropout: float | None = None, backbone: nn.Module | None = None):
         super().__init__()
         if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+            raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         self.cfg, self.task = cfg, task
         self.backbone = backbone if backbone is not None else build_backbone(cfg)
         c = int(self.backbone.out_channels)

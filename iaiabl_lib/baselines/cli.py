@@ -12,6 +12,7 @@ from .blackbox import TASKS
 from .protopnet import train_protopnet
 from .radiologists import radiologist_auroc
 from .training import train_blackbox
+from ..errors import InputError
 
 __all__ = ["add_cli", "run_cli"]
 
@@ -49,7 +50,7 @@ def run_cli(args: argparse.Namespace) -> int:
             atomic_write_json(args.out / "radiologists.json", result)
         return 0
     if args.out is None:
-        raise ValueError("--out RUN is required to train a baseline")
+        raise InputError("--out RUN is required to train a baseline")
     get_preset(args.preset)  # a clear error for an unknown preset
     if args.model == "protopnet":
         if args.task != "margin":

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..predict import as_images, malignancy_probability, margin_probabilities
+from ..model import minmax_01
+from ..predict import as_images, evaluating, malignancy_probability, margin_probabilities
 
 from .blackbox import BlackBox
 
@@ -32,15 +33,6 @@ def _targets(target_class, logits: Tensor) -> Tensor:
     if bool(((t < 0) | (t >= n)).any()):
         raise ValueError(f"target_class out of range: the model has {n} output(s)")
     return t
-
-
-def _normalise_maps(cam: Tensor, eps: float = 1e-7) -> Tensor:
-    """Per-map min-max normalisation to [0, 1] (pytorch_grad_cam's ``scale_cam_image``)."""
-    flat = cam.flatten(1)
-    lo = flat.min(dim=1).values[:, None, None]
-    cam = cam - lo
-    hi = cam.flatten(1).max(dim=1).values[:, None, None]
-    return cam / (hi + eps)
 
 
 def gradcam_both(model: BlackBox, images: Tensor, target_class=None,
@@ -86,9 +78,9 @@ def gradcam_both(model: BlackBox, images: Tensor, target_class=None,
         cam = (w[:, :, None, None] * a).sum(dim=1).clamp_min(0)             # (B, H, W)
         # normalise, upsample, normalise again: pytorch_grad_cam's order (the two agree up to
         # the 1e-7 guard of the division, which matters for maps with a tiny maximum)
-        cam = _normalise_maps(cam)
+        cam = minmax_01(cam)
         cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        out.append(_normalise_maps(cam))
+        out.append(minmax_01(cam))
     return out[0], out[1], logits.detach()
 
 
@@ -111,9 +103,13 @@ def blackbox_predict(model: "BlackBox | BlackBoxRun", data, batch_size: int = 64
     """
     model = getattr(model, "model", model)          # a BlackBoxRun or the network
     images = as_images(data)
-    if device is None:
-        device = next(model.parameters()).device
-    model = model.to(device).eval()
+    with evaluating(model, device) as device:       # the caller's model keeps its device and mode
+        return _blackbox_outputs(model, images, batch_size, device, cams, target_class)
+
+
+def _blackbox_outputs(model, images: Tensor, batch_size: int, device: torch.device, cams: bool,
+                      target_class) -> dict[str, np.ndarray]:
+    """The body of :func:`blackbox_predict`: ``model`` in eval mode on ``device``."""
     size = int(model.cfg.image_size)
     logits, cam, campp = [], [], []
     for s in range(0, images.shape[0], batch_size):

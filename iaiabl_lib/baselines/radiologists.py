@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from ..errors import InputError
 
 from ..data.cbis_ddsm.tables import header_key     # the importer's header matching (case, spaces)
 
@@ -20,7 +21,7 @@ def _csv_assessments(path: Path) -> dict[int, tuple[str, str]]:
         header = next(reader, None) or []
         where = {header_key(h): i for i, h in enumerate(header)}
         if "assessment" not in where or "patient_id" not in where:
-            raise ValueError(f"{path}: no 'assessment' column; the radiologists' estimate needs "
+            raise InputError(f"{path}: no 'assessment' column; the radiologists' estimate needs "
                              "CBIS-DDSM's BI-RADS assessment")
         ia, ip = where["assessment"], where["patient_id"]
         rows = {}
@@ -67,7 +68,7 @@ def read_assessments(data: str | Path, cbis_dir: str | Path | None = None) -> tu
             tables[name] = _csv_assessments(path)
         found = tables[name].get(int(r["csv_row"]))
         if found is None or found[0] != r.get("patient_id"):
-            raise ValueError(f"{cbis_dir / name}: row {r['csv_row']} is not patient "
+            raise InputError(f"{cbis_dir / name}: row {r['csv_row']} is not patient "
                              f"{r.get('patient_id')}; the CSV changed since `iaiabl prepare`")
         try:
             vals[i] = float(found[1])

@@ -21,6 +21,7 @@ from ..lock import LOCK_NAME, exclusive_lock
 from ..rundir import check_run, load_state, recorded_data_dir, read_history, save_state, split_record, write_config, write_history
 
 from .blackbox import TASKS, BlackBox, blackbox_preset
+from ..errors import InputError
 
 __all__ = ["BlackBoxRun", "train_blackbox", "load_blackbox"]
 
@@ -92,11 +93,13 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
     added layers: ``lr_joint_add_on``; Adam, step decay). The weights of the epoch with the best
     validation AUROC are kept, among the epochs from ``train.select_from_epoch`` on (the last epoch
     when none of them has a defined validation AUROC).
-    Returns the run directory. Holds the run directory's lock (``lock.exclusive_lock``) throughout.
+    Returns the run directory. Holds the run directory's lock (``lock.exclusive_lock``) throughout;
+    the caller's random state and backend switches are as they were afterwards
+    (``fastpath.restore_process_state``).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):
+    with fastpath.restore_process_state(), exclusive_lock(out / LOCK_NAME, f"run directory {out}"):
         return _train_blackbox(data, preset, out, task, epochs, seed, device, progress, overrides)
 
 
@@ -108,7 +111,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     from ..train.schedule import epoch_size
 
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     p = resolve_preset(blackbox_preset(preset) if isinstance(preset, str) else preset, overrides, epochs)
     tc = p.train
     n_epochs = int(tc.epochs)
@@ -120,7 +123,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     val_ds = ds.subset("val")
     val_set = to_tensors(val_ds, dev) if len(val_ds) else None
     if task == "malignancy" and len(torch.unique(train_set.malignant)) < 2:
-        raise ValueError(f"{data}: the training split has only one pathology class; the malignancy "
+        raise InputError(f"{data}: the training split has only one pathology class; the malignancy "
                          "classifier needs benign and malignant cases")
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if tc.augment and tc.pre_augment_per_class > 0:

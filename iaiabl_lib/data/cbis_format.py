@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CSV_HEADER", "FINE_COLUMN", "CSV_NAMES", "FOLDER_PREFIX", "SERIES_DESCRIPTIONS",
+from ..errors import InputError
+
+__all__ = ["CSV_HEADER", "FINE_COLUMN", "CSV_NAMES", "DOWNLOAD_MARKER", "FOLDER_PREFIX", "SERIES_DESCRIPTIONS",
            "METADATA_COLUMNS", "UID_ROOT", "SOP_CLASS_DM_PRESENTATION", "MARGIN_NAMES", "MAIN_MARGINS",
            "main_name", "resolve_class", "csv_path_to_file"]
 
@@ -26,6 +28,9 @@ CSV_NAMES = {
     "train": "mass_case_description_train_set.csv",
     "test": "mass_case_description_test_set.csv",
 }
+#: The file ``iaiabl download cbis-ddsm`` writes last into a tree it verified (``data.idc``); the
+#: importer reads its presence to advise on refused files.
+DOWNLOAD_MARKER = "iaiabl_download.json"
 FOLDER_PREFIX = {"train": "Mass-Training", "test": "Mass-Test"}
 SERIES_DESCRIPTIONS = {
     "full": "full mammogram images",
@@ -59,7 +64,7 @@ def resolve_class(name: str) -> str:
         return MARGIN_NAMES[key.lower()]
     if key.upper() in MAIN_MARGINS:
         return key.upper()
-    raise ValueError(f"unknown confounder class {name!r}; use one of {list(MARGIN_NAMES)}")
+    raise InputError(f"unknown confounder class {name!r}; use one of {list(MARGIN_NAMES)}")
 
 
 def csv_path_to_file(root: str | Path, cell: str) -> Path:

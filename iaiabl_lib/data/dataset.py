@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from iaiabl_lib.config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
+from ..errors import InputError
 
 __all__ = [
     "MANIFEST_COLUMNS", "ARRAY_FILES", "SPLITS", "PreparedDatasetError", "MissingClassError",
@@ -74,11 +75,11 @@ def normalise_patient_id(patient_id: str) -> str:
     return "".join(str(patient_id).split()).upper()
 
 
-class PreparedDatasetError(ValueError):
+class PreparedDatasetError(InputError):
     """A prepared-dataset directory that is missing files or whose files disagree."""
 
 
-class MissingClassError(ValueError):
+class MissingClassError(InputError):
     """A split without any example of one margin class (training or evaluation would be wrong)."""
 
 
@@ -162,7 +163,7 @@ class PreparedDataset:
         names = (split,) if isinstance(split, str) else tuple(split)
         unknown = [s for s in names if s not in SPLITS]
         if unknown:
-            raise ValueError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+            raise InputError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
         return self.select(np.isin(self.split, names))
 
     def class_counts(self) -> dict[str, int]:
@@ -237,7 +238,11 @@ def load_prepared(path: str | Path, size: int | None = None) -> PreparedDataset:
     rows = _read_manifest(path / "manifest.csv")
     arrays = {}
     for name, filename in ARRAY_FILES.items():
-        arr = np.load(path / filename, allow_pickle=False)
+        try:
+            arr = np.load(path / filename, allow_pickle=False)
+        except (ValueError, EOFError) as err:
+            raise PreparedDatasetError(f"{path / filename}: not a readable array ({err}); the dataset is "
+                                       "damaged: re-run `iaiabl prepare`") from None
         if arr.ndim != 3 or arr.shape[0] != len(rows) or arr.shape[1] != arr.shape[2]:
             raise PreparedDatasetError(
                 f"{path / filename}: shape {arr.shape} does not match manifest.csv ({len(rows)} rows, "
@@ -248,7 +253,11 @@ def load_prepared(path: str | Path, size: int | None = None) -> PreparedDataset:
         raise PreparedDatasetError(f"{path}: arrays disagree in shape {sorted(shapes)}; re-run `iaiabl prepare`")
     summary = {}
     if (path / "summary.json").is_file():
-        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        try:
+            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise PreparedDatasetError(f"{path / 'summary.json'}: not valid JSON ({err}); the dataset "
+                                       "is damaged: re-run `iaiabl prepare`") from None
     if size is not None and size != arrays["images"].shape[-1]:
         arrays = {"images": resize_images(arrays["images"], size),
                   "lesion_masks": resize_masks(arrays["lesion_masks"], size),
@@ -462,7 +471,7 @@ class BatchPlan:
         self.fine_pool = torch.nonzero(torch.as_tensor(np.asarray(has_fine.cpu() if isinstance(
             has_fine, torch.Tensor) else has_fine, dtype=bool))).flatten()
         if batch_size < 1 or fine_batch_size < 0:
-            raise ValueError(f"batch_size must be >= 1 and fine_batch_size >= 0 "
+            raise InputError(f"batch_size must be >= 1 and fine_batch_size >= 0 "
                              f"(got {batch_size}, {fine_batch_size})")
         self.batch_size, self.fine_batch_size = batch_size, fine_batch_size
         self.generator, self.drop_last = generator, drop_last

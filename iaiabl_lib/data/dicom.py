@@ -50,6 +50,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from ..errors import InputError
+
 __all__ = [
     "DicomError", "read_dicom", "check_header", "window_to_uint8", "robust_window", "strip_phi",
     "PHI_KEYWORDS", "PHI_VRS", "INFO_KEYWORDS", "DEFAULT_MAX_PIXELS", "max_file_bytes", "REASONS",
@@ -81,12 +83,13 @@ HEADER_LIMIT = 16 << 20          # inflated bytes allowed before the pixel data 
 TRAILER_SLACK = 1 << 20          # inflated bytes allowed after the declared pixel data
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)   # Float, DoubleFloat, PixelData
 
-INSTALL_HINT = ("install a decoder: `pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` "
-                "(or `pip install python-gdcm`), or decompress the file first "
-                "(e.g. `gdcmconv --raw IN OUT`)")
+DECODER_INSTALL_HINT = ("install a decoder: `pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` "
+                        "(or `pip install python-gdcm`), or decompress the file first "
+                        "(e.g. `gdcmconv --raw IN OUT`)")
+"""What to do about a compressed pixel format no installed plugin decodes."""
 
 
-class DicomError(ValueError):
+class DicomError(InputError):
     """A DICOM file that cannot be used. ``path`` names the file, ``reason`` is a short code
     (one of the module constants, e.g. ``"modality not MG"``), the message says what to do."""
 
@@ -426,7 +429,7 @@ def _check_decodable(syntax: UID | None, path: Path) -> None:
         detail = f" (plugins: {missing})" if missing else ""
         raise DicomError(path, NO_HANDLER,
                          f"pixel data is compressed as '{syntax.name}' ({syntax}) and no installed "
-                         f"plugin decodes it{detail}; {INSTALL_HINT}")
+                         f"plugin decodes it{detail}; {DECODER_INSTALL_HINT}")
 
 
 def _has_pixels(ds: pydicom.Dataset) -> bool:

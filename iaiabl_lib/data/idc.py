@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from iaiabl_lib.data.cbis_ddsm import CSV_NAMES, read_mass_csv
+from iaiabl_lib.data.cbis_format import DOWNLOAD_MARKER
 from iaiabl_lib.errors import UserError
 from iaiabl_lib.data.locate import SeriesIndex, cell_uids
 
@@ -58,7 +59,7 @@ PIP_SPEC = "idc-index==0.13.4"
 INSTALL_HINT = (f"install it with: pip install 'iaiabl_lib[real]'  (or: pip install {PIP_SPEC}); "
                 "in a notebook: %pip install " + PIP_SPEC)
 CSV_DIR = Path(__file__).with_name("cbis_ddsm_csv")
-MARKER = "iaiabl_download.json"
+MARKER = DOWNLOAD_MARKER
 #: Free space required beyond the download itself (the prepared dataset, s5cmd's temporary files).
 HEADROOM_BYTES = 1_000_000_000
 _CSV_COLUMNS = (("image_path", "full"), ("crop_path", "roi"), ("mask_path", "roi"), ("fine_path", "fine"))

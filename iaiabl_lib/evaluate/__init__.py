@@ -17,7 +17,7 @@ What is measured (Barnett et al. 2021, §4 and Tables 1-3), on the test split of
   test class counts with the paper's interval (the paper's Table 1); ``macro``: the unweighted
   mean with the joint DeLong covariance interval (``metrics.margin_auroc``).
 * ``kappa``: Cohen's κ (unweighted) between the predicted margin (argmax) and the label, overall,
-  ``{value, ci_low, ci_high}`` with a percentile bootstrap CI over cases. DESIGN.md §5 says
+  ``{value, ci_low, ci_high}`` with a percentile bootstrap CI over cases. docs/DESIGN.md §5 says
   "same form": one overall κ in the ``{value, ci_low, ci_high}`` form, not one per class.
 * ``activation_precision``: Eq. 9 (``metrics.activation_precision``, τ = 0.95) with the paper's
   protocol (and the authors' ``highlighting_precision.py``): for IAIA-BL and ProtoPNet runs, the
@@ -47,14 +47,14 @@ from __future__ import annotations
 
 from .cli import add_cli, run_cli, run_compare_cli
 from .compare import compare_runs, load_metrics
-from .loaders import LOADERS, RUN_FILES, EvalModel, resolve_data_dir, run_kind
+from .loaders import LOADERS, EvalModel, resolve_data_dir, run_kind
 from .protocol import (CEILING_KEY, CI_METHODS, GRADCAMPP_KEY, METRIC_KEYS, Predictions, metrics_from_predictions,
                        pair_activation_precision, predicted_class_pam, single_cell_ceiling, true_class_pams)
 from .run import evaluate_run, split_suffix
 from .tables import fmt, format_metrics
 
 __all__ = [
-    "RUN_FILES", "METRIC_KEYS", "GRADCAMPP_KEY", "CEILING_KEY", "CI_METHODS", "single_cell_ceiling", "Predictions", "EvalModel", "LOADERS",
+    "METRIC_KEYS", "GRADCAMPP_KEY", "CEILING_KEY", "CI_METHODS", "single_cell_ceiling", "Predictions", "EvalModel", "LOADERS",
     "predicted_class_pam", "true_class_pams", "pair_activation_precision", "metrics_from_predictions",
     "run_kind", "resolve_data_dir", "evaluate_run", "split_suffix", "load_metrics", "compare_runs",
     "fmt", "format_metrics", "add_cli", "run_cli", "run_compare_cli",

@@ -2,7 +2,6 @@
 paired DeLong tests when they were evaluated on the same cases."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -10,10 +9,11 @@ import numpy as np
 
 from ..config import MARGINS
 from ..metrics import delong_test, margin_auroc_test
-from ..rundir import check_run
+from ..rundir import check_run, read_run_json
 from .protocol import GRADCAMPP_KEY
 from .run import split_suffix
 from .tables import fmt, table
+from ..errors import InputError
 
 __all__ = ["load_metrics", "compare_runs"]
 
@@ -26,10 +26,10 @@ def load_metrics(run_dir: str | Path, split: str = "test") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run `iaiabl evaluate --run {run_dir}` first")
     cfg = check_run(run_dir)
-    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics = read_run_json(path)
     now, then = (cfg.get("model_pt") or {}).get("sha256"), metrics.get("model_sha256")
     if now and then and now != then:
-        raise ValueError(f"{path} is stale: it was computed from another model.pt than the run's "
+        raise InputError(f"{path} is stale: it was computed from another model.pt than the run's "
                          f"present one (the run was trained again); run `iaiabl evaluate --run {run_dir}` again")
     return metrics
 
@@ -84,13 +84,13 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
     """
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
-        raise ValueError("compare needs at least one run directory")
+        raise InputError("compare needs at least one run directory")
     metrics = [load_metrics(d, split) for d in run_dirs]
     if names is None:
         names = [f"{d.name} ({m.get('preset')})" for d, m in zip(run_dirs, metrics)]
     names = list(names)
     if len(names) != len(run_dirs):
-        raise ValueError(f"--names gives {len(names)} names for {len(run_dirs)} runs")
+        raise InputError(f"--names gives {len(names)} names for {len(run_dirs)} runs")
 
     margin_runs = [(name, m) for name, m in zip(names, metrics) if m.get("task", "margin") == "margin"]
     t1 = []

@@ -15,12 +15,9 @@ from ..config import MARGINS, Preset
 from ..data.dataset import PreparedDataset, stored_image_size, to_tensors
 from ..rundir import recorded_data_dir
 from .protocol import GRADCAMPP_KEY, Predictions, true_class_pams
+from ..errors import InputError
 
-__all__ = ["RUN_FILES", "EvalModel", "LOADERS", "run_kind", "resolve_data_dir", "check_compatible"]
-
-RUN_FILES = {"iaiabl": ("config.json", "model.pt"), "blackbox": ("config.json", "model.pt")}
-"""Files a run directory must hold to be evaluated, per run kind (config.json "kind")."""
-
+__all__ = ["EvalModel", "LOADERS", "run_kind", "resolve_data_dir", "check_compatible"]
 
 @dataclass
 class EvalModel:
@@ -36,9 +33,10 @@ class EvalModel:
 
 
 def run_kind(cfg: dict) -> str:
+    """config.json's run kind (default ``iaiabl``), one that has a loader (:data:`LOADERS`)."""
     kind = cfg.get("kind", "iaiabl")
-    if kind not in RUN_FILES:
-        raise ValueError(f"config.json: unknown run kind {kind!r}; expected one of {', '.join(RUN_FILES)}")
+    if kind not in LOADERS:
+        raise InputError(f"config.json: unknown run kind {kind!r}; expected one of {', '.join(LOADERS)}")
     return kind
 
 
@@ -52,7 +50,7 @@ def resolve_data_dir(run_dir: Path, cfg: dict, data_dir: str | Path | None) -> P
         return path
     recorded = recorded_data_dir(cfg)
     if recorded is None:
-        raise ValueError(f"{run_dir}/config.json records no data path; pass the prepared dataset "
+        raise InputError(f"{run_dir}/config.json records no data path; pass the prepared dataset "
                          "with --data DATA")
     path = Path(recorded)
     if not path.is_absolute() and not path.is_dir():
@@ -143,14 +141,14 @@ def check_compatible(model: EvalModel, data_dir: Path, run_dir: Path, train_data
     """
     if model.num_classes != len(MARGINS) or (model.classes is not None and model.classes != MARGINS):
         run_classes = ", ".join(model.classes) if model.classes else f"{model.num_classes} classes"
-        raise ValueError(
+        raise InputError(
             f"class mismatch: run {run_dir} predicts {run_classes}, the prepared dataset {data_dir} "
             f"has the margin classes {', '.join(MARGINS)}; evaluate with the data the run was trained "
             "on (--data), or retrain the run on this dataset")
     native = stored_image_size(data_dir)
     trained_on = stored_image_size(train_data) if train_data is not None else None
     if native is not None and native < model.image_size and native != trained_on:
-        raise ValueError(
+        raise InputError(
             f"image size mismatch: {data_dir} holds {native}-px crops but run {run_dir} (preset "
             f"{model.preset}) takes {model.image_size}-px images"
             + (f" and was trained on {trained_on}-px crops" if trained_on else "")

@@ -14,6 +14,7 @@ from ..rundir import check_run, check_split, recorded_data_dir
 from .loaders import LOADERS, check_compatible, resolve_data_dir, run_kind
 from .protocol import CI_METHODS, metrics_from_predictions
 from .tables import format_metrics
+from ..errors import InputError
 
 __all__ = ["evaluate_run", "split_suffix"]
 
@@ -27,14 +28,14 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
                  tau: float = 0.95, write: bool = True, allow_overlap: bool = False) -> dict:
     """Evaluate a run on one split of its prepared data; write RUN/metrics.json (atomically),
     RUN/metrics.md and RUN/predictions.npz (``_<split>`` suffixes for splits other than test),
-    and return the metrics dict (module docstring; DESIGN.md §5).
+    and return the metrics dict (module docstring; docs/DESIGN.md §5).
 
     ``data_dir`` overrides the data path recorded in the run's config.json. Cases whose patients
     the run trained on are refused unless ``allow_overlap`` (``rundir.check_split``).
     """
     run_dir = Path(run_dir)
     if n_boot < 1:
-        raise ValueError(f"--bootstrap must be at least 1 (got {n_boot})")
+        raise InputError(f"--bootstrap must be at least 1 (got {n_boot})")
     cfg = check_run(run_dir)                                     # finished, model.pt its own
     kind = run_kind(cfg)
     data_dir = resolve_data_dir(run_dir, cfg, data_dir)          # fail fast, before loading weights
@@ -45,7 +46,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     ds = load_prepared(data_dir, size=model.image_size)
     cases = ds.subset(split)
     if len(cases) == 0:
-        raise ValueError(f"{data_dir}: the {split!r} split is empty; prepare the data with enough "
+        raise InputError(f"{data_dir}: the {split!r} split is empty; prepare the data with enough "
                          "patients, or choose another --split")
     overlap = check_split(cfg, run_dir, [r.get("patient_id", "") for r in cases.manifest], split, data_dir,
                           allow_overlap)

@@ -15,9 +15,10 @@ prototype activation map, PAM: the similarity map upsampled to the image) and wh
 itself comes from (its source training case, box and self-activation, recorded by the push).
 :func:`case_text` says the same in words a radiologist reads.
 
-Class level: :func:`class_activation_map`, Appendix A Eq. 11, the h1-weighted sum of the PAMs of a
-class's prototypes: CAM_c = Σ_{j: class(p_j) = c} h1[c, j] · PAM_j. It is what the paper compares
-with GradCAM / GradCAM++ of a black box (Fig. 5).
+Class level: :func:`class_activation_map`, Appendix A Eq. 11, the similarity-weighted sum of the
+PAMs of a class's prototypes, min-max normalised: CAM_c = minmax(Σ_{j: class(p_j) = c} s_j · PAM_j).
+It is what the paper compares with GradCAM / GradCAM++ of a black box (Fig. 5).
+:func:`logit_contribution_map` (not in the paper) weights the PAMs by h1 instead, in logit points.
 
 Global: :func:`prototype_gallery`, each prototype's nearest training patches (one batched pass of
 squared distances over the training split).
@@ -27,7 +28,7 @@ case costs a single forward pass (well under 500 ms on a CPU with the tiny prese
 """
 from __future__ import annotations
 
-from .cam import class_activation_map
+from .cam import class_activation_map, logit_contribution_map
 from .case import CaseExplanation, PrototypeEvidence, explain_case, leading_prototype
 from .dismiss import Dismissal, dismissal, dismissed_probabilities
 from .gallery import Neighbour, PrototypeGalleryEntry, prototype_gallery
@@ -37,6 +38,7 @@ from .text import case_text
 
 __all__ = [
     "PrototypeEvidence", "CaseExplanation", "explain_case", "class_activation_map",
+    "logit_contribution_map",
     "Neighbour", "PrototypeGalleryEntry", "prototype_gallery", "case_text", "dataset_for",
     "prepare_image", "prototype_record", "PrototypeHealth", "OFF_LESION_THRESHOLD", "margin_band",
     "prototype_health", "leading_prototype", "dismissed_probabilities", "Dismissal", "dismissal",

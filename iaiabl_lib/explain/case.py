@@ -12,8 +12,9 @@ import torch
 from ..config import MARGINS
 from ..model import activation_map
 from ..predict import malignancy_probability, margin_probabilities
-from .cam import eq11
+from .cam import eq11, logit_contribution
 from .inputs import dataset_for, prepare_image, prototype_record
+from ..errors import InputError
 
 __all__ = ["PrototypeEvidence", "CaseExplanation", "leading_prototype", "explain_case", "hot_box"]
 
@@ -88,14 +89,29 @@ class CaseExplanation:
         return MARGINS[self.explained_class]
 
     def class_activation(self, cls: int | None = None) -> np.ndarray:
-        """Eq. 11's class activation map of this case for ``cls`` (default: the predicted class),
-        own-class prototypes: from the maps and weights the explanation already holds, no forward
-        pass. (S, S) float32, in margin-logit points per pixel."""
+        """Appendix A Eq. 11's class activation map of this case for ``cls`` (default: the true
+        margin where the explanation knows it, as the paper draws it, else the predicted one), from
+        the maps and scores the explanation already holds, no forward pass. (S, S) float32 in [0, 1]."""
+        c = self._map_class(cls)
+        return eq11(self._maps()[None], self.similarity[None], self.prototype_class, [c],
+                    self.image.shape[-1])[0].numpy()
+
+    def logit_contribution(self, cls: int | None = None) -> np.ndarray:
+        """The logit-contribution map (``explain.logit_contribution_map``) for ``cls`` (default as
+        :meth:`class_activation`): (S, S) float32, margin-logit points per pixel, signed."""
+        c = self._map_class(cls)
+        return logit_contribution(self._maps()[None], self.weights, self.prototype_class, [c],
+                                  self.image.shape[-1])[0].numpy()
+
+    def _map_class(self, cls: int | None) -> int:
+        if cls is not None:
+            return int(cls)
+        return self.predicted_class if self.true_margin is None else int(self.true_margin)
+
+    def _maps(self) -> np.ndarray:
         if self.similarity_maps is None:
             raise ValueError("this explanation holds no similarity maps; use explain.class_activation_map")
-        c = self.predicted_class if cls is None else int(cls)
-        return eq11(self.similarity_maps[None], self.weights, self.prototype_class, [c],
-                    self.image.shape[-1])[0].numpy()
+        return self.similarity_maps
 
     def evidence(self, cls: int | None = None) -> float:
         """Total evidence (the margin logit) for class ``cls`` (default: the explained class)."""
@@ -127,7 +143,7 @@ def _resolve_case(run, case, data):
     """(case_id, grey uint8, normalised tensor, lesion mask or None, margin or None, malignant or None)."""
     size = int(run.preset.model.image_size)
     if isinstance(case, (str, Path)) and (Path(case).suffix.lower() in (".dcm", ".dicom") or Path(case).is_file()):
-        raise ValueError(f"{case}: explain_case takes a prepared case (id or index) or an ROI crop; "
+        raise InputError(f"{case}: explain_case takes a prepared case (id or index) or an ROI crop; "
                          "for a raw DICOM cut the ROI first with report.crop_dicom_case (or use "
                          "`iaiabl explain --run RUN FILE.dcm --box ...`)")
     if isinstance(case, (int, np.integer, str)):
@@ -136,7 +152,7 @@ def _resolve_case(run, case, data):
             try:
                 i = ds.ids.index(case)
             except ValueError:
-                raise ValueError(f"case {case!r} is not an id of the prepared dataset "
+                raise InputError(f"case {case!r} is not an id of the prepared dataset "
                                  f"{getattr(ds, 'path', '')} (ids look like {ds.ids[0]!r})") from None
         else:
             i = int(case)
@@ -183,7 +199,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
     pred = int(np.argmax(prob))
     c = pred if explained_class is None else int(explained_class)
     if not 0 <= c < weights.shape[0]:
-        raise ValueError(f"explained_class {c} out of range 0..{weights.shape[0] - 1}")
+        raise InputError(f"explained_class {c} out of range 0..{weights.shape[0] - 1}")
     order = np.argsort(-contrib[c], kind="stable")[:max(0, int(top))]
     maps = out.similarity_maps[0, torch.as_tensor(order, dtype=torch.long, device=dev)]   # (k, H, W)
     pams = activation_map(maps[None].float(), size)[0].cpu().numpy() if len(order) else np.zeros((0, size, size))

@@ -13,6 +13,7 @@ from ..model import activation_map
 from ..predict import as_images
 from .case import hot_box
 from .inputs import dataset_for, prototype_record
+from ..errors import InputError
 
 __all__ = ["Neighbour", "PrototypeGalleryEntry", "prototype_gallery"]
 
@@ -63,7 +64,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
     else:
         rows, ds = np.arange(len(full)), full
     if len(ds) == 0:
-        raise ValueError(f"prototype_gallery: split {split!r} is empty")
+        raise InputError(f"prototype_gallery: split {split!r} is empty")
     size = int(model.cfg.image_size)
     x = as_images(ds.images, size)
     dev = model.prototypes.device
@@ -89,7 +90,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
     chosen = list(range(model.num_prototypes)) if prototypes is None else [int(j) for j in prototypes]
     bad = [j for j in chosen if not 0 <= j < model.num_prototypes]
     if bad:
-        raise ValueError(f"prototype(s) {bad} do not exist: this model has {model.num_prototypes} "
+        raise InputError(f"prototype(s) {bad} do not exist: this model has {model.num_prototypes} "
                          f"prototypes (0..{model.num_prototypes - 1}) after pruning")
     needed = sorted({int(i) for j in chosen for i in best_i[:, j].tolist()})
     where = {i: r for r, i in enumerate(needed)}

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..config import MARGINS
+from ..errors import InputError
 
 __all__ = ["dataset_for", "prepare_image", "prototype_record"]
 
@@ -53,7 +54,7 @@ def prepare_image(image, size: int) -> tuple[np.ndarray, Tensor]:
     if isinstance(image, Tensor) and image.ndim in (3, 4) and image.shape[-3] == 3:
         x = image[None] if image.ndim == 3 else image
         if x.shape[0] != 1:
-            raise ValueError(f"one case at a time: got images of shape {tuple(image.shape)}")
+            raise InputError(f"one case at a time: got images of shape {tuple(image.shape)}")
         x = x.float().cpu()
         if x.shape[-1] != size:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -61,11 +62,11 @@ def prepare_image(image, size: int) -> tuple[np.ndarray, Tensor]:
     arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
     arr = np.squeeze(arr)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"expected a square grey ROI crop (S, S), got shape {np.shape(image)}")
+        raise InputError(f"expected a square grey ROI crop (S, S), got shape {np.shape(image)}")
     if arr.dtype != np.uint8:
         arr = np.asarray(arr, dtype=np.float64)
         if arr.min() < 0 or arr.max() > 1:
-            raise ValueError("a float ROI crop must lie in [0, 1] (or pass uint8 0-255)")
+            raise InputError("a float ROI crop must lie in [0, 1] (or pass uint8 0-255)")
         arr = np.rint(arr * 255).astype(np.uint8)
     arr = resize_images(arr[None], size)[0]
     return arr, normalise(torch.from_numpy(arr)[None, None])

@@ -6,6 +6,7 @@ import time
 
 from ..config import PRESET_NAMES
 from .trainer import estimate, train
+from ..errors import InputError
 
 __all__ = ["add_cli", "run_cli"]
 
@@ -36,7 +37,7 @@ def run_cli(args: argparse.Namespace) -> int:
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. train.warm_epochs=1")
+            raise InputError(f"--set {item!r}: expected KEY=VALUE, e.g. train.warm_epochs=1")
         overrides[key.strip()] = value
     if args.estimate_only:
         est = estimate(args.data, args.preset, epochs=args.epochs, seed=args.seed, device=args.device,
@@ -44,7 +45,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(est.describe())
         return 0
     if args.out is None:
-        raise ValueError("--out is required: the run directory to write (or pass --estimate-only)")
+        raise InputError("--out is required: the run directory to write (or pass --estimate-only)")
     t0 = time.perf_counter()
     run = train(args.data, args.preset, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
                 progress=not args.quiet, overrides=overrides, resume=not args.no_resume)

@@ -30,6 +30,8 @@ from .. import fastpath
 from ..atomic import atomic_savez, atomic_write_json, remove_stale_tmp
 from ..config import MARGINS, Preset, resolve_preset
 from ..data.dataset import BatchPlan, stored_image_size
+from ..eq9 import pair_activation_precision, true_class_pams
+from ..errors import InputError
 from ..fastpath import pick_device
 from ..lock import LOCK_NAME, exclusive_lock
 from ..model import build_model
@@ -65,7 +67,7 @@ class Trainer:
         if preset.model.prototype_init == "lesion_patches":
             self._init_prototypes_on_lesion_patches(seed + 3)
         elif preset.model.prototype_init != "uniform":
-            raise ValueError(f"model.prototype_init must be 'uniform' or 'lesion_patches', "
+            raise InputError(f"model.prototype_init must be 'uniform' or 'lesion_patches', "
                              f"got {preset.model.prototype_init!r}")
         self.a1_set = train_set
         if self.t.pre_augment_per_class > 0:  # offline augmentation (paper: 5000 per class), fixed by the seed
@@ -107,8 +109,6 @@ class Trainer:
     def _validate(self) -> dict:
         """Validation average margin AUROC and lesion activation precision (Eq. 9, the paper's
         protocol), from one pass over the validation split."""
-        from ..evaluate import pair_activation_precision, true_class_pams
-
         out = predict(self.model, self.val.images, self.t.eval_batch_size)
         labels = self.val.labels.cpu().numpy()
         pams, valid = true_class_pams(out["similarity_maps"], self.model.prototype_class, labels,
@@ -147,7 +147,7 @@ class Trainer:
         if self.t.push_set == "all":
             return None
         if self.t.push_set != "lesion":
-            raise ValueError(f"train.push_set must be 'all' or 'lesion', got {self.t.push_set!r}")
+            raise InputError(f"train.push_set must be 'all' or 'lesion', got {self.t.push_set!r}")
         from ..push import patch_mask_from
 
         grid = self.model.grid_size()
@@ -321,7 +321,7 @@ class Trainer:
         autocast = fastpath.autocast_dtype(self.dev, self.t.amp_dtype) if (self.t.amp and self.dev.type == "cuda") else None
         result = push_prototypes(self.model, self.plain.images, self.plain.labels, self.ids, self.index,
                                  self.t.eval_batch_size, epoch=self.epoch, autocast=autocast,
-                                 patch_mask=self._push_set())
+                                 patch_mask=self._push_set(), distinct=self.t.push_distinct == "image")
         self._row("push", t0, **self._validate(), **self._push_diagnostics(result.records, result.arrays))
         auc = self.last_layer()
         self._log(f"epoch {self.epoch}: pushed; validation average margin AUROC {auc:.3f}")
@@ -491,17 +491,20 @@ def train(data: str | Path, preset: str | Preset, out: str | Path, epochs: int |
     resume: continue from ``out/resume.pt`` if an earlier run with the same settings was
     interrupted (the result is identical to an uninterrupted run on CPU); callback: called with
     {"epoch", "history", "model"} after each epoch's checkpoint. Returns ``load_run(out)``.
+    The run seeds the global generators and sets the device's switches (``fastpath.setup``) for its
+    own length only: the caller's random state and switches are as they were afterwards.
     """
     preset = resolve_preset(preset, overrides, epochs)
     dev = pick_device(device)
     out = Path(out)
     train_set, val_set, ids, index = _load_splits(data, preset, dev)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):      # one trainer per run directory
-        remove_stale_tmp(out)                                           # left by a killed run
-        _train_locked(data, preset, out, seed, dev, progress, overrides, resume, callback,
-                      train_set, val_set, ids, index)
-    return load_run(out, device=dev)
+    with fastpath.restore_process_state():                              # the caller's seeds and switches
+        with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):  # one trainer per run directory
+            remove_stale_tmp(out)                                       # left by a killed run
+            _train_locked(data, preset, out, seed, dev, progress, overrides, resume, callback,
+                          train_set, val_set, ids, index)
+        return load_run(out, device=dev)
 
 
 def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device, progress: bool,
@@ -535,15 +538,17 @@ def estimate(data: str | Path, preset: str | Preset, epochs: int | None = None, 
     """How long ``train(data, preset, ...)`` would take on ``device``, without training: the
     trainer's probe (``fastpath``: fit the batch to the GPU's memory, time
     ``train.estimate_steps`` A1 steps and one evaluation batch on this data set) and nothing else.
-    ``RunEstimate.describe()`` says it in words; ``iaiabl train --estimate-only`` prints it."""
+    ``RunEstimate.describe()`` says it in words; ``iaiabl train --estimate-only`` prints it. Like
+    :func:`train`, it leaves the caller's random state and backend switches as they were."""
     preset = resolve_preset(preset, overrides, epochs)
     if preset.train.estimate_steps <= 0:
         preset = preset.replace({"train.estimate_steps": 3})
     dev = pick_device(device)
     train_set, val_set, ids, index = _load_splits(data, preset, dev)
-    fastpath.setup(dev, seed)
-    trainer = Trainer(preset, train_set, val_set, ids, index, Path("."), dev, seed, False, {}, None)
-    trainer.use_batch(trainer.probe())
-    est = trainer.estimate()
+    with fastpath.restore_process_state():                              # the caller's seeds and switches
+        fastpath.setup(dev, seed)
+        trainer = Trainer(preset, train_set, val_set, ids, index, Path("."), dev, seed, False, {}, None)
+        trainer.use_batch(trainer.probe())
+        est = trainer.estimate()
     assert est is not None
     return est

@@ -31,6 +31,7 @@ from . import images as I
 from . import words as T
 from .frame import Explorer, dropdown, html_view, labelled, link, stack
 from .mode import resolve_mode
+from ..errors import InputError
 
 __all__ = ["MAX_DISMISS", "CaseReading", "read_case", "case_explorer", "dismiss_reasoning"]
 
@@ -274,7 +275,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
     from .. import explain
 
     if not 1 <= int(top) <= I.MAX_LAYERS // 2:
-        raise ValueError(f"top={top}: show between 1 and {I.MAX_LAYERS // 2} prototypes for and against")
+        raise InputError(f"top={top}: show between 1 and {I.MAX_LAYERS // 2} prototypes for and against")
     mode = resolve_mode(mode)
     ds = C.dataset(run, data)
     rows = C.pick_cases(ds, split, max_cases, cases=cases)

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import MARGINS
+from ..errors import InputError
 
 __all__ = ["MAX_CASES", "dataset", "pick_cases", "case_number", "is_synthetic", "show_ids",
            "case_header", "truth_reveal", "source_row", "source_caption", "relevant", "health",
@@ -47,7 +48,7 @@ def pick_cases(ds, split: str | None = "test", max_cases: int = MAX_CASES,
         return out[:max_cases]
     rows = np.arange(len(ds)) if split is None else np.flatnonzero(ds.split == split)
     if len(rows) == 0:
-        raise ValueError(f"no cases in split {split!r}")
+        raise InputError(f"no cases in split {split!r}")
     if prefer_fine and ds.has_fine[rows].any():
         rows = rows[ds.has_fine[rows]]
     by_class = [list(rows[ds.labels[rows] == c]) for c in range(len(MARGINS))]

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from ..config import env_static_widgets
+from ..errors import InputError
 
 __all__ = ["MODES", "STATIC_ENV", "LIVE_LINE", "STATIC_LINE", "resolve_mode"]
 
@@ -41,7 +42,7 @@ def _in_kernel() -> bool:
 def resolve_mode(mode: str = "auto") -> str:
     """"live" or "static" for ``mode`` ("auto" follows the rule in the module docstring)."""
     if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
+        raise InputError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
     if mode != "auto":
         return mode
     env = env_static_widgets()

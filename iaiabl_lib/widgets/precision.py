@@ -21,6 +21,7 @@ from . import images as I
 from . import words as T
 from .frame import Explorer, dropdown, html_view, link, stack
 from .mode import resolve_mode
+from ..errors import InputError
 
 __all__ = ["MAX_PERCENT", "DEFAULT_PERCENT", "top_pixels", "marks_layer", "marks_legend", "precision_html", "activation_precision_explorer"]
 
@@ -102,7 +103,7 @@ def activation_precision_explorer(run, data=None, split: str = "test", mode: str
 
     mode = resolve_mode(mode)
     if not 1 <= int(percent) <= int(max_percent) <= 100:
-        raise ValueError(f"percent={percent}, max_percent={max_percent}: need 1 <= percent <= max_percent <= 100")
+        raise InputError(f"percent={percent}, max_percent={max_percent}: need 1 <= percent <= max_percent <= 100")
     ds = C.dataset(run, data)
     rows = C.pick_cases(ds, split, max_cases, prefer_fine=True, cases=cases)
     m = int(run.model.num_prototypes)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from ..config import set_static_widgets_default
+from ..errors import InputError
 
 __all__ = ["setup", "NOSCRIPT", "unique_scripts", "add_noscript"]
 
@@ -38,7 +39,7 @@ _WIDGET_VIEW = re.compile(r'<script type="application/vnd\.jupyter\.widget-view\
 def _set_static_env(app, config) -> None:
     mode = str(getattr(config, "iaiabl_widgets_mode", "static")).lower()
     if mode not in ("static", "live", "auto"):
-        raise ValueError(f"iaiabl_widgets_mode={mode!r}: use static, live or auto")
+        raise InputError(f"iaiabl_widgets_mode={mode!r}: use static, live or auto")
     if mode != "auto":
         # the environment wins, so `IAIABL_STATIC_WIDGETS=0 jupyter-book build .` can still test live
         set_static_widgets_default(mode == "static")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from iaiabl_lib.config import MARGINS
-from iaiabl_lib.data.cbis_format import CSV_NAMES
+from iaiabl_lib.data.cbis_format import CSV_NAMES, DOWNLOAD_MARKER
 from iaiabl_lib.data.dataset import SPLITS, normalise_patient_id, save_prepared
 from iaiabl_lib.data.dicom import DEFAULT_MAX_PIXELS, robust_window, window_to_uint8
 from iaiabl_lib.data.prepared_dir import check_replaceable, recover, remove_ours, swap_in
@@ -74,9 +74,7 @@ def _refused_files(refused: dict, skipped: list[dict], locator: DicomLocator) ->
 def _refused_advice(cbis_dir: Path) -> str:
     """What a user does about the refused files of this tree (an IDC download, a synthetic tree,
     another download)."""
-    from iaiabl_lib.data.idc import MARKER
-
-    if (cbis_dir / MARKER).is_file():
+    if (cbis_dir / DOWNLOAD_MARKER).is_file():
         again = (f"delete each listed file and run `iaiabl download cbis-ddsm --out {cbis_dir}` again (it "
                  "fetches the missing files and verifies them), then prepare again")
     elif (cbis_dir / "synthetic.json").is_file():

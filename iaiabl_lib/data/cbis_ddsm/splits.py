@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 
 from iaiabl_lib.config import MARGINS
+from ...errors import InputError
 
 __all__ = ["PAPER_FRACTIONS", "OFFICIAL_VAL_FRACTION", "assign_splits"]
 
@@ -52,7 +53,7 @@ def assign_splits(samples: list[dict], mode: str = "paper", seed: int = 0) -> tu
         train, val, test = PAPER_FRACTIONS
         return _stratified(patients, {"test": test, "val": val}, rng, default="train"), 0
     if mode != "official":
-        raise ValueError(f"unknown split mode {mode!r}; use 'paper' or 'official'")
+        raise InputError(f"unknown split mode {mode!r}; use 'paper' or 'official'")
     in_test = {s["patient_id"] for s in samples if s["source"] == "test"}
     in_train = {s["patient_id"] for s in samples if s["source"] == "train"}
     rest = {p: labels for p, labels in patients.items() if p not in in_test}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 from iaiabl_lib.data.cbis_format import CSV_NAMES, FINE_COLUMN, MARGIN_NAMES
+from iaiabl_lib.errors import InputError
 
 __all__ = ["header_key", "COLUMNS", "MARGIN_CODES", "EXCLUDED_MARGINS", "MISSING_MARGIN_CELLS", "SPELLINGS", "CbisError", "SkipRow", "MassRow", "read_mass_csv", "classify_margin", "classify_pathology"]
 
@@ -23,7 +24,7 @@ MISSING_MARGIN_CELLS = {"", "NA", "N/A", "NAN", "NONE", "NULL"}
 SPELLINGS = {"ILL-DEFINED": "ILL_DEFINED", "ILL DEFINED": "ILL_DEFINED"}   # one margin, not a combination
 
 
-class CbisError(ValueError):
+class CbisError(InputError):
     """The CBIS-DDSM directory or its CSVs cannot be used at all (not a per-row problem)."""
 
 

@@ -1,4 +1,4 @@
-"""The ``iaiabl synth`` command (DESIGN.md §5): flags --out --patients --size --seed --confounder
+"""The ``iaiabl synth`` command (docs/DESIGN.md §5): flags --out --patients --size --seed --confounder
 (+ --confounder-class --test-fraction --quiet)."""
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from .markers import place_markers
 from .plan import Breast, RoiRow, assign_labels, plan_breasts, plan_files
 from .scene import render_breast
 from .tree import DETECTOR_HEIGHT_MM, TreeWriter, to_stored, write_csvs, write_metadata
+from ...errors import InputError
 
 __all__ = ["MIN_SIZE", "make_synthetic"]
 
@@ -105,14 +106,14 @@ def make_synthetic(out_dir, patients: int = 260, size: int = 512, seed: int = 0,
     """
     t0 = time.perf_counter()
     if int(size) != size or size < MIN_SIZE:
-        raise ValueError(f"size must be an integer >= {MIN_SIZE}, got {size!r}")
+        raise InputError(f"size must be an integer >= {MIN_SIZE}, got {size!r}")
     if int(patients) != patients or patients < 2:
-        raise ValueError(f"patients must be an integer >= 2 (one train and one test patient), "
+        raise InputError(f"patients must be an integer >= 2 (one train and one test patient), "
                          f"got {patients!r}")
     if not 0.0 <= confounder <= 1.0:
-        raise ValueError(f"confounder is a probability in [0, 1], got {confounder!r}")
+        raise InputError(f"confounder is a probability in [0, 1], got {confounder!r}")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        raise InputError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     target = resolve_class(confounder_class)
     out = Path(out_dir)
     _prepare_out_dir(out)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ...errors import InputError
+
 __all__ = ["MARKER_VALUE", "GLYPH_VALUE", "LABEL_VALUE", "LABEL_AREA", "draw_view_label", "crop_square",
            "draw_marker", "place_markers", "marker_masks"]
 
@@ -160,7 +162,7 @@ def marker_masks(dataset, tree=None) -> np.ndarray:
                                 "prepared from (pass tree=DIR)")
     rois = json.loads(record.read_text()).get("rois")
     if rois is None:
-        raise ValueError(f"{record} records no ROIs (made by an older version): remake the tree with "
+        raise InputError(f"{record} records no ROIs (made by an older version): remake the tree with "
                          "`iaiabl synth` and prepare it again")
     by_row = {(r["csv"], int(r["row"])): r for r in rois}
     native = int(dataset.summary.get("size", dataset.size))
@@ -170,7 +172,7 @@ def marker_masks(dataset, tree=None) -> np.ndarray:
         same = roi is not None and (roi["patient_id"], roi["side"], roi["view"], int(roi["abnormality_id"])) == \
             (row["patient_id"], row["side"], row["view"], int(row["abnormality_id"]))
         if not same:
-            raise ValueError(f"{record}: no ROI matches {row['id']} ({row['source_csv']} row {row['csv_row']}); "
+            raise InputError(f"{record}: no ROI matches {row['id']} ({row['source_csv']} row {row['csv_row']}); "
                              "were the data prepared from another tree? pass tree=DIR")
         if roi["marker_box"] is None:
             continue
