@@ -88,8 +88,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Coefficients of the stage-A1 objective (paper Eq. 3, 8): CE + λc Clst − λs Sep + λf Fine,
-    plus an L1 penalty on the off-class weights of h1 in stage A3."""
+    """Coefficients of the stage-A1 objective (paper Eq. 3): CE + λc Clst − λs Sep + λf Fine (the
+    book's Sep is the paper's with the opposite sign, hence the minus), plus an L1 penalty on the
+    off-class weights of h1 in stage A3 (Eq. 8 with ProtoPNet's L1 term, as the authors' code: not
+    in the printed Eq. 8)."""
 
     ce: float = 1.0
     clst: float = 0.8

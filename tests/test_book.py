@@ -100,6 +100,19 @@ def test_toc_lists_every_chapter_and_only_existing_files():
         assert f"book/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml (it would not be built)"
 
 
+def test_chapters_are_numbered_by_the_toc():
+    """Issue 25: exercises are numbered per chapter ("Exercise 9.1"): every part that holds chapters
+    numbers them (depth 1: chapters, not their sections), and a chapter's title carries no number of
+    its own (Sphinx adds it; a typed one would show twice)."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    for part in toc["parts"]:
+        notebooks = [c for c in part["chapters"] if (REPO / f"{c['file']}.ipynb").is_file()]
+        assert part.get("numbered") == 1 or not notebooks, f"part {part['caption']!r} is not numbered"
+    for path in top_level_chapters():
+        title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0]
+        assert not re.match(r"#\s+\d+\.", title), f"{path.name}: typed chapter number in {title!r}"
+
+
 def test_notebooks_are_stripped():
     for path in chapter_notebooks():
         nb = nbformat.read(path, as_version=4)
@@ -154,8 +167,50 @@ def test_chapters_follow_the_template():
         assert re.search(r"learning objectives", text, re.I), f"{path.name}: no learning objectives"
         assert re.search(r"\b\d+\s*(min|minutes|hours?)\b", text), f"{path.name}: no time estimate"
         assert re.search(r"^## Summary", text, re.M), f"{path.name}: no summary"
-        assert "{exercise}" in text and "{solution}" in text, f"{path.name}: no exercise with solution"
+        assert "{exercise}" in text and re.search(r"\{solution(-start)?\}", text), \
+            f"{path.name}: no exercise with solution"
         assert "{cite}" in text, f"{path.name}: cites nothing"
+
+
+def test_code_solutions_are_executed_cells():
+    """Issue 25: a solution with Python code is a gated solution (``{solution-start}`` … code cells …
+    ``{solution-end}``), so that the build executes its code; a ``{solution}`` block holds prose only.
+    Each start is closed in a later cell, with at least one code cell in between, and is a dropdown."""
+    for path in chapter_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        open_at, codes = None, 0
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                codes += open_at is not None
+                continue
+            for block in re.findall(r"````\{solution\}.*?\n````", cell.source, re.S):
+                assert "```python" not in block, f"{path.name}: a {{solution}} with code; make it gated"
+            for m in re.finditer(r"\{solution-(start|end)\}( [\w-]+)?\n(:class: dropdown)?", cell.source):
+                if m.group(1) == "start":
+                    assert open_at is None, f"{path.name}: nested solution-start {m.group(2)}"
+                    assert m.group(3), f"{path.name}: solution {m.group(2)} is not hidden (:class: dropdown)"
+                    open_at, codes = m.group(2).strip(), 0
+                else:
+                    assert open_at is not None, f"{path.name}: solution-end without a start"
+                    assert codes, f"{path.name}: gated solution {open_at} holds no code cell"
+                    open_at = None
+        assert open_at is None, f"{path.name}: solution {open_at} is never closed"
+
+
+def test_paper_vs_book_tables():
+    """Issue 25: a chapter that departs from the paper ends with a "Paper vs book" table (what, paper,
+    book, why), before its references."""
+    expected = {"03_prototype_similarity", "06_stage_a1", "07_fine_annotation", "08_projection",
+                "09_last_layer_and_pruning"}
+    for path in chapter_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        if path.stem in expected:
+            assert "## Paper vs book" in text, f"{path.name}: no Paper vs book table"
+        if "## Paper vs book" in text:
+            section = text.split("## Paper vs book", 1)[1].split("\n## ", 1)[0]
+            assert "| what | paper | book | why |" in section, f"{path.name}: the table lacks its columns"
+            assert text.index("## Paper vs book") < text.index("## References"), path.name
 
 
 # Numbers a chapter's prose may type because they are definitions, settings or references, not
@@ -172,7 +227,7 @@ DEFINITIONS = {
     "0.8": "λc, the paper's cluster weight", "0.08": "λs, the paper's separation weight",
     "15 %": "the paper's split proportions 73 / 12 / 15 %",
     "3.0": "CC BY 3.0, the data licence", "10.7937": "a DOI prefix",
-    "3.3": "a section number of the paper", "3.4": "a section number of the paper",
+    "2.3": "a section number of the paper", "3.3": "a section number of the paper", "3.4": "a section number of the paper",
     "13.1": "the explorer's section number",
     "2.6 %": "k = 5 of 196 patches (Eq. 2)", "4.6 %": "k = 9 of 196 patches (the authors' code)",
     "0.947": "the paper's black-box average AUROC (its Table 1)", "0.911": "the paper's ProtoPNet average AUROC",

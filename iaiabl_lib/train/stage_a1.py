@@ -1,5 +1,5 @@
 """Stage A1 (Barnett et al. 2021 §3.3): train the backbone f, the add-on layers and the prototypes
-with h1 fixed, minimising (Eq. 8)
+with h1 fixed, minimising (the paper's Eq. 3)
 
     CE + λc·Clst − λs·Sep + λf·Fine        (Eq. 3-7, ``losses``)
 
@@ -8,7 +8,7 @@ on batches of 75 lesion-scale images and 10 fine-annotated ones (the paper's siz
 train all three ("joint").
 
     make_batch(a1_set, idx, n_lesion, preset)   a batch: images, labels, relevant masks
-    make_step(model, preset, optimizer)         the step: forward, Eq. 8, backward, update
+    make_step(model, preset, optimizer)         the step: forward, Eq. 3, backward, update
     make_optimizer(model, preset, stage)        Adam with the preset's learning rates
     set_stage(model, stage)                     which parts train (``STAGE_TRAINABLE``)
 
@@ -116,7 +116,7 @@ def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
 
 
 def a1_objective(out: IAIABLOutput, batch: Batch, prototype_class: Tensor, preset: Preset) -> dict[str, Tensor]:
-    """Stage-A1 objective (Eq. 8): CE + λc·Clst − λs·Sep + λf·Fine; nothing on h1 (it is fixed).
+    """Stage-A1 objective (the paper's Eq. 3): CE + λc·Clst − λs·Sep + λf·Fine; nothing on h1 (it is fixed).
 
     Fine (Eq. 7) is evaluated on the rows that carry a mask: lesion masks on the lesion-scale batch
     (``train.use_lesion_masks``), fine masks on the fine batch (``train.use_fine_loss``).

@@ -275,7 +275,7 @@ class Trainer:
     # -- stages ---------------------------------------------------------------------------------
 
     def a1_epoch(self, stage: str) -> dict:
-        """One warm-up or joint epoch (Eq. 8)."""
+        """One warm-up or joint epoch (Eq. 3)."""
         t0 = time.perf_counter()
         model = self.model
         model.train()
