@@ -167,8 +167,31 @@ def _png_tag(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict | None = None) -> str:
-    """The report for an explanation ``expl`` (``explain.explain_case``) as one HTML string."""
+def _distrust_html(expl, health) -> str:
+    """The shown prototypes that the library's one distrust rule (``explain.prototype_health``)
+    flags, with its reasons; or why the check could not run."""
+    esc = html.escape
+    if health is None:
+        return ("<h2>Prototypes to distrust</h2><p>Not checked: the health check needs the run's "
+                "prepared training data (pass <code>--data DATA</code>).</p>")
+    by_index = {h.index: h for h in health}
+    shown = [p.index for p in expl.prototypes]
+    flagged = [by_index[j] for j in shown if j in by_index and by_index[j].flagged]
+    n_all = sum(h.flagged for h in health)
+    head = (f"<h2>Prototypes to distrust</h2><p>The health check of every prototype of this model "
+            f"(where it looks on its own class's training cases, and how the model weighs it) flags "
+            f"{n_all} of {len(health)}.</p>")
+    if not flagged:
+        return head + "<p>None of the prototypes shown above is flagged.</p>"
+    items = "".join(f"<li>prototype {h.index} ({esc(MARGINS[h.cls])}): {esc('; '.join(h.flags))}</li>"
+                    for h in flagged)
+    return head + f"<p>Shown above and flagged:</p><ul>{items}</ul>"
+
+
+def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict | None = None,
+                health: list | None = None) -> str:
+    """The report for an explanation ``expl`` (``explain.explain_case``) as one HTML string;
+    ``health``: ``explain.prototype_health(run)``, or None where the run's data is not at hand."""
     from .explain import case_text
     from .plots import plot_case_explanation
 
@@ -230,6 +253,7 @@ where in this mass the prototype is found (coloured map; yellow box: its stronge
 outline: the lesion), the prototype itself, the earlier training case it comes from (box), how the
 prototype lights up its own case, and its points of evidence (similarity × weight).</p>
 {fig_html}
+{_distrust_html(expl, health)}
 {cam_html}
 <h2>Details</h2>
 <table>{meta}</table>
@@ -361,7 +385,12 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
                              "prepared with another split): the model has seen this case in training "
                              "(or used it for model selection)")
             print(f"warning: {case}: {extra['note']}", file=sys.stderr)
-    text = render_html(expl, run, source, cam_png=_cam_figure_html(run, expl), extra=extra)
+    health = None
+    if data_dir is not None and Path(data_dir).is_dir():
+        from .explain import prototype_health
+
+        health = prototype_health(run, data)         # the library's one distrust rule
+    text = render_html(expl, run, source, cam_png=_cam_figure_html(run, expl), extra=extra, health=health)
     target = Path(out) if out is not None else run_dir / "explanations" / f"{_safe_name(name)}.html"
     return write_report(target, text)
 

@@ -226,8 +226,8 @@ def test_explain_dicom_is_deterministic_and_runs_the_network_once(tiny_run, prep
     original = torch.nn.Module.__call__
 
     def counting(module, *args, **kwargs):
-        if type(module).__name__ == "IAIABL":
-            calls.append(1)
+        if type(module).__name__ == "IAIABL" and args and args[0].shape[0] == 1:   # the case itself
+            calls.append(1)                 # (the run's health check reads the training split in batches)
         return original(module, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -241,6 +241,9 @@ def test_explain_dicom_is_deterministic_and_runs_the_network_once(tiny_run, prep
     images = lambda t: re.findall(r'src="data:image/png;base64,[^"]+"', t)   # noqa: E731
     assert images(with_data) == images(without) and images(with_data)
     assert f"{cfg['data_size']} px (the run&#x27;s training crops)" in with_data
+    # the library's one distrust rule, where the run's training data are at hand
+    assert "<h2>Prototypes to distrust</h2>" in with_data and "health check of every prototype" in with_data
+    assert "Not checked: the health check needs" in without
 
 
 def test_explain_cli_clear_errors(tiny_run, prepared, synth_tree, tmp_path, capsys):
@@ -302,5 +305,23 @@ def test_prototype_health_measures_each_prototype_against_a_direct_computation(r
         assert any("off the mass" in f for f in h.flags) == (h.margin_ap < 0.5)
         assert h.margin_ap >= h.lesion_ap                  # the widened region contains the lesion
         assert h.flagged == bool(h.flags)
+        w = run.model.margin_head.weight[:, h.index].detach().numpy()
+        assert h.weights == pytest.approx(tuple(w))
+        assert any("against every margin" in f for f in h.flags) == bool((w < 0).all())
+        assert any("against its own class" in f for f in h.flags) == bool(w[h.cls] < 0 and not (w < 0).all())
     strict = prototype_health(run, data, threshold=1.01)          # every prototype is below 101 %
     assert all(any("off the mass" in f for f in h.flags) for h in strict)
+    # the weight rules, on a copy whose h1 is set by hand
+    import copy
+
+    bent = copy.copy(run)
+    bent.model = copy.deepcopy(run.model)
+    with torch.no_grad():
+        bent.model.margin_head.weight[:, 0] = -1.0                   # against every margin
+        c1 = int(bent.model.prototype_class[1])
+        bent.model.margin_head.weight[:, 1] = 1.0
+        bent.model.margin_head.weight[c1, 1] = -0.5                  # against its own class only
+    flags = {h.index: h.flags for h in prototype_health(bent, data)}
+    assert any("against every margin" in f for f in flags[0])
+    assert any("against its own class" in f for f in flags[1])
+    assert not any("against its own class" in f for f in flags[0])   # one reason, the stronger

@@ -1,5 +1,13 @@
-"""Where each prototype looks on its own class's training cases (Eq. 9 per prototype), with the
-flags a reader needs (off the mass, on the image border)."""
+"""The library's one rule for which prototypes a reader should distrust (chapter 13, the explorers,
+the gallery and ``iaiabl explain`` all call :func:`prototype_health`): where each prototype looks on
+its own class's training cases (Eq. 9 per prototype), and how the margin layer h1 uses it.
+
+A prototype is flagged when
+  * most of its strongest activation lies off the mass and its margin (``OFF_LESION_THRESHOLD``);
+  * it was taken from the border of its source image;
+  * its h1 weight counts against its own class (it speaks for its class by looking *unlike* it);
+  * its h1 weights count against every class (it can only ever lower the scores).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..config import MARGINS
 from ..model import activation_map
 from ..predict import as_images
 from .inputs import dataset_for, prototype_record
@@ -25,6 +34,7 @@ class PrototypeHealth:
     self_ap: float | None        # Eq. 9 of its self-activation on its source case's lesion (push)
     on_border: bool              # its source patch is a cell on the edge of the latent grid
     merged: int                  # how many other prototypes were merged into it by pruning
+    weights: tuple[float, ...] = ()   # its column of h1: (circumscribed, indistinct, spiculated)
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -51,9 +61,8 @@ def prototype_health(run, data=None, split: str = "train", threshold: float = OF
     cases of its own class against the lesion (``lesion_ap``) and against the lesion with its
     margin band (``margin_ap``, the lesion widened by ``margin_band`` pixels: a margin prototype
     sits on the edge), that of its self-activation on its source case, whether its source patch sits
-    on the border of the latent grid, and how many prototypes pruning merged into it. ``flags`` says
-    in words why a reader should distrust it: mostly off the mass and its margin (``margin_ap``
-    below ``threshold``), or on the image border."""
+    on the border of the latent grid, how many prototypes pruning merged into it, and its column of
+    h1. ``flags`` says in words why a reader should distrust it (the module docstring's four rules)."""
     from scipy import ndimage
 
     from ..metrics import activation_precision
@@ -75,6 +84,8 @@ def prototype_health(run, data=None, split: str = "train", threshold: float = OF
     disk = ndimage.generate_binary_structure(2, 1)
     widened = np.stack([ndimage.binary_dilation(m > 0, disk, iterations=band) for m in ds.lesion_masks])
     pclass = model.prototype_class.cpu().numpy()
+    h1 = model.margin_head.weight.detach().float().cpu().numpy()             # (3, m)
+    full = dataset_for(run, data)                                            # every split: the push's sources
     arrays = getattr(run, "push_arrays", None) or {}
     merged = {int(g["kept"]): len(g["removed"]) for g in (getattr(run, "prune", None) or {}).get("merged", [])}
     kept = (getattr(run, "prune", None) or {}).get("kept", list(range(len(pclass))))
@@ -87,7 +98,6 @@ def prototype_health(run, data=None, split: str = "train", threshold: float = OF
         rec = prototype_record(run, j)
         self_ap = None
         if "self_activation" in arrays and rec["source_index"] is not None:
-            full = dataset_for(run, data)
             self_ap = float(activation_precision(arrays["self_activation"][j],
                                                  full.lesion_masks[int(rec["source_index"])]))
         patch = rec["patch"]
@@ -98,9 +108,14 @@ def prototype_health(run, data=None, split: str = "train", threshold: float = OF
                          "mass and its margin")
         if border:
             flags.append("it was taken from the border of its source image")
+        w = h1[:, j]
+        if (w < 0).all():
+            flags.append("its weights count against every margin: it can only lower the scores")
+        elif w[cls] < 0:
+            flags.append(f"its weight counts against its own class ({MARGINS[cls]})")
         original = kept[j] if j < len(kept) else j
         out.append(PrototypeHealth(j, int(cls), ap, ap_margin, self_ap, bool(border),
-                                   merged.get(int(original), 0), flags))
+                                   merged.get(int(original), 0), tuple(float(v) for v in w), flags))
     return out
 
 

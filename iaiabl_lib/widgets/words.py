@@ -71,5 +71,9 @@ def distrust_sentence(health) -> str:
     (``explain.prototype_health``), "" when it passed."""
     if health is None or not health.flagged:
         return ""
-    return ("Distrust it: " + "; ".join(health.flags) + ", so it may be matching background, a marker "
-            "or the image edge rather than the margin of a mass.")
+    where = any("off the mass" in f or "border" in f for f in health.flags)
+    weight = any("weight" in f for f in health.flags)
+    why = [w for w, on in (("it may be matching background, a marker or the image edge rather than "
+                            "the margin of a mass", where),
+                           ("its points do not mean what its picture suggests", weight)) if on]
+    return "Distrust it: " + "; ".join(health.flags) + ", so " + " and ".join(why) + "."
