@@ -88,18 +88,19 @@ def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | No
                     size: int = 224, model_size: int | None = None) -> dict:
     """Cut the ROI of a raw mammogram exactly as ``iaiabl prepare`` does.
 
-    read_dicom (rescale, MONOCHROME1 inverted, PHI stripped) → window_to_uint8 → a lesion mask
-    (the ``box`` rectangle, or the binary ``mask_path`` DICOM, which must have the image's size)
-    → ``cbis_ddsm.crop_geometry`` → ``cbis_ddsm.crop_and_resize`` to ``size`` (the prepared
-    dataset's size) → resized to ``model_size`` like ``dataset.load_prepared``.
+    read_dicom (rescale, MONOCHROME1 inverted, PHI stripped) → a lesion mask (the ``box``
+    rectangle, or the binary ``mask_path`` DICOM, which must have the image's size) →
+    ``cbis_ddsm.cut_roi``, the importer's own cut (largest component, crop, window of the whole
+    mammogram, resize to ``size``, the prepared dataset's size) → resized to ``model_size`` like
+    ``dataset.load_prepared``.
 
     Returns {"image": uint8 (S, S), "lesion_mask": uint8 (S, S), "bbox", "crop_box", "shape"}.
     Raises ValueError with what to fix for a bad box, a mask of another size, an empty or
     non-binary mask, or neither/both of box and mask.
     """
-    from .data.cbis_ddsm import crop_and_resize, crop_geometry
+    from .data.cbis_ddsm.importer import cut_roi
     from .data.dataset import resize_images, resize_masks
-    from .data.dicom import read_dicom, window_to_uint8
+    from .data.dicom import read_dicom
 
     path = Path(dicom_path)
     if (box is None) == (mask_path is None):
@@ -131,8 +132,8 @@ def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | No
         if lesion.all():
             raise InputError(f"--mask {mpath.name}: the mask marks every pixel as lesion; it "
                              "outlines nothing: pass the ROI mask of this lesion")
-    bbox, crop_box = crop_geometry(lesion)
-    image, (lesion_roi,) = crop_and_resize(window_to_uint8(pixels, info), [lesion], crop_box, size)
+    roi = cut_roi(pixels, info, lesion, size)
+    image, (lesion_roi,), bbox, crop_box = roi["image"], roi["masks"], roi["bbox"], roi["crop_box"]
     if model_size is not None and model_size != size:
         image = resize_images(image[None], model_size)[0]
         lesion_roi = resize_masks(lesion_roi[None], model_size)[0]

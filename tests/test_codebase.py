@@ -158,11 +158,31 @@ def test_no_chapter_shadows_a_module():
         for node in ast.walk(tree):
             targets = node.targets if isinstance(node, ast.Assign) else \
                 [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For)) else []
-            for t in targets:
-                for n in ast.walk(t):
-                    if isinstance(n, ast.Name) and n.id in modules:
-                        found.append(f"{path.name}: {n.id} = … hides the module {n.id}")
+            for n in _bound_names(targets):
+                if n in modules:
+                    found.append(f"{path.name}: {n} = … hides the module {n}")
     assert not found, found
+
+
+def _bound_names(targets) -> list[str]:
+    """The names an assignment rebinds: plain names, also inside tuples, lists and starred targets;
+    not the names read inside a subscript or attribute target (``d[i, torch.arange(n)] = x`` binds
+    nothing)."""
+    out = []
+    for t in targets:
+        if isinstance(t, ast.Name):
+            out.append(t.id)
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            out += _bound_names(t.elts)
+        elif isinstance(t, ast.Starred):
+            out += _bound_names([t.value])
+    return out
+
+
+def test_bound_names_are_the_rebound_ones():
+    tree = ast.parse("a, (b, *c) = x\nd[torch.arange(3)] = 0\ne.torch = 1\nfor f in y: pass")
+    targets = [t for node in tree.body for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+    assert _bound_names(targets) == ["a", "b", "c", "f"]
 
 
 def _is_package(module: str) -> bool:

@@ -246,6 +246,23 @@ def test_explain_dicom_is_deterministic_and_runs_the_network_once(tiny_run, prep
     assert "Not checked: the health check needs" in without
 
 
+def test_explain_cuts_a_dicom_exactly_as_prepare_does(prepared, synth_tree):
+    """Issue 23: ``iaiabl explain FILE.dcm --mask MASK.dcm`` and ``iaiabl prepare`` cut the same
+    region of interest, pixel for pixel (one function, ``cbis_ddsm.cut_roi``: largest component of
+    the mask, crop, window of the whole mammogram, resize)."""
+    from iaiabl_lib.report import crop_dicom_case
+
+    ds = load_prepared(prepared)
+    rows = manifest_rows(prepared)
+    assert rows and len(rows) == len(ds.ids)
+    for i, row in enumerate(rows[:4]):
+        roi = crop_dicom_case(Path(synth_tree) / row["image_path"], mask_path=Path(synth_tree) / row["mask_path"],
+                              size=ds.size)
+        np.testing.assert_array_equal(roi["image"], ds.images[i], err_msg=row["image_path"])
+        np.testing.assert_array_equal(roi["lesion_mask"], ds.lesion_masks[i], err_msg=row["mask_path"])
+        assert " ".join(map(str, roi["crop_box"])) == row["crop_box"]
+
+
 def test_explain_cli_clear_errors(tiny_run, prepared, synth_tree, tmp_path, capsys):
     from cbis_fixtures import write_dicom
 

@@ -20,7 +20,28 @@ from .geometry import crop_and_resize, crop_geometry
 from .splits import assign_splits
 from .tables import CbisError, MassRow, SkipRow, classify_margin, classify_pathology, read_mass_csv
 
-__all__ = ["prepare", "format_table"]
+__all__ = ["prepare", "format_table", "cut_roi"]
+
+
+def cut_roi(pixels: np.ndarray, info: dict, lesion: np.ndarray, size: int,
+            fine: np.ndarray | None = None) -> dict:
+    """The region of interest of one mass, as ``iaiabl prepare`` cuts it and ``iaiabl explain``
+    cuts a raw DICOM (one function for both): the lesion mask reduced to its largest connected
+    component, the crop around it (``crop_geometry``), the mammogram windowed over the whole image
+    (its VOI LUT, else the robust window of the whole mammogram) and resized to ``size`` with its
+    masks (``crop_and_resize``).
+
+    pixels (H, W) as ``read_dicom`` returns them, lesion (H, W) bool, fine (H, W) bool or None ->
+    {"image": uint8 (size, size), "masks": [lesion, (fine)] uint8 (size, size), "bbox", "crop_box",
+    "components", "removed"}."""
+    lesion, components, removed = largest_component(lesion)
+    bbox, box = crop_geometry(lesion)
+    masks = [lesion] + ([fine] if fine is not None else [])
+    window = robust_window(pixels) if info.get("voi") is None else None   # of the whole mammogram
+    image, out_masks = crop_and_resize(pixels, masks, box, size,
+                                       image_transform=lambda part: window_to_uint8(part, info, window=window))
+    return {"image": image, "masks": out_masks, "bbox": bbox, "crop_box": box,
+            "components": components, "removed": removed}
 
 
 def _load_row(row: MassRow, locator: DicomLocator, read: _Reader, size: int) -> dict:
@@ -29,15 +50,12 @@ def _load_row(row: MassRow, locator: DicomLocator, read: _Reader, size: int) -> 
     pixels, info = read(full_path)
     shape = pixels.shape
     lesion, mask_path = _find_mask(locator, row, read, shape)
-    lesion, components, removed = largest_component(lesion)
     fine, fine_path = (None, None)
     if row.fine_path:
         fine, fine_path = _fine_mask(locator, row, read, shape)
-    bbox, box = crop_geometry(lesion)
-    masks = [lesion] + ([fine] if fine is not None else [])
-    window = robust_window(pixels) if info.get("voi") is None else None   # of the whole mammogram
-    image, out_masks = crop_and_resize(pixels, masks, box, size,
-                                       image_transform=lambda part: window_to_uint8(part, info, window=window))
+    roi = cut_roi(pixels, info, lesion, size, fine)
+    image, out_masks, bbox, box = roi["image"], roi["masks"], roi["bbox"], roi["crop_box"]
+    components, removed = roi["components"], roi["removed"]
     if not out_masks[0].any():
         raise SkipRow("mask empty", mask_path, f"the lesion vanished when resized to {size} px")
     return {
