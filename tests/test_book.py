@@ -369,6 +369,19 @@ def test_chapters_show_their_figures(book_html):
 
 
 @pytest.mark.slow
+def test_every_chapter_figure_has_alt_text(book_html):
+    """Issue 22: every figure a chapter draws has alt text that says what it shows (the cell's
+    ``mystnb.image.alt`` metadata), not the file name Sphinx puts there by default."""
+    for path in chapter_notebooks():
+        page = (book_html / "book" / f"{path.stem}.html").read_text(encoding="utf-8")
+        for tag in re.findall(r"<img\b[^>]*_images/[^>]*>", page):
+            alt = re.search(r'alt="([^"]*)"', tag)
+            text = alt.group(1) if alt else ""
+            assert len(text.split()) >= 5 and not re.search(r"\.(png|svg|jpe?g)$", text), \
+                f"{path.name}: a figure without alt text ({tag[:160]})"
+
+
+@pytest.mark.slow
 def test_no_error_output_in_any_page(book_html):
     stderr_block = re.compile(r'class="[^"]*\b(output_error|output error|traceback)\b|'
                               r'<div class="output stderr[^"]*">(.*?)</div>', re.S)
