@@ -178,6 +178,11 @@ def test_clinical_words():
     assert T.points_sentence(-0.08, "spiculated") == "takes 0.08 points away from spiculated"
     assert T.change(0.5, 0.502) == "no visible change"
     assert T.change(0.5, 0.62) == "+12 percentage points"
+    # the columns add up: 15 % -> 21 % reads +6, although the figures differ by 5.2 points (issue 22)
+    assert (T.pct(0.154), T.pct(0.206), T.change(0.154, 0.206)) == ("15 %", "21 %", "+6 percentage points")
+    assert T.change(0.206, 0.154) == "-6 percentage points"
+    assert T.change(0.003, 0.006) == "up by less than 1 percentage point"     # "below 1 %" -> "1 %"
+    assert T.change(0.003, 0.013) == "+1 percentage point"
 
 
 def test_cases_are_numbered_and_ground_truth_waits_for_a_click(run, ds, monkeypatch):

@@ -14,13 +14,21 @@ __all__ = ["pct", "change", "article", "margin_lines", "malignancy_line", "bar",
 
 
 def change(before: float, after: float) -> str:
-    """The change between two probabilities in percentage points, as the reader sees them."""
-    if pct(before) == pct(after):
+    """The change between two probabilities in percentage points, as the reader sees them: the
+    difference of the two whole percentages shown (15 % → 21 % reads "+6", whatever the unrounded
+    figures), so that the columns add up; where one side reads "below 1 %" or "above 99 %", the
+    rounded difference of the figures themselves."""
+    a, b = pct(before), pct(after)
+    if a == b:
         return "no visible change"
-    d = 100 * (float(after) - float(before))
-    if abs(d) < 0.5:
-        return f"{'up' if d > 0 else 'down'} by less than 1 percentage point"
-    return f"{d:+.0f} percentage points"
+    if a.endswith(" %") and a[:-2].isdigit() and b.endswith(" %") and b[:-2].isdigit():
+        d = int(b[:-2]) - int(a[:-2])
+    else:
+        d = 100 * (float(after) - float(before))
+        if abs(d) < 0.5:
+            return f"{'up' if d > 0 else 'down'} by less than 1 percentage point"
+        d = int(round(d))
+    return f"{d:+d} percentage point{'' if abs(d) == 1 else 's'}"
 
 
 def class_colour(c: int) -> str:
