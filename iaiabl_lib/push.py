@@ -39,8 +39,8 @@ from .errors import InputError
 from .model import IAIABL, activation_map, squared_distances
 
 __all__ = ["HIGH_ACTIVATION_PERCENTILE", "ReceptiveField", "receptive_field", "rf_box",
-           "high_activation_box", "NearestPatches", "patch_mask_from", "nearest_patches", "grey_uint8",
-           "PushResult", "push_prototypes", "select"]
+           "high_activation_box", "NearestPatches", "patch_mask_from", "nearest_patches", "push_cells",
+           "push_diagnostics", "grey_uint8", "PushResult", "push_prototypes", "select"]
 
 HIGH_ACTIVATION_PERCENTILE = 95.0
 """The self-activation box holds the pixels at or above this percentile of the PAM (paper §3.3)."""
@@ -259,6 +259,30 @@ def _assign_distinct(cand_d: Tensor, cand_img: Tensor, cand_patch: Tensor,
         left.discard(j)
     dev = best_d.device
     return out_d.to(dev), out_img.to(dev), out_patch.to(dev)
+
+
+def push_cells(push_set: str, lesion_masks: Tensor, grid: int) -> Tensor | None:
+    """The cells a prototype may be projected onto (``train.push_set``): every cell of its class's
+    training images ("all", the paper: None), or only the cells inside the lesion ("lesion",
+    ``patch_mask_from``). lesion_masks (N, 1, S, S) -> (N, grid, grid) bool or None."""
+    if push_set == "all":
+        return None
+    if push_set != "lesion":
+        raise InputError(f"train.push_set must be 'all' or 'lesion', got {push_set!r}")
+    return patch_mask_from(lesion_masks, (grid, grid))
+
+
+def push_diagnostics(records: list[dict], arrays: dict, train_index: np.ndarray, lesion_masks: Tensor) -> dict:
+    """How many distinct training patches the prototypes sit on, and how much of their
+    self-activation lies on the lesion of their source image (Eq. 9; history.csv's push rows).
+    train_index (N,): the dataset rows of the training images whose lesion_masks (N, 1, S, S) are given."""
+    from .metrics import activation_precision
+
+    distinct = len({(r["source_index"], *r["patch"]) for r in records})
+    rows = torch.as_tensor(np.searchsorted(train_index, arrays["source_index"]))
+    masks = lesion_masks[rows.to(lesion_masks.device), 0].cpu().numpy()
+    ap = activation_precision(arrays["self_activation"], masks)
+    return {"distinct_prototypes": distinct, "push_lesion_ap": float(np.mean(ap))}
 
 
 def grey_uint8(images: Tensor) -> np.ndarray:

@@ -539,7 +539,8 @@ def test_setup_cell_installs_the_library_in_a_fresh_venv(tmp_path):
     assert Path(installed).resolve().is_relative_to(venv.resolve()), \
         f"the library was imported from {installed}, not from the fresh venv"
     assert "device: " in out and "preset: " in out, out[-2000:]
-    assert "No GPU" in out, "the CPU note (how to switch Colab to a GPU) is missing"
+    # the note on the preset: tiny here, and how to opt into the paper's scale on a GPU (Colab)
+    assert "runs the 'tiny' preset" in out and "IAIABL_BOOK_PRESET" in out, "the preset note is missing"
 
 
 # --- chapter 14: the real-data cell, off by default ----------------------------------------------

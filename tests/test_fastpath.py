@@ -165,6 +165,7 @@ def test_trainer_fits_its_batch_to_memory_and_records_it(prepared, tmp_path, mon
     shrinks the tiny preset's 24 + 8 by quarters to 13 + 4 before the first epoch, says so, trains
     with it, records it in config.json, and a rerun in the same directory resumes (the fitted
     batch is part of the settings the resume check compares)."""
+    import iaiabl_lib.train.probe as probe_mod        # the probe's own reference to make_step
     import iaiabl_lib.train.trainer as train_mod      # the loop's own reference to make_step
     from test_train import RUN_KW
 
@@ -182,6 +183,7 @@ def test_trainer_fits_its_batch_to_memory_and_records_it(prepared, tmp_path, mon
 
     monkeypatch.setattr(fastpath, "fits_batches", lambda device: True)
     monkeypatch.setattr(train_mod, "make_step", small_gpu_make_step)
+    monkeypatch.setattr(probe_mod, "make_step", small_gpu_make_step)
     out = tmp_path / "run"
     stop = {"after": 2}
 

@@ -7,7 +7,11 @@ for the loop.
     ../prune.py    merge prototypes that were pushed onto the same patch
     stage_b.py     B: the malignancy head h2, logistic regression on the margin logits (Eq. 10)
     schedule.py    which stage runs when, and how many steps each takes (vs the paper and its code)
-    trainer.py     the loop: train(DATA, preset, RUN), estimate(DATA, preset)
+    trainer.py     the loop: train(DATA, preset, RUN)
+    probe.py       before the first epoch: batch fitting and the run-time estimate
+    estimate.py    estimate(DATA, preset): the probe alone
+    resume.py      resume.pt: what an unfinished run saves and how it continues
+    runfiles.py    the end of a run: best pushed model, pruning, stage B, the run files
     checkpoint.py  random-generator state for exact resume
     cli.py         ``iaiabl train``
 
@@ -28,7 +32,8 @@ from .stage_a1 import (STAGE_TRAINABLE, Batch, a1_objective, make_batch, make_op
                        set_stage, train_step)
 from .stage_a3 import train_last_layer
 from .stage_b import fit_malignancy_head, malignancy_equation
-from .trainer import Trainer, estimate, train
+from .estimate import estimate
+from .trainer import Trainer, train
 
 __all__ = [
     "train", "estimate", "Trainer", "push_epochs", "steps_per_stage", "schedule_table",

@@ -5,7 +5,8 @@ import argparse
 import time
 
 from ..config import PRESET_NAMES
-from .trainer import estimate, train
+from .estimate import estimate
+from .trainer import train
 from ..errors import InputError
 
 __all__ = ["add_cli", "run_cli"]

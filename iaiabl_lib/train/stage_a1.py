@@ -29,6 +29,7 @@ from ..losses import cluster_separation, cross_entropy, fine_annotation_loss, le
 from ..model import IAIABL, IAIABLOutput
 
 __all__ = ["STAGE_TRAINABLE", "set_stage", "make_optimizer", "Batch", "make_batch", "a1_objective",
+           "init_prototypes_on_lesion_patches",
            "push_to_pull", "make_step", "train_step"]
 
 
@@ -216,3 +217,28 @@ def train_step(model: IAIABL, preset: Preset, optimizer: torch.optim.Optimizer, 
                reference: bool = False) -> dict[str, Tensor]:
     """One A1 step on ``batch`` (``make_step`` built and called once; for benchmarks and tests)."""
     return make_step(model, preset, optimizer, reference=reference)(batch)
+
+
+@torch.no_grad()
+
+
+def init_prototypes_on_lesion_patches(model, train_set, batch_size: int, seed: int) -> None:
+    """``model.prototype_init = "lesion_patches"``: each prototype starts as the latent patch
+    (of the untrained network) of a random cell inside the lesion of a random training image of
+    its class, all distinct, instead of a uniform random vector (the paper's ``torch.rand``)."""
+    from ..push import patch_mask_from
+
+    g = torch.Generator().manual_seed(seed)
+    was = model.training
+    model.eval()
+    z = torch.cat([model.features(train_set.images[i:i + batch_size])
+                   for i in range(0, len(train_set), batch_size)]).float()   # (N, C, H, W)
+    model.train(was)
+    n, c, h, w = z.shape
+    allowed = patch_mask_from(train_set.lesion_masks, (h, w)).to(z.device)              # (N, H, W)
+    labels = train_set.labels.to(z.device)
+    for cls in range(model.cfg.num_classes):
+        cells = torch.nonzero(allowed & (labels == cls)[:, None, None])                # (K, 3)
+        slots = torch.nonzero(model.prototype_class == cls).flatten()
+        pick = cells[torch.randperm(len(cells), generator=g)[:len(slots)].to(cells.device)]
+        model.prototypes.data[slots] = z[pick[:, 0], :, pick[:, 1], pick[:, 2]].to(model.prototypes.dtype)
