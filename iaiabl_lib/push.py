@@ -247,16 +247,13 @@ def _assign_distinct(cand_d: Tensor, cand_img: Tensor, cand_patch: Tensor,
     d = cand_d.detach().cpu().double().clone()                              # (m, k)
     img, patch = cand_img.cpu(), cand_patch.cpu()
     out_d, out_img, out_patch = best_d.cpu().clone(), best_img.cpu().clone(), best_patch.cpu().clone()
-    left = set(range(d.shape[0]))
-    while left:
-        flat = int(d.argmin())
-        j, k = divmod(flat, d.shape[1])
+    for _ in range(d.shape[0]):                                               # one prototype per round
+        j, k = divmod(int(d.argmin()), d.shape[1])
         if not torch.isfinite(d[j, k]):
             break                                                             # fallback for the rest
         out_d[j], out_img[j], out_patch[j] = cand_d[j, k].cpu(), img[j, k], patch[j, k]
-        d[j] = float("inf")
+        d[j] = float("inf")                                                   # the prototype is placed
         d[img == img[j, k]] = float("inf")                                    # the image is taken
-        left.discard(j)
     dev = best_d.device
     return out_d.to(dev), out_img.to(dev), out_patch.to(dev)
 
