@@ -47,18 +47,18 @@ def probe(tr) -> tuple[int, int] | None:
     step = make_step(model, tr.preset, opt, forward=tr.forward)
 
     def run(b: int, f: int):
-        return step(tr._make_batch(*probe_indices(tr, b, f, gen), generator=gen))
+        return step(tr.make_batch(*probe_indices(tr, b, f, gen), generator=gen))
 
     try:
         if fit:
-            before = (t.batch_size, tr._fine_batch_size())
+            before = (t.batch_size, tr.fine_batch_size())
             b, f = fastpath.fit_batch(run, *before, dev, log=print)
             if (b, f) != before:
                 fitted = (b, f)
                 print(f"training with A1 batches of {b} + {f} (the preset's {before[0]} + {before[1]} "
                       f"do not fit in this GPU's memory)")
         if t.estimate_steps > 0:
-            size, fine = fitted or (t.batch_size, tr._fine_batch_size())
+            size, fine = fitted or (t.batch_size, tr.fine_batch_size())
             if dev.type == "cuda":       # the peak of the timed steps, not of failed fits
                 torch.cuda.reset_peak_memory_stats(dev)
             step_s = fastpath.time_calls(lambda: run(size, fine), dev, t.estimate_steps,
@@ -81,7 +81,7 @@ def use_batch(tr, fitted: tuple[int, int] | None) -> None:
     recorded in the run's config.json beside the preset's own batch."""
     if fitted is None:
         return
-    before = (tr.t.batch_size, tr._fine_batch_size())
+    before = (tr.t.batch_size, tr.fine_batch_size())
     b, f = fitted
     values = {"train.batch_size": b}
     if tr.t.use_fine_loss:
@@ -106,5 +106,5 @@ def estimate_left(tr) -> fastpath.RunEstimate | None:
     # validation every epoch; per push: the search, A3's caches of train and val, validation;
     # at the end: validation and stage B's pass over the training split
     forward = len(left) * n_val + pushes * (2 * n_plain + 2 * n_val) + (n_plain + n_val)
-    return fastpath.RunEstimate(fastpath.device_name(tr.dev), t.batch_size, tr._fine_batch_size(),
+    return fastpath.RunEstimate(fastpath.device_name(tr.dev), t.batch_size, tr.fine_batch_size(),
                                 steps, step_s, forward, rate, None if peak is None else round(peak, 2))

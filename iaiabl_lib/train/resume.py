@@ -46,7 +46,7 @@ def try_resume(tr) -> bool:
         return False
     state = load_state(path)
     if state.get("format") != 1 or json.loads(state["run_config"]) != json.loads(json.dumps(resume_key(tr))):
-        tr._log(f"{path}: written by a run with other settings; starting afresh")
+        tr.log(f"{path}: written by a run with other settings; starting afresh")
         return False
     tr.model.load_state_dict(state["model"])
     for k, o in tr.opt.items():
@@ -62,5 +62,5 @@ def try_resume(tr) -> bool:
                      "push_arrays": {k: v.numpy() for k, v in b["push_arrays"].items()}}
     tr.history = json.loads(state["history_json"])
     tr.epoch = int(state["epoch"])
-    tr._log(f"resuming {tr.out} after epoch {tr.epoch}")
+    tr.log(f"resuming {tr.out} after epoch {tr.epoch}")
     return True

@@ -30,7 +30,7 @@ def finish(tr, t_start: float | None = None) -> None:
         report = prune_duplicates(model, records, t.prune_tolerance)
         records, arrays = select_push(records, arrays, report["kept"])
         if report["after"] < report["before"]:
-            tr._row("prune", t0, val_auroc=tr._val_auroc())
+            tr.row("prune", t0, val_auroc=tr.val_auroc())
             tr.last_layer()
     else:
         m = model.num_prototypes
@@ -41,14 +41,14 @@ def finish(tr, t_start: float | None = None) -> None:
     # selected push projected it: prototypes that had drifted away from all patches ("dead")
     # are the ones that land on the same patch and merge (chapter 7)
     report["sq_distance_before_push"] = [float(r["sq_distance"]) for r in best["push"]]
-    val_auc = tr._val_auroc()
-    tr._log(f"prune: {report['before']} → {report['after']} prototypes; "
+    val_auc = tr.val_auroc()
+    tr.log(f"prune: {report['before']} → {report['after']} prototypes; "
               f"validation average margin AUROC {val_auc:.3f} (pushed model of epoch {best['epoch']})")
     # stage B on the frozen margin logits of the training split
     with torch.no_grad():
         logits = model.margin_head(similarities(model, tr.plain.images, t.eval_batch_size)).cpu().numpy()
     malignancy = fit_malignancy_head(model, logits, tr.plain.malignant.cpu().numpy(), tr.seed)
-    tr._log("stage B, malignancy head h2 (Eq. 10):\n" + malignancy["equation"])
+    tr.log("stage B, malignancy head h2 (Eq. 10):\n" + malignancy["equation"])
     config = dict(tr.run_config, num_prototypes=model.num_prototypes,
                   prototype_class=model.prototype_class.tolist(), best_epoch=best["epoch"],
                   val_average_margin_auroc=val_auc, complete=True)

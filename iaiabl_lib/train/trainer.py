@@ -84,7 +84,7 @@ class Trainer:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _log(self, text: str) -> None:
+    def log(self, text: str) -> None:
         if self.progress:
             from tqdm.auto import tqdm
             tqdm.write(text)
@@ -95,12 +95,12 @@ class Trainer:
         from tqdm.auto import tqdm
         return tqdm(iterable, leave=False, dynamic_ncols=True, **kw)
 
-    def _row(self, stage: str, t0: float, **values) -> dict:
+    def row(self, stage: str, t0: float, **values) -> dict:
         row = {"epoch": self.epoch, "stage": stage, **values, "seconds": round(time.perf_counter() - t0, 3)}
         self.history.append(row)
         return row
 
-    def _val_auroc(self, sim: Tensor | None = None) -> float:
+    def val_auroc(self, sim: Tensor | None = None) -> float:
         sim = similarities(self.model, self.val.images, self.t.eval_batch_size) if sim is None else sim
         logits = self.model.margin_head(sim)
         return average_margin_auroc(self.val.labels.cpu().numpy(), logits.detach().cpu().numpy())
@@ -121,16 +121,16 @@ class Trainer:
         """This epoch's A1 batches (index tensors drawn up front, moved to the device in one copy)."""
         t = self.t
         plan = list(BatchPlan(self.a1_set.labels, self.a1_set.has_fine, batch_size=t.batch_size,
-                              fine_batch_size=self._fine_batch_size(), generator=self.gen,
+                              fine_batch_size=self.fine_batch_size(), generator=self.gen,
                               epoch_size=epoch_size(t, len(self.a1_set))))
         sizes = [(len(a), len(b)) for a, b in plan]
         flat = torch.cat([torch.cat([a, b]) for a, b in plan]).to(self.dev, non_blocking=True)
         return [(idx, na) for idx, (na, _) in zip(torch.split(flat, [a + b for a, b in sizes]), sizes)]
 
-    def _fine_batch_size(self) -> int:
+    def fine_batch_size(self) -> int:
         return self.t.fine_batch_size if self.t.use_fine_loss else 0
 
-    def _make_batch(self, idx: Tensor, n_lesion: int, generator: torch.Generator | None = None) -> Batch:
+    def make_batch(self, idx: Tensor, n_lesion: int, generator: torch.Generator | None = None) -> Batch:
         return make_batch(self.a1_set, idx, n_lesion, self.preset, generator or self.gen)
 
     # -- stages ---------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class Trainer:
         sums = torch.zeros(6, device=self.dev)
         n, logits, labels = 0, [], []
         for idx, n_lesion in self._bar(self._batches(), desc=f"epoch {self.epoch} {stage}"):
-            batch = self._make_batch(idx, n_lesion)
+            batch = self.make_batch(idx, n_lesion)
             r = step(batch)
             sums += torch.stack([r["ce"], r["clst"], r["sep"], r["fine"], r.get("remember", r["fine"] * 0),
                                  r["loss"]]).float()
@@ -159,7 +159,7 @@ class Trainer:
         if stage == "joint":
             self.sched.step()
         pull = {"remember": remember} if self.preset.loss.remember and self.t.use_lesion_masks else {}
-        return self._row(stage, t0, ce=ce, clst=clst, sep=sep, fine=fine, **pull, loss=loss,
+        return self.row(stage, t0, ce=ce, clst=clst, sep=sep, fine=fine, **pull, loss=loss,
                          train_auroc=train_auc, lr=lr, **self._validate())
 
     def last_layer(self) -> float:
@@ -168,7 +168,7 @@ class Trainer:
 
         def on_epoch(values: dict) -> None:
             nonlocal t0
-            self._row("last_layer", t0, **values)
+            self.row("last_layer", t0, **values)
             t0 = time.perf_counter()
 
         return train_last_layer(self.model, self.preset, self.plain, self.val, self.gen,
@@ -184,9 +184,9 @@ class Trainer:
                                  self.t.eval_batch_size, epoch=self.epoch, autocast=autocast,
                                  patch_mask=push_cells(self.t.push_set, self.plain.lesion_masks, self.model.grid_size()),
                                  distinct=self.t.push_distinct == "image")
-        self._row("push", t0, **self._validate(), **push_diagnostics(result.records, result.arrays, self.index, self.plain.lesion_masks))
+        self.row("push", t0, **self._validate(), **push_diagnostics(result.records, result.arrays, self.index, self.plain.lesion_masks))
         auc = self.last_layer()
-        self._log(f"epoch {self.epoch}: pushed; validation average margin AUROC {auc:.3f}")
+        self.log(f"epoch {self.epoch}: pushed; validation average margin AUROC {auc:.3f}")
         best_auc = None if self.best is None else self.best["val_auroc"]
         if best_auc is None or (not math.isnan(auc) and (math.isnan(best_auc) or auc > best_auc)):
             self.best = {"state": clone_state(self.model), "val_auroc": auc, "epoch": self.epoch,
@@ -204,7 +204,7 @@ class Trainer:
         est = estimate_left(self)
         if est is not None:
             self.run_config["estimate"] = est.to_dict()
-            self._log(est.describe())
+            self.log(est.describe())
         write_config(self.out, self.run_config)
         pushes = set(push_epochs(t))
         outer = range(self.epoch + 1, t.epochs + 1)
