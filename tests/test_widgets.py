@@ -389,35 +389,84 @@ def test_dismiss_reasoning_is_the_reader_on_one_case(run, ds):
 # ---------------------------------------------------------------------------------------------
 
 
-def _ap(html: str) -> tuple[int, float]:
-    m = re.search(r"data-top='(\d+)' data-precision='([0-9.]+)'", html)
-    return int(m.group(1)), float(m.group(2))
+def _ap(html: str) -> tuple[float, float]:
+    m = re.search(r"data-top='([0-9.]+)' data-precision='([0-9.]+)'", html)
+    return float(m.group(1)), float(m.group(2))
 
 
-def test_precision_live_follows_the_number_box_and_case(run, ds):
+def _widgets_in(w) -> list:
+    """``w`` and every widget under it."""
+    out = [w]
+    for c in getattr(w, "children", ()):
+        out += _widgets_in(c)
+    return out
+
+
+def test_parse_percent_takes_decimals_and_refuses_the_rest():
+    """Issue 22, item 6: a typed "2.5" is 2.5, never 25 (ipywidgets' IntText drops the point) and
+    never 2 (the slider's own readout truncates); anything else is refused with a message naming it."""
+    from iaiabl_lib.widgets.precision import parse_percent
+
+    for typed, value in (("2.5", 2.5), ("2,5", 2.5), (" 10 ", 10.0), ("7%", 7.0), ("50", 50.0), ("1", 1.0),
+                         ("12.75 %", 12.75)):
+        assert parse_percent(typed, 50) == (value, ""), typed
+    for typed in ("", "abc", "0.5", "0", "50.5", "70", "-3", "2.5.1", "1e1", "2 5"):
+        value, why = parse_percent(typed, 50)
+        assert value is None and why, typed
+        assert "from 1 to 50" in why or "outside 1 to 50" in why, why
+        if typed.strip():
+            assert typed.strip() in why, why          # the message names what was typed
+
+
+def test_no_number_box_reads_a_decimal_as_something_else(run, ds):
+    """No explorer, static or live, holds an integer text box (its browser view drops a typed
+    decimal point: "2.5" becomes 25) or a slider with an editable readout (it truncates "2.5" to 2)."""
+    rows = widgets.pick_cases(ds, "test", 1, prefer_fine=True)
+    for mode in ("static", "live"):
+        built = [widgets.activation_precision_explorer(run, ds, mode=mode, cases=rows, max_percent=6),
+                 widgets.case_explorer(run, ds, mode=mode, cases=rows),
+                 widgets.prototype_gallery(run, ds, n_nearest=1, mode=mode, prototypes=[0]),
+                 widgets.fine_annotation_comparison(run, run, ds, mode=mode, cases=rows)]
+        for ex in built:
+            for w in _widgets_in(ex):
+                assert not isinstance(w, (W.IntText, W.BoundedIntText)), (mode, ex, w)
+                if isinstance(w, (W.IntSlider, W.FloatSlider)):
+                    assert not w.readout, (mode, w)
+    with pytest.raises(ValueError, match="percent=2.5"):
+        widgets.activation_precision_explorer(run, ds, mode="static", cases=rows, percent=2.5)
+
+
+def test_precision_live_takes_a_typed_decimal_and_refuses_the_rest(run, ds):
     rows = widgets.pick_cases(ds, "test", 2, prefer_fine=True)
     ex = widgets.activation_precision_explorer(run, ds, mode="live", cases=rows)
-    assert isinstance(ex.slider, W.IntSlider) and isinstance(ex.number, W.BoundedIntText)
-    assert not ex.slider.readout                    # the number box is the one place to type
-    assert ex.number.value == ex.slider.value == widgets.DEFAULT_PERCENT
+    assert isinstance(ex.slider, W.IntSlider) and isinstance(ex.number, W.Text)
+    assert ex.number.value == str(ex.slider.value) == str(widgets.DEFAULT_PERCENT)
     assert _ap(ex.current_html())[0] == widgets.DEFAULT_PERCENT
     expl = explain.explain_case(run, rows[0], data=ds, top=run.model.num_prototypes)
     lead = explain.leading_prototype(expl)
     mask, _ = widgets.relevant(ds, rows[0])
-    for typed in (10, 37, 1):
-        ex.number.value = typed                     # the reader types a percentage
+    for typed, value in (("10", 10), ("2.5", 2.5), ("37", 37), ("12,5", 12.5), ("1", 1)):
+        ex.number.value = typed                     # the reader types a percentage and presses Enter
         html = ex.current_html()
-        assert ex.slider.value == typed
+        assert ex.message.value == ""
         top, shown = _ap(html)
-        assert top == typed
-        assert shown == pytest.approx(metrics.activation_precision(lead.activation, mask, 1 - typed / 100), abs=1e-4)
+        assert top == value, (typed, top)
+        assert f"most active <b>{value:g} %</b>" in html and f">{value:g} % of the map<" in ex.readout.value
+        assert ex.slider.value == round(value)
+        assert shown == pytest.approx(metrics.activation_precision(lead.activation, mask, 1 - value / 100), abs=1e-4)
         n, inside = re.search(r"(\d+) pixels, of which (\d+) \(", html).groups()
-        sel = widgets.top_pixels(lead.activation, typed)
+        sel = widgets.top_pixels(lead.activation, value)
         assert int(n) == sel.sum() and int(inside) / int(n) == pytest.approx(shown, abs=1e-4)
         assert f"(<b>{T.pct(int(inside) / int(n))}</b>)" in html      # one number, one rounding
         assert "τ" not in html
-    ex.slider.value = 25
-    assert ex.number.value == 25 and _ap(ex.current_html())[0] == 25
+    before = ex.current_html()
+    for typed in ("abc", "70", "0.5", ""):
+        ex.number.value = typed
+        assert ex.current_html() == before, typed          # refused: the view is unchanged ...
+        assert "iaiabl-input-message" in ex.message.value and "role='alert'" in ex.message.value
+        assert (typed or "empty") in ex.message.value       # ... and the message says what was typed
+    ex.slider.value = 25                                    # the slider: the box follows, the message goes
+    assert ex.number.value == "25" and _ap(ex.current_html())[0] == 25 and ex.message.value == ""
     ex.controls["case"].value = 1
     html = ex.current_html()
     assert f"data-row='{rows[1]}'" in html and _ap(html)[0] == 25
@@ -427,18 +476,23 @@ def test_precision_static_has_a_view_for_every_percentage(run, ds):
     rows = widgets.pick_cases(ds, "test", 2, prefer_fine=True)
     ex = widgets.activation_precision_explorer(run, ds, mode="static", cases=rows, max_percent=12)
     outer = ex.view
+    assert ex.number is None                                # nothing to type: nothing misread
     assert len(outer.children) == 2 and all(len(s.children) == 13 for s in outer.children)
-    assert ex.number.max == ex.slider.max == 12
+    assert ex.slider.max == 12 and not ex.slider.readout
     for s in outer.children:
         assert s.selected_index == widgets.DEFAULT_PERCENT
         for pc in range(1, 13):
             assert _ap(s.children[pc].value)[0] == pc          # stack index = the percentage
+    # the value written beside the slider: one small view per percentage, switched by the slider
+    assert ex.readout.selected_index == widgets.DEFAULT_PERCENT
+    for pc in range(1, 13):
+        assert f">{pc} % of the map<" in ex.readout.children[pc].value
     pairs = {(l.source, l.target) for l in ex.links}
     assert ((ex.controls["case"], "index"), (outer, "selected_index")) in pairs
+    assert ((ex.slider, "value"), (ex.readout, "selected_index")) in pairs
     for s in outer.children:
         assert ((ex.slider, "value"), (s, "selected_index")) in pairs
-        assert ((ex.number, "value"), (s, "selected_index")) in pairs
-    assert ((ex.slider, "value"), (ex.number, "value")) in pairs
+    assert "2.5" in ex.children[2].value                   # the intro says where decimals are taken
 
 
 # ---------------------------------------------------------------------------------------------
