@@ -240,6 +240,7 @@ def typed_numbers(markdown: str) -> list[str]:
     (inline and fenced, where exercises show code), roles ({glue:text}`…`, {cite}`…`) and link
     targets are left out."""
     text = re.sub(r"```.*?```|````.*?````", "", markdown, flags=re.S)
+    text = re.sub(r"^\s*%.*$", "", text, flags=re.M)    # MyST comments (the `% verdict:` thresholds)
     text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.S)
     text = re.sub(r"\$[^$\n]*\$", "", text)
     text = re.sub(r"\{[\w:-]+\}`[^`]*`", "", text)
@@ -257,6 +258,7 @@ def test_typed_result_checker_finds_typed_results():
     """The check below can fail: a typed measurement is caught, a glued one and definitions are not."""
     assert results_typed_in("IAIA-BL reached 0.91 of its top activation on the lesion.") == ["0.91"]
     assert results_typed_in("The model got 62 % right.") == ["62 %"]
+    assert results_typed_in("It fits.\n\n% verdict: 2.5 <= beta <= 3.5\n") == []   # a comment, never shown
     assert results_typed_in("It reached {glue:text}`ap_fine:.2f` at τ = 0.95, $\\lambda_f = 0.002$, "
                             "with `k = 0.3` and 95 % intervals.") == []
 
@@ -275,11 +277,14 @@ def test_chapters_state_no_typed_results():
             typed = results_typed_in(text)
             assert not typed, (f"{path.name}: typed result(s) {typed} in the prose; compute them in a cell "
                                "and show them with {glue:text}`name` (or add a definition to DEFINITIONS)")
-            glued = [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n))          # f"ap_{key}" -> ap_\w+
-                     for n in re.findall(r"glue\(\s*f?[\"']([^\"']+)[\"']", code)]
-            for name in re.findall(r"\{glue(?::\w+)?\}`([\w.-]+)", text):
+            for doc, name in re.findall(r"\{glue(?::\w+)?\}`(?:([\w.-]+\.ipynb)::)?(\w+)", text):
+                # {glue:text}`key`, or `other.ipynb::key` for a key another chapter glues
+                source = code if not doc else "\n".join(
+                    c.source for c in nbformat.read(path.parent / doc, as_version=4).cells if c.cell_type == "code")
+                glued = [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n))      # f"ap_{key}" -> ap_\w+
+                         for n in re.findall(r"glue\(\s*f?[\"']([^\"']+)[\"']", source)]
                 assert any(re.fullmatch(g, name) for g in glued), \
-                    f"{path.name}: {{glue}}`{name}` is used in the prose but no cell glues it"
+                    f"{path.name}: {{glue}}`{doc + '::' if doc else ''}{name}` is used in the prose but no cell glues it"
 
 
 def test_bookcache_location_and_atomic_entries(tmp_path, monkeypatch):
