@@ -10,6 +10,11 @@ trajectory of the validation lesion precision and of the distinct pushed patches
 
     python benchmarks/prototype_stability.py --seeds 0 1 2 --set model.prototype_channels=32
     python benchmarks/prototype_stability.py --seeds 0 1 2 --set train.push_set=lesion --tag lesion-push
+    python benchmarks/prototype_stability.py --seeds 0 1 2 --val-data unmarked --tag unmarked-val
+
+``--val-data NAME`` validates and selects the model on the validation split of another book data
+set holding the same cases ("unmarked": the confounded set's cases without the marker), training
+unchanged: the model-selection ablation of issue 21.
 
 Runs go to ``--out`` (default /tmp/iaiabl-stability/<tag>/s<seed>), the data to the book cache.
 """
@@ -31,10 +36,12 @@ from iaiabl_lib import science  # noqa: E402
 from iaiabl_lib.train import train  # noqa: E402
 
 
-def one_seed(seed: int, preset: str, overrides: dict, out: Path, device: str) -> dict:
+def one_seed(seed: int, preset: str, overrides: dict, out: Path, device: str, val_data: str | None = None) -> dict:
     data = bookcache.ensure_data("confounded", device, seed=seed)
+    val = bookcache.ensure_data(val_data, device, seed=seed) if val_data else None
     t0 = time.perf_counter()
-    run = train(data, preset, out, seed=seed, device=device, progress=False, overrides=overrides, resume=False)
+    run = train(data, preset, out, seed=seed, device=device, progress=False, overrides=overrides, resume=False,
+                val_data=val)
     m = evaluate_run(out, n_boot=1000, device=device)
     per_class = np.bincount(np.asarray(run.config["prototype_class"]), minlength=3).tolist()
     off_patch = science._off_patch(out)          # the science table's own count (OFF_PATCH_SQ_DISTANCE)
@@ -59,6 +66,8 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="default")
     p.add_argument("--out", default=None, help="runs directory (default /tmp/iaiabl-stability/TAG)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--val-data", default=None, choices=sorted(bookcache.DATASETS),
+                   help="select the model on this book data set's validation split (same cases)")
     args = p.parse_args(argv)
     overrides = {}
     for item in args.set:
@@ -67,9 +76,9 @@ def main(argv=None) -> int:
     root = Path(args.out or f"/tmp/iaiabl-stability/{args.tag}")
     rows = []
     for seed in args.seeds:
-        row = one_seed(seed, args.preset, overrides, root / f"s{seed}", args.device)
+        row = one_seed(seed, args.preset, overrides, root / f"s{seed}", args.device, args.val_data)
         rows.append(row)
-        print(json.dumps({"tag": args.tag, "overrides": overrides, **row}), flush=True)
+        print(json.dumps({"tag": args.tag, "overrides": overrides, "val_data": args.val_data, **row}), flush=True)
     summary = {}
     for key in ("average_auroc", "lesion_ap", "fine_ap", "malignancy_auroc", "kappa"):
         vals = [r[key] for r in rows if r[key] is not None]

@@ -23,6 +23,11 @@ Data sets (``ensure_data``):
     "confounded"  ``iaiabl synth --confounder 0.9``: a marker that agrees with the margin class in
                   90 % of the training cases (and not in the test cases): the trap that the
                   fine-annotation loss is meant to avoid (chapter 7).
+    "unmarked"    the confounded set's cases without the marker: the "default" tree of the same seed
+                  (the generator's random streams make it the same images, markers left out),
+                  prepared with the confounded set's split, so its validation split holds the same
+                  cases; for selecting a model on marker-free validation data (``train(...,
+                  val_data=)``, ``benchmarks/prototype_stability.py --val-data unmarked``).
 
 Runs (``ensure_run``), all on the "confounded" set by default, with the book's preset
 (``config.default_preset_for``: "tiny", or "paper" on a GPU when ``IAIABL_BOOK_PRESET=paper``):
@@ -60,15 +65,20 @@ PACKAGE = Path(__file__).resolve().parent
 DATASETS: dict[str, dict[str, Any]] = {
     "default": {},
     "confounded": {"confounder": 0.9},
+    "unmarked": {},
 }
 """Synthetic data sets by name: keyword arguments for ``data.synthetic.make_synthetic`` on top of its
 defaults (the defaults of ``iaiabl synth``)."""
 
-SPLIT_MODES: dict[str, str] = {"default": "paper", "confounded": "official"}
+SPLIT_MODES: dict[str, str] = {"default": "paper", "confounded": "official", "unmarked": "official"}
 """``prepare --split`` per data set. The confounded set keeps the CSVs' own train/test split
 ("official"; validation carved from the train CSV by patient): the generator puts markers only in
 train-CSV rows, so the test split is marker-free, as the confounding experiment needs. The paper's
-patient-level random split would mix marked rows into the test split."""
+patient-level random split would mix marked rows into the test split. "unmarked" is split as
+"confounded" is, so that the two hold the same cases in each split."""
+
+TREES: dict[str, str] = {"unmarked": "default"}
+"""Data sets drawn from another's tree (its parameters are the same): only prepared differently."""
 
 RUN_KINDS = ("iaiabl", "nofine", "protopnet", "blackbox", "scratch")
 
@@ -253,7 +263,7 @@ def ensure_data(name: str = "confounded", device: Any = None, size: int | None =
 
     if size is None:
         size = config.get_preset(preset_for(device)).model.image_size
-    tree = ensure_synth(name, seed)
+    tree = ensure_synth(TREES.get(name, name), seed)
     params = dict(_dataset_params(name, seed), size=size, split=SPLIT_MODES[name])
     target = book_dir() / "data" / f"{name}-s{seed}-{size}px-{_key(params, package_sources())}"
     return _build_once(target, lambda tmp: _call(prepare, tree, tmp, size=size, split=SPLIT_MODES[name],

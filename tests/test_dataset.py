@@ -227,3 +227,36 @@ def test_batch_plan_epoch_of_paper_size_is_class_balanced():
         per = uses[labels == c]
         assert int(per.max() - per.min()) <= 1
     assert torch.bincount(labels[balanced_order(labels, 301)], minlength=3).tolist() == [101, 100, 100]
+
+
+def test_unmarked_copy_holds_the_same_cases_without_the_marker(tmp_path):
+    """The book's "unmarked" data set (bookcache.TREES): the same seed drawn without the confounder
+    and prepared with the same split holds the same cases in every split, with the same labels, and
+    its crops differ from the confounded ones only in marked training crops; ``load_splits`` accepts
+    it as validation data."""
+    from iaiabl_lib import bookcache
+    from iaiabl_lib.config import get_preset
+    from iaiabl_lib.data.cbis_ddsm import prepare
+    from iaiabl_lib.data.synthetic import make_synthetic
+    from iaiabl_lib.train.splits import load_splits
+
+    assert bookcache.TREES["unmarked"] == "default"
+    assert bookcache.DATASETS["unmarked"] == bookcache.DATASETS["default"]
+    assert bookcache.SPLIT_MODES["unmarked"] == bookcache.SPLIT_MODES["confounded"]
+    data = {}
+    for name, confounder in (("confounded", 0.9), ("unmarked", 0.0)):
+        tree = tmp_path / f"{name}-tree"
+        make_synthetic(tree, patients=40, size=256, seed=3, confounder=confounder)
+        prepare(tree, tmp_path / name, size=64, split="official", seed=3, verbose=False)
+        data[name] = load_prepared(tmp_path / name, size=64)
+    a, b = data["confounded"], data["unmarked"]
+    assert list(a.ids) == list(b.ids)
+    assert np.array_equal(a.split, b.split) and np.array_equal(a.labels, b.labels)
+    differs = np.flatnonzero((a.images != b.images).reshape(len(a.ids), -1).any(axis=1))
+    assert len(differs) > 0                                   # the marker is there...
+    assert set(a.split[differs]) <= {"train", "val"}          # ...only in the train CSV's rows
+    same_test = a.split == "test"
+    assert np.array_equal(a.images[same_test], b.images[same_test])
+    train_set, val_set, _, _ = load_splits(tmp_path / "confounded", get_preset("tiny"), torch.device("cpu"),
+                                           val_data=tmp_path / "unmarked")
+    assert len(val_set) == int((a.split == "val").sum())

@@ -18,6 +18,7 @@ from iaiabl_lib.train import (HISTORY_COLUMNS, Batch, CheckpointError, add_cli, 
                               fit_malignancy_head, load_run, load_state, make_optimizer, make_step, pick_device,
                               predict, push_epochs, resolve_preset, save_state, set_stage, train,
                               train_last_layer, train_step)
+from iaiabl_lib.errors import InputError
 from iaiabl_lib.rundir import RunError, file_digest
 
 # the tiny_run fixture's arguments (tests/conftest.py): runs compared with it must use the same
@@ -379,3 +380,38 @@ def test_lesion_pull_is_off_without_lesion_masks(toy_set):
                                                                          "train.use_fine_loss": False}))
     assert without.lesion_masks is None
     assert get_preset("tiny-protopnet").loss.remember == 0.0
+
+
+def test_validation_on_another_data_set_changes_the_selection_not_the_training(tiny_run, prepared, tmp_path):
+    """``train(..., val_data=)`` validates and selects on another prepared copy of the same cases
+    (here: the val crops inverted, as a marker-free copy changes only pixels): every A1 step is the
+    same as without it, the validation figures are not, and the run says which data it selected on.
+    A copy that does not hold the same val cases is refused before training starts."""
+    other = tmp_path / "val-copy"
+    shutil.copytree(prepared, other)
+    ds = load_prepared(prepared, size=64)
+    images = np.load(other / "images.npy")
+    val_rows = np.flatnonzero(ds.split == "val")
+    images[val_rows] = 255 - images[val_rows]
+    np.save(other / "images.npy", images)
+    run = train(prepared, "tiny", tmp_path / "mf", val_data=other, **RUN_KW)
+    base = load_run(tiny_run)
+    a1 = lambda h: [(r["epoch"], r["stage"], r["loss"]) for r in h if r["stage"] in ("warm", "joint")]  # noqa: E731
+    assert a1(run.history) == a1(base.history)
+    assert [r["val_auroc"] for r in run.history] != [r["val_auroc"] for r in base.history]
+    assert run.config["val_data"] == str(other.resolve())
+    assert "val_data" not in base.config
+
+    # other cases in the val split: refused, naming the option and both data sets
+    relabelled = tmp_path / "other-split"
+    shutil.copytree(prepared, relabelled)
+    manifest = (relabelled / "manifest.csv").read_text().splitlines()
+    header = manifest[0].split(",")
+    col = header.index("split")
+    rows = [line.split(",") for line in manifest[1:]]
+    first_train = next(i for i, r in enumerate(rows) if r[col] == "train")
+    rows[first_train][col] = "val"
+    (relabelled / "manifest.csv").write_text("\n".join([manifest[0]] + [",".join(r) for r in rows]) + "\n")
+    with pytest.raises(InputError, match="--val-data .*does not hold the same cases"):
+        train(prepared, "tiny", tmp_path / "bad", val_data=relabelled, **RUN_KW)
+    assert not (tmp_path / "bad" / "model.pt").exists()

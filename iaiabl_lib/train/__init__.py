@@ -8,6 +8,7 @@ for the loop.
     stage_b.py     B: the malignancy head h2, logistic regression on the margin logits (Eq. 10)
     schedule.py    which stage runs when, and how many steps each takes (vs the paper and its code)
     trainer.py     the loop: train(DATA, preset, RUN)
+    splits.py      the train split and the val split it validates and selects on (--val-data)
     probe.py       before the first epoch: batch fitting and the run-time estimate
     estimate.py    estimate(DATA, preset): the probe alone
     resume.py      resume.pt: what an unfinished run saves and how it continues

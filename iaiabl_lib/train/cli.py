@@ -27,6 +27,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="start afresh even if RUN/resume.pt exists")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field, e.g. --set train.warm_epochs=1 (repeatable)")
+    p.add_argument("--val-data", default=None, metavar="DIR",
+                   help="validate and select the model on the val split of this prepared dataset "
+                        "(the same cases, e.g. without the confounder's marker) instead of --data's")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--estimate-only", action="store_true",
                    help="print how long the run would take on this device (a few timed steps) and exit")
@@ -49,7 +52,8 @@ def run_cli(args: argparse.Namespace) -> int:
         raise InputError("--out is required: the run directory to write (or pass --estimate-only)")
     t0 = time.perf_counter()
     run = train(args.data, args.preset, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
-                progress=not args.quiet, overrides=overrides, resume=not args.no_resume)
+                progress=not args.quiet, overrides=overrides, resume=not args.no_resume,
+                val_data=args.val_data)
     cfg = run.config
     print(f"run {run.dir}: preset {run.preset.name}, {cfg.get('num_prototypes')} prototypes "
           f"({run.prune.get('before')} → {run.prune.get('after')} after pruning), best pushed epoch "

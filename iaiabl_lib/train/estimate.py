@@ -9,7 +9,8 @@ from .. import fastpath
 from ..config import Preset, resolve_preset
 from ..fastpath import pick_device
 from .probe import estimate_left, probe, use_batch
-from .trainer import Trainer, load_splits
+from .splits import load_splits
+from .trainer import Trainer
 
 __all__ = ["estimate"]
 

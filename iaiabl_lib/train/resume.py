@@ -32,10 +32,12 @@ def resume_state(tr) -> dict:
 
 
 def resume_key(tr) -> dict:
-    """What must match for resume.pt to be continued: preset, data path, seed and the
+    """What must match for resume.pt to be continued: preset, data path, seed, the
     preparation itself (manifest hash: the same path re-prepared with another split is
-    another data set)."""
+    another data set) and the validation data when it is another data set (``val_data``)."""
     key = {k: tr.run_config[k] for k in ("preset", "data", "seed")}
+    if tr.run_config.get("val_data") is not None:
+        key["val_data"] = tr.run_config["val_data"]
     key["manifest_sha256"] = (tr.run_config.get("split") or {}).get("manifest_sha256")
     return key
 

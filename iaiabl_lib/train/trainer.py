@@ -42,6 +42,7 @@ from .schedule import epoch_size, push_epochs
 from .probe import estimate_left, probe, use_batch
 from .resume import resume_state, try_resume
 from .runfiles import finish
+from .splits import load_splits
 from .stage_a1 import Batch, init_prototypes_on_lesion_patches, make_batch, make_optimizer, make_step, set_stage
 from .stage_a3 import train_last_layer
 
@@ -228,48 +229,36 @@ class Trainer:
 
 
 
-def load_splits(data: str | Path, preset: Preset, device: torch.device):
-    """The prepared dataset's train and val splits as TensorSets on ``device`` (resized to the
-    preset's image size), with the train rows' ids and dataset indices."""
-    from ..data.dataset import check_classes, load_prepared, to_tensors
-
-    ds = load_prepared(data, size=preset.model.image_size)        # a missing folder: says how to make one
-    check_classes(ds, splits=("train", "val"))
-    train_rows = np.flatnonzero(ds.split == "train")
-    val_rows = np.flatnonzero(ds.split == "val")
-    train_set = to_tensors(ds.select(train_rows), device)
-    val_set = to_tensors(ds.select(val_rows), device)
-    return train_set, val_set, [ds.ids[i] for i in train_rows], train_rows
-
-
 def train(data: str | Path, preset: str | Preset, out: str | Path, epochs: int | None = None, seed: int = 0,
           device=None, progress: bool = True, overrides: dict[str, Any] | None = None, resume: bool = True,
-          callback: Callable[[dict], None] | None = None) -> Run:
+          callback: Callable[[dict], None] | None = None, val_data: str | Path | None = None) -> Run:
     """Train IAIA-BL on the prepared dataset ``data`` with ``preset`` (a name or a Preset) into the
     run directory ``out`` (see the module docstring for the schedule and the files).
 
     epochs: overrides train.epochs; overrides: dotted keys, e.g. {"train.warm_epochs": 1};
     resume: continue from ``out/resume.pt`` if an earlier run with the same settings was
     interrupted (the result is identical to an uninterrupted run on CPU); callback: called with
-    {"epoch", "history", "model"} after each epoch's checkpoint. Returns ``load_run(out)``.
+    {"epoch", "history", "model"} after each epoch's checkpoint; val_data: validate and select on
+    the val split of this prepared dataset instead (same cases, e.g. without the confounder's
+    marker: :func:`load_splits`). Returns ``load_run(out)``.
     The run seeds the global generators and sets the device's switches (``fastpath.setup``) for its
     own length only: the caller's random state and switches are as they were afterwards.
     """
     preset = resolve_preset(preset, overrides, epochs)
     dev = pick_device(device)
     out = Path(out)
-    train_set, val_set, ids, index = load_splits(data, preset, dev)
+    train_set, val_set, ids, index = load_splits(data, preset, dev, val_data)
     out.mkdir(parents=True, exist_ok=True)
     with fastpath.restore_process_state():                              # the caller's seeds and switches
         with exclusive_lock(out / LOCK_NAME, f"run directory {out}"):  # one trainer per run directory
             remove_stale_tmp(out)                                       # left by a killed run
             _train_locked(data, preset, out, seed, dev, progress, overrides, resume, callback,
-                          train_set, val_set, ids, index)
+                          train_set, val_set, ids, index, val_data)
         return load_run(out, device=dev)
 
 
 def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device, progress: bool,
-                  overrides, resume: bool, callback, train_set, val_set, ids, index) -> None:
+                  overrides, resume: bool, callback, train_set, val_set, ids, index, val_data=None) -> None:
     """The body of :func:`train`, run while it holds the run directory's lock."""
     run_config = {
         "preset_name": preset.name,
@@ -286,6 +275,8 @@ def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device,
         "split": split_record(data),            # patients per split: evaluate/explain check leaks
         "complete": False,
     }
+    if val_data is not None:                    # validation and selection on another data set's val split
+        run_config["val_data"] = str(Path(val_data).resolve())
     if not resume:
         (out / RESUME_FILE).unlink(missing_ok=True)
     write_config(out, run_config)
