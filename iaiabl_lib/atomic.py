@@ -15,12 +15,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["tmp_path", "pid_alive", "tmp_owner", "remove_stale_tmp", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez"]
+__all__ = ["tmp_path", "pid_alive", "abandoned", "TMP_NAMES", "remove_stale_tmp", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez"]
 
 
 def tmp_path(path: Path) -> Path:
@@ -40,12 +41,32 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def tmp_owner(name: str) -> int | None:
-    """The process id in a temporary name ``….tmp-<pid>`` (``….tmp-<pid>.<suffix>`` too), or None."""
-    if ".tmp-" not in name:
-        return None
-    pid = name.rsplit(".tmp-", 1)[1].split(".")[0]
-    return int(pid) if pid.isdigit() else None
+def abandoned(directory: str | Path, names: str, kind: str = "file") -> list[tuple[Path, re.Match]]:
+    """The entries of ``directory`` that a process which no longer runs left behind: those whose
+    name fully matches the regular expression ``names`` (its group ``pid`` is the owner's process
+    id), of ``kind`` "file" or "dir", never a symlink, never this process's own. The one rule by
+    which every writer of the library finds what a killed run left (temporary files,
+    :func:`remove_stale_tmp`; the book cache's build folders; ``prepare``'s folders). Returns
+    (path, match) pairs, sorted by path."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    pattern = re.compile(names)
+    found = []
+    for entry in sorted(directory.iterdir()):
+        match = pattern.fullmatch(entry.name)
+        if match is None or entry.is_symlink():
+            continue
+        if not (entry.is_file() if kind == "file" else entry.is_dir()):
+            continue
+        pid = int(match["pid"])
+        if pid != os.getpid() and not pid_alive(pid):
+            found.append((entry, match))
+    return found
+
+
+TMP_NAMES = r"\..+\.tmp-(?P<pid>\d+)(\..*)?"
+"""Names of :func:`tmp_path` temporary files (``.<name>.tmp-<pid>``, also with a suffix)."""
 
 
 def remove_stale_tmp(directory: str | Path) -> list[Path]:
@@ -53,15 +74,9 @@ def remove_stale_tmp(directory: str | Path) -> list[Path]:
     by processes that no longer run; returns what was removed. Files of running processes and
     anything not named like our temporary files are never touched."""
     removed = []
-    directory = Path(directory)
-    if not directory.is_dir():
-        return removed
-    for entry in directory.glob(".*.tmp-*"):
-        pid = tmp_owner(entry.name)
-        if pid is not None and pid != os.getpid() and entry.is_file() and not entry.is_symlink() \
-                and not pid_alive(pid):
-            entry.unlink(missing_ok=True)
-            removed.append(entry)
+    for entry, _ in abandoned(directory, TMP_NAMES, "file"):
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
     return removed
 
 

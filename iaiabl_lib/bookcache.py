@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .atomic import pid_alive, tmp_owner
+from .atomic import abandoned
 from .config import env_book_cache, env_book_reuse
 from .errors import InputError
 
@@ -132,7 +132,7 @@ def preset_for(device: Any = None, kind: str = "iaiabl") -> str:
 
     name = config.default_preset_for(str(device if device is not None else pick_device()))
     if kind == "protopnet":
-        return "protopnet" if name == "paper" else f"{name}-protopnet"
+        return config.protopnet_name(name)
     return name
 
 
@@ -175,10 +175,8 @@ def _key(params: dict[str, Any], sources: tuple[str, ...]) -> str:
 
 def _remove_abandoned(parent: Path) -> None:
     """Delete ``*.tmp-<pid>`` build directories whose process is gone (a killed build)."""
-    for tmp in parent.glob("*.tmp-*"):
-        pid = tmp_owner(tmp.name)
-        if pid is not None and tmp.is_dir() and not tmp.is_symlink() and not pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
+    for tmp, _ in abandoned(parent, r".+\.tmp-(?P<pid>\d+)", "dir"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _build_once(target: Path, build: Callable[[Path], Any], params: dict[str, Any]) -> Path:

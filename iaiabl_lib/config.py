@@ -230,11 +230,20 @@ def _paper() -> Preset:
     return Preset(name="paper")
 
 
+def protopnet_name(preset: str) -> str:
+    """The name of a preset's ProtoPNet twin: "paper" -> "protopnet", "tiny" -> "tiny-protopnet"
+    (any other "NAME" -> "NAME-protopnet"); a ProtoPNet preset's name is returned as it is. The one
+    naming rule, used by the presets, ``baselines.protopnet_preset`` and ``bookcache``."""
+    if preset == "protopnet" or preset.endswith("-protopnet"):
+        return preset
+    return "protopnet" if preset == "paper" else f"{preset}-protopnet"
+
+
 def _protopnet(base: Preset) -> Preset:
     return base.replace({"model.topk": 1, "model.incorrect_class_weight": -0.5, "train.use_fine_loss": False,
                          "train.use_lesion_masks": False, "loss.fine": 0.0, "loss.remember": 0.0,
                          "train.push_set": "all", "train.push_distinct": "none"},
-                        name="protopnet" if base.name == "paper" else f"{base.name}-protopnet")
+                        name=protopnet_name(base.name))
 
 
 def _blackbox(base: Preset) -> Preset:

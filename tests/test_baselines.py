@@ -127,6 +127,12 @@ def test_protopnet_preset_names():
     assert protopnet_preset("protopnet") == "protopnet"
     p = get_preset(protopnet_preset("tiny"))
     assert p.model.topk == 1 and not p.train.use_fine_loss and p.model.incorrect_class_weight == -0.5
+    # one naming rule: the presets' own names, the baseline's and the book cache's agree
+    from iaiabl_lib import bookcache
+    from iaiabl_lib.config import protopnet_name
+    for base in ("tiny", "paper"):
+        assert get_preset(protopnet_name(base)).name == protopnet_name(base) == protopnet_preset(base)
+    assert bookcache.preset_for("cpu", "protopnet") == protopnet_name(bookcache.preset_for("cpu"))
 
 
 def test_radiologist_auroc_reads_the_csv(prepared):

@@ -8,10 +8,11 @@ __all__ = ["protopnet_preset", "train_protopnet"]
 
 
 def protopnet_preset(preset: str = "tiny") -> str:
-    """The ProtoPNet twin of a preset: "paper" -> "protopnet", "tiny" -> "tiny-protopnet"."""
-    if preset in ("protopnet", "tiny-protopnet") or preset.endswith("-protopnet"):
-        return preset
-    return "protopnet" if preset == "paper" else f"{preset}-protopnet"
+    """The ProtoPNet twin of a preset: "paper" -> "protopnet", "tiny" -> "tiny-protopnet"
+    (``config.protopnet_name``)."""
+    from ..config import protopnet_name
+
+    return protopnet_name(preset)
 
 
 def train_protopnet(data: str | Path, preset: str = "tiny", out: str | Path = "runs/protopnet",

@@ -33,12 +33,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from iaiabl_lib.atomic import atomic_write_bytes
 from iaiabl_lib.data.cbis_ddsm import CSV_NAMES, read_mass_csv
 from iaiabl_lib.data.cbis_format import DOWNLOAD_MARKER
 from iaiabl_lib.errors import UserError
@@ -349,12 +349,6 @@ def _packaged_csvs(csv_dir: Path) -> dict[str, bytes]:
     return out
 
 
-def _write_aside(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _clear_completion(out: Path, csvs: dict[str, bytes]) -> None:
     """Remove what marks ``out`` as complete (the CSVs and the marker of an earlier download), so
     that this run, should it stop, leaves nothing that looks complete. CSVs that differ from the
@@ -427,11 +421,11 @@ def download_cbis_ddsm(out: str | Path, *, dry_run: bool = False, rois_only: boo
                                        "are synced again (a damaged file is fetched again once it is deleted). "
                                        "The CSVs are written only when every series is complete."]))
     for name, data in csvs.items():
-        _write_aside(out / name, data)
+        atomic_write_bytes(out / name, data)
     report.update({"verified": "every series: number of files and bytes, against the index; every file: "
                                "its DICOM header",
                    "completed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    _write_aside(out / MARKER, (json.dumps(report, indent=1) + "\n").encode())
+    atomic_write_bytes(out / MARKER, (json.dumps(report, indent=1) + "\n").encode())
     echo(f"complete: {len(states)} series verified in {out}; next: iaiabl prepare --cbis {out} --out DATA --size 224")
     return report
 

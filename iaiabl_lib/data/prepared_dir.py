@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from iaiabl_lib.atomic import pid_alive
+from iaiabl_lib.atomic import abandoned
 from iaiabl_lib.data.dataset import PREPARED_FILES, PREPARED_MARKER, PreparedDatasetError, foreign_entries
 
 __all__ = ["check_replaceable", "remove_ours", "recover", "swap_in"]
@@ -64,14 +64,8 @@ def remove_ours(folder: Path) -> bool:
 def _leftovers(out: Path) -> list[tuple[Path, str]]:
     """``(folder, 'tmp'|'old')`` for the ``OUT.tmp-<pid>`` / ``OUT.old-<pid>`` folders of
     ``prepare`` processes that no longer run (killed before they could clean up)."""
-    found = []
-    pattern = re.compile(re.escape(out.name) + r"\.(tmp|old)-(\d+)")
-    for entry in out.parent.iterdir() if out.parent.is_dir() else []:
-        match = pattern.fullmatch(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and int(match[2]) != os.getpid() \
-                and not pid_alive(int(match[2])):
-            found.append((entry, match[1]))
-    return found
+    names = re.escape(out.name) + r"\.(?P<kind>tmp|old)-(?P<pid>\d+)"
+    return [(entry, match["kind"]) for entry, match in abandoned(out.parent, names, "dir")]
 
 
 def recover(out: Path) -> None:
