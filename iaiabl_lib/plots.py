@@ -5,14 +5,22 @@ without the fine-annotation loss), Fig. 5 (class activation map vs GradCAM / Gra
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot (nothing is shown, no
 global figure state; Jupyter displays a returned Figure, ``fig.savefig`` writes it). One style for
 all: grey images, boxes in ``BOX_COLOUR``, annotated regions as green contours, one colour per margin
-class (``CLASS_COLOURS``), and ONE colour scale for every similarity map (a prototype's activation
-map, Eq. 1): ``SIMILARITY_CMAP`` over the fixed range ``SIMILARITY_RANGE`` with the label
-``SIMILARITY_LABEL``, in every figure's colour bar and in the explorers' HTML legend
-(``similarity_rgb`` gives its colours to both).
+class (``CLASS_COLOURS``), and one way to draw a similarity map (a prototype's activation map,
+Eq. 1): ``SIMILARITY_CMAP`` over a scale FITTED to the maps drawn (:func:`fit_heat_scale`, a
+:class:`HeatScale`), opaque where the map reaches the scale's start and no colour below it, so that
+the image shows through where the prototype matches least, and the colours over the image are
+exactly the colour bar's (no half-transparent overlay whose colours depend on the grey beneath).
+A figure fits one scale to all the maps it draws (per figure: one colour bar, so the same colour
+means the same similarity in every panel); the explorers fit one to each map (per map: its own
+legend), so that every map shows where the prototype matches, whatever the model's range of
+similarities (one run's maps peak at 0.2, another's at 3: a fixed range painted the first in one
+colour). The numbers of a scale are on its colour bar or legend. :func:`heat_rgba` gives the colours
+to the figures and to the explorers' layers and legends alike.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -26,23 +34,25 @@ from .config import MARGINS
 from .words import for_against, pct
 
 __all__ = [
-    "STYLE", "ACTIVATION_CMAP", "SIMILARITY_CMAP", "SIMILARITY_RANGE", "SIMILARITY_LABEL",
-    "similarity_norm", "similarity_rgb", "CLASS_COLOURS", "plot_case_explanation", "plot_prototype_gallery",
+    "STYLE", "ACTIVATION_CMAP", "SIMILARITY_CMAP", "SIMILARITY_LABEL", "HEAT_FLOOR", "HeatScale",
+    "fit_heat_scale", "similarity_rgb", "heat_rgba", "draw_heat", "heat_colourbar", "CLASS_COLOURS",
+    "plot_case_explanation", "plot_prototype_gallery",
     "plot_cam_comparison", "plot_activation_precision", "plot_fine_vs_nofine", "plot_roc",
     "plot_history", "figure_png",
 ]
 
 SIMILARITY_CMAP = "jet"
 """The colour map of similarity (activation) maps, as in the paper's figures."""
-SIMILARITY_RANGE = (0.0, 2.0)
-"""The fixed range of the similarity scale: log similarity (Eq. 1) 0 = no likeness, 2 (a squared
-latent distance of about 0.16) or more = the top colour. Fixed, so that a colour means the same in
-every figure, for every case, prototype and model; a prototype on its own source patch saturates."""
+HEAT_FLOOR = 0.25
+"""Where a fitted scale's colours start: its lowest value plus this share of its range. Below it a
+map gets no colour and the image shows through (the lowest quarter of a map is where the prototype
+matches least; coloured, it would cover the whole region of interest in dark blue)."""
 SIMILARITY_LABEL = "similarity to the prototype"
 """The words under every similarity colour bar and in the explorers' legend."""
 ACTIVATION_CMAP = SIMILARITY_CMAP
 """The colour map of the other activation maps (class activation maps, Grad-CAM): the same colours."""
 OVERLAY_ALPHA = 0.45
+"""Opacity of the maps that are not drawn on a fitted scale (``iaiabl explain``'s report)."""
 BOX_COLOUR = "#ffd92f"
 MASK_COLOUR = "#1a9850"
 TOP_COLOUR = "#d7301f"
@@ -111,29 +121,80 @@ def _clean(ax, title: str | None = None) -> None:
         ax.set_title(title)
 
 
-def similarity_norm() -> matplotlib.colors.Normalize:
-    """The one similarity scale: ``SIMILARITY_RANGE``, values above it clipped to the top colour."""
-    return matplotlib.colors.Normalize(*SIMILARITY_RANGE, clip=True)
+@dataclass(frozen=True)
+class HeatScale:
+    """A colour scale fitted to one or more maps: no colour below ``start``, then the colour map
+    from ``start`` to ``high`` (the highest value, the top colour). ``low`` is the lowest value, for
+    the legend. A flat map (``high - low`` below 1e-9) gets no colour at all: no part of it matches
+    more than another."""
+
+    low: float
+    start: float
+    high: float
+
+    @property
+    def flat(self) -> bool:
+        return not self.high - self.low > 1e-9
+
+    def norm(self) -> matplotlib.colors.Normalize:
+        return matplotlib.colors.Normalize(self.start, self.high if not self.flat else self.start + 1, clip=True)
 
 
-def similarity_rgb(values) -> np.ndarray:
-    """The colours of the similarity scale for ``values`` (any shape): uint8 (..., 3). The figures'
-    colour bars and the explorers' HTML legend and heat-map layers all come from here."""
+def fit_heat_scale(*maps, floor: float = HEAT_FLOOR) -> HeatScale:
+    """The scale fitted to ``maps`` (arrays of any shape, together): from their lowest to their
+    highest finite value, colours from ``lowest + floor × range``. Refuses maps with no finite value."""
+    values = np.concatenate([_np(m).astype(np.float64).ravel() for m in maps]) if maps else np.zeros(0)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        raise ValueError("fit_heat_scale: no finite value in the maps given; pass at least one map with numbers")
+    low, high = float(values.min()), float(values.max())
+    return HeatScale(low, low + float(floor) * (high - low), high)
+
+
+def similarity_rgb(values, scale: HeatScale) -> np.ndarray:
+    """The colours of ``scale`` for ``values`` (any shape), clipped at both ends: uint8 (..., 3)."""
     cmap = matplotlib.colormaps[SIMILARITY_CMAP]
-    rgba = cmap(similarity_norm()(np.asarray(values, dtype=np.float64)))
+    rgba = cmap(scale.norm()(np.asarray(values, dtype=np.float64)))
     return np.rint(np.asarray(rgba)[..., :3] * 255).astype(np.uint8)
 
 
-def _overlay(ax, image, amap, title: str | None = None, vmin=None, vmax=None):
-    """A map over a grey image. Without ``vmin``/``vmax`` the map is a similarity map and gets the
-    one similarity scale; with them (class activation maps, Grad-CAM) the same colours over that range."""
+def heat_rgba(values, scale: HeatScale) -> np.ndarray:
+    """A map as an opaque colour layer: uint8 (..., 4), the colours of ``scale`` (alpha 255) where a
+    value reaches ``scale.start``, transparent (alpha 0) below it and everywhere on a flat map. The
+    figures, the explorers' layers and their legends all take their colours from here."""
+    v = np.asarray(values, dtype=np.float64)
+    out = np.zeros(v.shape + (4,), np.uint8)
+    out[..., :3] = similarity_rgb(v, scale)
+    out[..., 3] = np.where((v >= scale.start) & np.isfinite(v) & (not scale.flat), 255, 0)
+    return out
+
+
+def draw_heat(ax, image, amap, scale: HeatScale, title: str | None = None):
+    """``amap`` over the grey ``image`` in the colours of ``scale`` (:func:`heat_rgba`: opaque where
+    coloured, the image elsewhere). Returns the image artist."""
     _show_image(ax, image, title)
-    amap = _np(amap)
-    if vmin is None and vmax is None:
-        return ax.imshow(amap, cmap=SIMILARITY_CMAP, norm=similarity_norm(), alpha=OVERLAY_ALPHA,
-                         interpolation="bilinear")
-    return ax.imshow(amap, cmap=ACTIVATION_CMAP, alpha=OVERLAY_ALPHA, vmin=vmin, vmax=vmax,
-                     interpolation="bilinear")
+    return ax.imshow(heat_rgba(_np(amap), scale), interpolation="nearest")
+
+
+def heat_colourbar(fig: Figure, scale: HeatScale, axes, label: str = SIMILARITY_LABEL,
+                   location: str = "right"):
+    """The colour bar of ``scale``: its colours from ``start`` to ``high``, ticks at both ends (and
+    between), and under it where colour starts (below, the image shows through) and the lowest value."""
+    from matplotlib.cm import ScalarMappable
+
+    solid = ScalarMappable(norm=scale.norm(), cmap=SIMILARITY_CMAP)
+    if location == "bottom":
+        cb = fig.colorbar(solid, ax=axes, location="bottom", fraction=0.04, pad=0.02, shrink=0.5, aspect=40)
+    else:
+        cb = fig.colorbar(solid, ax=axes, fraction=0.025, pad=0.02, shrink=0.8)
+    cb.set_ticks(np.linspace(scale.start, scale.high, 3))
+    cb.set_ticklabels([f"{t:.2g}" for t in np.linspace(scale.start, scale.high, 3)])
+    cb.set_label(f"{label}\n(no colour below {scale.start:.2g}; lowest {scale.low:.2g})")
+    return cb
+
+
+def _overlay(ax, image, amap, scale: HeatScale, title: str | None = None):
+    return draw_heat(ax, image, amap, scale, title)
 
 
 def _box(ax, box, colour: str = BOX_COLOUR, lw: float = 1.5) -> None:
@@ -151,26 +212,6 @@ def _contour(ax, mask, colour: str = MASK_COLOUR) -> None:
         ax.contour(m, levels=[0.5], colors=[colour], linewidths=1.2)
 
 
-def _colourbar(fig: Figure, mappable, axes, label: str, location: str = "right", extend: str = "neither"):
-    """A colour bar in solid colours (the overlays are half transparent, the scale is not)."""
-    from matplotlib.cm import ScalarMappable
-
-    solid = ScalarMappable(norm=mappable.norm, cmap=mappable.cmap)
-    if location == "bottom":
-        cb = fig.colorbar(solid, ax=axes, location="bottom", fraction=0.04, pad=0.02, shrink=0.5,
-                          aspect=40, extend=extend)
-    else:
-        cb = fig.colorbar(solid, ax=axes, fraction=0.025, pad=0.02, shrink=0.8, extend=extend)
-    cb.set_label(label)
-    return cb
-
-
-def _similarity_colourbar(fig: Figure, mappable, axes, location: str = "right"):
-    """The colour bar of the one similarity scale (colours, range and label fixed; the arrow at the
-    top says that larger similarities get the top colour)."""
-    return _colourbar(fig, mappable, axes, SIMILARITY_LABEL, location, extend="max")
-
-
 # ---------------------------------------------------------------------------------------------
 # Fig. 3: a case's reasoning
 # ---------------------------------------------------------------------------------------------
@@ -181,10 +222,17 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
     map (PAM) and its box, the prototype (patch of its source), the source training case with the
     box, the source's self-activation, and similarity × weight = contribution.
 
-    Axes: 5 per row plus one colour bar (rows = ``len(expl.prototypes)``, at most ``max_rows``).
+    Axes: 5 per row plus two colour bars (rows = ``len(expl.prototypes)``, at most ``max_rows``):
+    the maps on this case share one scale fitted to them, the self-activations another (a prototype
+    on its own source patch is many times more similar than on any other case: one scale for both
+    would leave this case's maps without colour).
     """
     protos = list(expl.prototypes)[:max_rows] if max_rows else list(expl.prototypes)
     rows = max(1, len(protos))
+    case_maps = [p.activation for p in protos]
+    self_maps = [p.self_activation for p in protos if p.self_activation is not None]
+    scale = fit_heat_scale(*case_maps) if case_maps else None
+    self_scale = fit_heat_scale(*self_maps) if self_maps else None
     with _style():
         fig = Figure(figsize=(11, 2.3 * rows + 0.9), layout="constrained")
         axes = fig.subplots(rows, 5, squeeze=False, gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.15]})
@@ -199,7 +247,7 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
                 ax[0].text(0.5, 0.5, "no prototypes", ha="center", va="center", transform=ax[0].transAxes)
                 continue
             p = protos[r]
-            mappable = _overlay(ax[0], expl.image, p.activation)
+            mappable = _overlay(ax[0], expl.image, p.activation, scale)
             _box(ax[0], p.case_box)
             _contour(ax[0], expl.lesion_mask)
             if p.patch_image is not None and p.patch_image.size:
@@ -213,7 +261,7 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
             else:
                 _clean(ax[2])
             if p.source_image is not None and p.self_activation is not None:
-                _overlay(ax[3], p.source_image, p.self_activation)
+                _overlay(ax[3], p.source_image, p.self_activation, self_scale)
                 _box(ax[3], p.box)
             else:
                 _clean(ax[3])
@@ -239,9 +287,15 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
             title += f"; malignancy {pct(expl.malignancy_prob)}"
         fig.suptitle(title)
         if mappable is not None:
-            _similarity_colourbar(fig, mappable, axes[:, :4].ravel().tolist(), "bottom")
+            heat_colourbar(fig, scale, axes[:, :2].ravel().tolist(), "similarity to the prototype,\nthis case",
+                           location="bottom")
         else:
             fig.add_axes([0.97, 0.1, 0.01, 0.8]).set_axis_off()   # keep the axes count uniform
+        if self_scale is not None:
+            heat_colourbar(fig, self_scale, axes[:, 2:4].ravel().tolist(),
+                           "similarity to the prototype,\nits own source case", location="bottom")
+        else:
+            fig.add_axes([0.98, 0.1, 0.01, 0.8]).set_axis_off()
     return fig
 
 
@@ -253,8 +307,10 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
 def plot_prototype_gallery(gallery, max_prototypes: int | None = None) -> Figure:
     """Each prototype (its source with the prototype box) beside its nearest training images
     (``explain.prototype_gallery``), the nearest patch boxed. Axes: rows × (1 + n_nearest), plus
-    the similarity colour bar when there are neighbours."""
+    the similarity colour bar when there are neighbours (one scale fitted to all the maps drawn)."""
     entries = list(gallery)[:max_prototypes] if max_prototypes else list(gallery)
+    maps = [n.activation for e in entries for n in e.neighbours]
+    scale = fit_heat_scale(*maps) if maps else None
     rows = max(1, len(entries))
     cols = 1 + max([len(e.neighbours) for e in entries] + [0])
     with _style():
@@ -274,7 +330,7 @@ def plot_prototype_gallery(gallery, max_prototypes: int | None = None) -> Figure
             for k in range(1, cols):
                 if k - 1 < len(e.neighbours):
                     n = e.neighbours[k - 1]
-                    mappable = _overlay(ax[k], n.image, n.activation)
+                    mappable = _overlay(ax[k], n.image, n.activation, scale)
                     _box(ax[k], n.high_activation_box)
                     ax[k].set_xlabel(f"{n.id}\n{MARGINS[n.label]}, d²={n.sq_distance:.3g}", fontsize=7)
                     if r == 0:
@@ -282,7 +338,7 @@ def plot_prototype_gallery(gallery, max_prototypes: int | None = None) -> Figure
                 else:
                     _clean(ax[k])
         if mappable is not None:
-            _similarity_colourbar(fig, mappable, axes[:, 1:].ravel().tolist())
+            heat_colourbar(fig, scale, axes[:, 1:].ravel().tolist())
         fig.suptitle("Prototypes and their nearest training images")
     return fig
 
@@ -296,8 +352,8 @@ def plot_cam_comparison(run, blackbox, images, masks=None, target_class=None, ti
     """Paper Fig. 5: for each image (rows) the image, IAIA-BL's class activation map (Appendix A
     Eq. 11, for the class IAIA-BL predicts unless ``target_class`` is given), and the black box's
     GradCAM and GradCAM++ for the class it predicts (or ``target_class``). All three maps are
-    min-max normalised per case (Eq. 11 by definition; GradCAM and GradCAM++ as computed).
-    Axes: rows × 4 plus one colour bar."""
+    min-max normalised per case (Eq. 11 by definition; GradCAM and GradCAM++ as computed), so
+    they share one scale from 0 to 1 (coloured from ``HEAT_FLOOR``). Axes: rows × 4 plus one colour bar."""
     import torch
 
     from .baselines import gradcam_both
@@ -323,6 +379,7 @@ def plot_cam_comparison(run, blackbox, images, masks=None, target_class=None, ti
         fig = Figure(figsize=(9, 2.3 * n + 0.6), layout="constrained")
         axes = fig.subplots(max(1, n), 4, squeeze=False)
         mappable = None
+        scale = HeatScale(0.0, HEAT_FLOOR, 1.0)
         for i in range(n):
             ax = axes[i]
             _show_image(ax[0], x[i], (titles[i] if titles else None))
@@ -334,11 +391,11 @@ def plot_cam_comparison(run, blackbox, images, masks=None, target_class=None, ti
                       (gc[i], "black box: GradCAM", bwhat),
                       (gcpp[i], "black box: GradCAM++", bwhat)]
             for a, (mp, t, c) in zip(ax[1:], panels):
-                mappable = _overlay(a, x[i], mp, t if i == 0 else None, vmin=0, vmax=1)
+                mappable = _overlay(a, x[i], mp, scale, t if i == 0 else None)
                 _contour(a, m)
                 a.set_xlabel(f"for {c}", fontsize=8)
         if mappable is not None:
-            _colourbar(fig, mappable, axes.ravel().tolist(), "activation (normalised)")
+            heat_colourbar(fig, scale, axes.ravel().tolist(), "activation (normalised)")
         fig.suptitle("Where the models look: IAIA-BL vs a black box")
     return fig
 
@@ -350,7 +407,8 @@ def plot_cam_comparison(run, blackbox, images, masks=None, target_class=None, ti
 
 def plot_activation_precision(activation_map, relevant_mask, tau: float = 0.95, image=None,
                               title: str | None = None) -> Figure:
-    """Paper Fig. 6 / Eq. 9: left, the activation map (over ``image`` if given) with a colour bar;
+    """Paper Fig. 6 / Eq. 9: left, the activation map (over ``image`` if given) with a colour bar
+    fitted to it;
     right, its top (1 − τ) pixels (red) over the annotated relevant region (green), titled with
     the activation precision. Axes: 2 plus one colour bar."""
     from .metrics import activation_precision
@@ -365,12 +423,8 @@ def plot_activation_precision(activation_map, relevant_mask, tau: float = 0.95, 
     with _style():
         fig = Figure(figsize=(7, 3.4), layout="constrained")
         ax = fig.subplots(1, 2)
-        if image is not None:
-            mappable = _overlay(ax[0], image, amap)
-        else:
-            mappable = ax[0].imshow(amap, cmap=SIMILARITY_CMAP, norm=similarity_norm(),
-                                    interpolation="bilinear")
-            _clean(ax[0])
+        scale = fit_heat_scale(amap)
+        _overlay(ax[0], np.zeros_like(amap) if image is None else image, amap, scale)
         _contour(ax[0], mask)
         ax[0].set_title("activation map")
         rgb = np.ones(amap.shape + (3,))
@@ -390,7 +444,7 @@ def plot_activation_precision(activation_map, relevant_mask, tau: float = 0.95, 
                               Patch(color=outside, label="top pixels outside"),
                               Patch(color=inside, label="top pixels inside")],
                      loc="lower center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
-        _similarity_colourbar(fig, mappable, ax[0])
+        heat_colourbar(fig, scale, ax[0])
         if title:
             fig.suptitle(title)
     return fig
@@ -422,7 +476,8 @@ def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
     """Paper Fig. 4: per image (rows) the image with its relevant region (green), then the
     activation map of the most activated prototype of the predicted class for the model trained
     with the fine-annotation loss and for the one trained without, each titled with its
-    activation precision (Eq. 9) against ``masks``. Axes: rows × 3 plus one colour bar."""
+    activation precision (Eq. 9) against ``masks``. Axes: rows × 3 plus one colour bar (one scale
+    fitted to the maps of both models, so a colour means the same similarity in both columns)."""
     from .predict import as_images
     from .metrics import activation_precision
 
@@ -442,6 +497,7 @@ def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
         pam, j, pred = _top_pam(model, xi)
         results.append((pam, j, pred, activation_precision(pam, m, tau)))
     n = x.shape[0]
+    scale = fit_heat_scale(*(pam for pam, *_ in results))
     with _style():
         fig = Figure(figsize=(7.5, 2.4 * n + 0.6), layout="constrained")
         axes = fig.subplots(max(1, n), 3, squeeze=False)
@@ -451,13 +507,13 @@ def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
             _contour(axes[i, 0], m[i])
             for k, (pam, j, pred, ap) in enumerate(results):
                 a = axes[i, k + 1]
-                mappable = _overlay(a, x[i], pam[i])
+                _overlay(a, x[i], pam[i], scale)
                 _contour(a, m[i])
                 ap_text = f"AP = {float(ap[i]):.2f}" if m[i].any() else "AP n/a (no annotation)"
                 a.set_xlabel(f"prototype {int(j[i])} ({MARGINS[int(pred[i])]}), {ap_text}", fontsize=7)
                 if i == 0:
                     a.set_title(names[k])
-        _similarity_colourbar(fig, mappable, axes.ravel().tolist())
+        heat_colourbar(fig, scale, axes.ravel().tolist())
         fig.suptitle(f"Activation of the top prototype; AP = activation precision (τ = {tau})")
     return fig
 

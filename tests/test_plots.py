@@ -33,9 +33,9 @@ def test_case_explanation(run):
     e = explain_case(run, 0, top=3)
     fig = plots.plot_case_explanation(e)
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 3 * 5 + 1                                   # 5 per prototype + colour bar
+    assert len(fig.axes) == 3 * 5 + 2                                   # 5 per prototype + 2 colour bars
     renders(fig)
-    assert len(plots.plot_case_explanation(e, max_rows=2).axes) == 2 * 5 + 1
+    assert len(plots.plot_case_explanation(e, max_rows=2).axes) == 2 * 5 + 2
     # each row says whether its points count for or against the explained margin, by their sign
     from iaiabl_lib.words import for_against
 
@@ -116,41 +116,63 @@ def test_history(run, tiny_run, tiny_blackbox):
         renders(fig)
 
 
-def _similarity_images(fig: Figure) -> list:
-    return [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == plots.SIMILARITY_CMAP]
+def _heat_images(fig: Figure) -> list:
+    """The RGBA layers drawn over images (``plots.draw_heat``)."""
+    return [im for ax in fig.axes for im in ax.get_images() if np.asarray(im.get_array()).ndim == 3
+            and np.asarray(im.get_array()).shape[-1] == 4]
 
 
-def test_every_similarity_map_uses_the_one_scale(run, test_set):
-    """Case explanation, gallery, activation precision and the fine-annotation comparison draw their
-    similarity maps with the same colour map and range, under a colour bar with the same label."""
+def _colourbars(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def test_every_activation_figure_has_a_colour_bar_of_its_fitted_scale(run, tiny_blackbox, test_set):
+    """Case explanation, gallery, activation precision, the fine-annotation comparison and the CAM
+    comparison draw their maps as opaque layers in the colours of one scale fitted to the figure's
+    maps, under one colour bar whose numbers are that scale's (issue 22, item 3)."""
+    from iaiabl_lib.baselines import load_blackbox
     from iaiabl_lib.explain import explain_case, prototype_gallery
 
     _, ts = test_set
     e = explain_case(run, 0, top=2)
-    figs = {"case": plots.plot_case_explanation(e),
-            "gallery": plots.plot_prototype_gallery(prototype_gallery(run, n_nearest=1, prototypes=[0])),
-            "precision": plots.plot_activation_precision(e.prototypes[0].activation, e.lesion_mask, image=e.image),
-            "fine": plots.plot_fine_vs_nofine(run, run, ts.images[:1], ts.fine_masks[:1])}
-    for name, fig in figs.items():
-        images = _similarity_images(fig)
-        assert images, f"{name}: no similarity map drawn"
-        for im in images:
-            assert (im.norm.vmin, im.norm.vmax) == plots.SIMILARITY_RANGE, name
-        bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
-        assert len(bars) == 1, f"{name}: {len(bars)} colour bars"
+    bb = load_blackbox(tiny_blackbox, device="cpu")
+    figs = {"case": (plots.plot_case_explanation(e), plots.fit_heat_scale(*(p.activation for p in e.prototypes))),
+            "precision": (plots.plot_activation_precision(e.prototypes[0].activation, e.lesion_mask, image=e.image),
+                          plots.fit_heat_scale(e.prototypes[0].activation)),
+            "gallery": (plots.plot_prototype_gallery(prototype_gallery(run, n_nearest=1, prototypes=[0])), None),
+            "fine": (plots.plot_fine_vs_nofine(run, run, ts.images[:1], ts.fine_masks[:1]), None),
+            "cam": (plots.plot_cam_comparison(run, bb, ts.images[:1]), plots.HeatScale(0.0, plots.HEAT_FLOOR, 1.0))}
+    for name, (fig, scale) in figs.items():
+        layers = _heat_images(fig)
+        assert layers, f"{name}: no heat map drawn"
+        bars = _colourbars(fig)
+        assert len(bars) == (2 if name == "case" else 1), f"{name}: {len(bars)} colour bars"
         bar = bars[0]
-        assert plots.SIMILARITY_LABEL in (bar.get_xlabel() + bar.get_ylabel()), name
+        label = bar.get_xlabel() + bar.get_ylabel()
+        assert "no colour below" in label, (name, label)
         limits = bar.get_ylim() if bar.get_ylabel() else bar.get_xlim()
-        assert tuple(round(v, 6) for v in limits) == plots.SIMILARITY_RANGE, (name, limits)
+        if scale is not None:
+            assert limits == pytest.approx((scale.start, scale.high)), (name, limits, scale)
+        for im in layers:
+            a = np.asarray(im.get_array())
+            assert set(np.unique(a[..., 3])) <= {0, 255}, name      # opaque or absent: the bar's colours
+            colours = a[a[..., 3] == 255][:, :3].astype(int)
+            lo, hi = limits
+            ramp = plots.similarity_rgb(np.linspace(lo, hi, 512), plots.HeatScale(lo, lo, hi)).astype(int)
+            if len(colours):
+                assert np.abs(colours[:, None] - ramp[None]).sum(-1).min(1).max() <= 6, name
+        renders(fig)
 
 
 def test_similarity_rgb_is_the_colour_map():
     import matplotlib
 
-    values = np.array([-1.0, 0.0, 1.5, 3.0, 9.0])
-    rgb = plots.similarity_rgb(values)
+    scale = plots.HeatScale(-2.0, 0.0, 2.0)
+    values = np.array([-1.0, 0.0, 1.5, 2.0, 9.0])
+    rgb = plots.similarity_rgb(values, scale)
     cmap = matplotlib.colormaps[plots.SIMILARITY_CMAP]
-    lo, hi = plots.SIMILARITY_RANGE
-    expect = np.rint(np.array(cmap(np.clip((values - lo) / (hi - lo), 0, 1)))[:, :3] * 255)
+    expect = np.rint(np.array(cmap(np.clip(values / 2, 0, 1)))[:, :3] * 255)
     np.testing.assert_array_equal(rgb, expect.astype(np.uint8))
     assert (rgb[0] == rgb[1]).all() and (rgb[3] == rgb[4]).all()      # clipped at both ends
+    rgba = plots.heat_rgba(values, scale)
+    assert list(rgba[:, 3]) == [0, 255, 255, 255, 255]                 # no colour below the start

@@ -218,18 +218,90 @@ def test_cases_are_numbered_and_ground_truth_waits_for_a_click(run, ds, monkeypa
 # ---------------------------------------------------------------------------------------------
 
 
-def test_heat_maps_are_the_scale_colours_losslessly():
-    amap = np.linspace(-0.5, plots.SIMILARITY_RANGE[1] + 1, 64 * 64).reshape(64, 64)
+def test_heat_maps_are_their_legends_colours_losslessly():
+    """A heat map is encoded losslessly in the colours of its own scale (fitted to the map), opaque
+    where coloured and transparent below the scale's start; its legend states that scale's numbers
+    and its gradient is the same colours."""
+    yy, xx = np.mgrid[:64, :64]
+    amap = 0.02 + 0.3 * np.exp(-((yy - 20) ** 2 + (xx - 40) ** 2) / 60.0)      # peaks at 0.32, like issue 22's model
+    scale = plots.fit_heat_scale(amap)
+    assert (scale.low, scale.high) == (amap.min(), amap.max())
+    assert scale.start == pytest.approx(amap.min() + plots.HEAT_FLOOR * (amap.max() - amap.min()))
     (img,) = _pngs(I.similarity_uri(amap))
-    assert img.mode == "RGB"                                        # no palette: nothing bands
-    np.testing.assert_array_equal(np.asarray(img), plots.similarity_rgb(amap))
-    legend = I.colour_legend()
-    lo, hi = plots.SIMILARITY_RANGE
-    assert f"data-cmap='{plots.SIMILARITY_CMAP}'" in legend
-    assert f"data-vmin='{lo:g}'" in legend and f"data-vmax='{hi:g}'" in legend
-    assert f"data-label='{plots.SIMILARITY_LABEL}'" in legend and f">{hi:g} or more<" in legend
-    stops = [tuple(int(v) for v in s) for s in re.findall(r"rgb\((\d+), (\d+), (\d+)\)", legend)]
-    np.testing.assert_array_equal(np.array(stops), plots.similarity_rgb(np.linspace(lo, hi, len(stops))))
+    assert img.mode == "RGBA"                                       # no palette: nothing bands
+    np.testing.assert_array_equal(np.asarray(img), plots.heat_rgba(amap, scale))
+    alpha = np.asarray(img)[..., 3]
+    assert set(np.unique(alpha)) == {0, 255}                        # opaque or absent, never half
+    np.testing.assert_array_equal(alpha == 255, amap >= scale.start)
+    legend = I.colour_legend(scale)
+    assert f"data-cmap='{plots.SIMILARITY_CMAP}'" in legend and "data-scale='per map'" in legend
+    assert f"data-vmin='{scale.start:.6g}'" in legend and f"data-vmax='{scale.high:.6g}'" in legend
+    assert f"data-low='{scale.low:.6g}'" in legend
+    text = _text(legend)
+    for v in (scale.start, scale.high, scale.low, (scale.start + scale.high) / 2):
+        assert f"{v:.2g}" in text, (v, text)                        # the legend's numbers are the map's
+    assert "no colour below" in text and "fitted to this map" in text
+    stops = np.array([[int(v) for v in s] for s in re.findall(r"rgb\((\d+), (\d+), (\d+)\)", legend)])
+    np.testing.assert_array_equal(stops, plots.heat_rgba(np.linspace(scale.start, scale.high, len(stops)), scale)[:, :3])
+    flat = plots.fit_heat_scale(np.full((8, 8), 0.5))
+    assert flat.flat and not plots.heat_rgba(np.full((8, 8), 0.5), flat)[..., 3].any()
+    assert "nothing is coloured" in I.colour_legend(flat)
+    with pytest.raises(ValueError, match="no finite value"):
+        plots.fit_heat_scale(np.full(4, np.nan))
+
+
+def _composite(layer_png, grey: np.ndarray) -> np.ndarray:
+    """What the reader sees: an RGBA heat layer drawn over the grey image (same pixels), float RGB."""
+    lay = np.asarray(layer_png.convert("RGBA")).astype(float)
+    g = grey.astype(float) * (255.0 if grey.max() <= 1 else 1.0)
+    g = np.repeat(g[..., None], 3, axis=-1)
+    a = lay[..., 3:] / 255.0
+    return a * lay[..., :3] + (1 - a) * g
+
+
+def top_stands_out(rgb: np.ndarray, amap: np.ndarray) -> float:
+    """The mean colour distance (RGB, 0-441) between a pixel of the map's top 5 % and a pixel of
+    the rest, in a rendering ``rgb`` (H, W, 3) of the map at its own resolution."""
+    top = amap >= np.quantile(amap, 0.95)
+    rest = rgb[~top][::3]
+    return float(np.linalg.norm(rgb[top][:, None, :] - rest[None], axis=-1).mean())
+
+
+STANDS_OUT = 120.0
+"""The least mean colour distance between the top 5 % of a rendered map and the rest (issue 22: a
+fixed 0-2 scale at 45 % opacity over maps peaking at 0.1-0.4 gave 36-55 on the book's cases)."""
+
+
+def test_the_top_of_every_heat_map_stands_out_in_its_rendering(run, ds):
+    """Issue 22, item 3, on the data URIs the case reader puts on the page: every heat map, drawn
+    over its case as the browser draws it, shows its top 5 % in colours far from the rest's."""
+    rows = widgets.pick_cases(ds, "test", 6)
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    seen = 0
+    for k, i in enumerate(rows):
+        html = visible_case(ex, k)
+        r = ex.reading(k)
+        for p in r.evidence_for + r.evidence_against:
+            m = re.search(rf"<img class='iaiabl-layer iaiabl-heat[^>]*src='(data:image/png;base64,[^']+)' "
+                          rf"data-layer='{p.index}'", html)
+            (layer,) = _pngs(m.group(1))
+            assert layer.size == ds.images[i].shape[::-1]
+            d = top_stands_out(_composite(layer, ds.images[i]), p.activation)
+            assert d >= STANDS_OUT, (i, p.index, d)
+            legend = re.search(rf"<div class='iaiabl-layer-legend iaiabl-legend-\d+' data-layer='{p.index}'>(.*?)</div></div>",
+                               html, re.S)
+            assert legend and f"data-vmax='{float(p.activation.max()):.6g}'" in legend.group(1)
+            seen += 1
+    assert seen >= 6
+    # the old rendering (a fixed 0-2 scale at 45 % opacity) of a weak map fails the same check
+    yy, xx = np.mgrid[:64, :64]
+    weak = 0.02 + 0.2 * np.exp(-((yy - 30) ** 2 + (xx - 30) ** 2) / 40.0)
+    grey = np.full((64, 64), 128.0)
+    import matplotlib
+    old = 0.45 * np.asarray(matplotlib.colormaps["jet"](np.clip(weak / 2, 0, 1)))[..., :3] * 255 + 0.55 * grey[..., None]
+    assert top_stands_out(old, weak) < STANDS_OUT
+    (layer,) = _pngs(I.similarity_uri(weak))
+    assert top_stands_out(_composite(layer, grey), weak) >= STANDS_OUT
 
 
 def test_reading_frame_is_large_and_starts_without_overlay(run, ds):
@@ -576,11 +648,14 @@ def test_large_images_are_encoded_no_wider_than_shown():
     grid); repeated underlays and thumbnails at most as wide as asked; the reading view keeps its pixels."""
     yy, xx = np.mgrid[:224, :224]
     amap = 2.5 * np.exp(-((yy - 120) ** 2 + (xx - 100) ** 2) / 800.0)
-    (heat,) = _pngs(I.similarity_uri(amap))
-    assert heat.size == (I.HEAT_PX, I.HEAT_PX) and heat.mode == "RGB"
-    on_scale = plots.similarity_rgb(np.linspace(*plots.SIMILARITY_RANGE, 2001))
-    far = np.abs(np.asarray(heat).reshape(-1, 1, 3).astype(int) - on_scale[None].astype(int)).sum(-1).min(1)
-    assert far.max() <= 3                                  # every pixel a colour of the scale
+    scale = plots.fit_heat_scale(amap)
+    (heat,) = _pngs(I.similarity_uri(amap, scale))
+    assert heat.size == (I.HEAT_PX, I.HEAT_PX) and heat.mode == "RGBA"
+    on_scale = plots.similarity_rgb(np.linspace(scale.start, scale.high, 2001), scale)
+    px = np.asarray(heat)
+    coloured = px[px[..., 3] == 255][:, :3]
+    far = np.abs(coloured.reshape(-1, 1, 3).astype(int) - on_scale[None].astype(int)).sum(-1).min(1)
+    assert len(coloured) and far.max() <= 3                # every coloured pixel a colour of the scale
     grey = (np.arange(224 * 224) % 251).reshape(224, 224).astype(np.uint8)
     assert _pngs(I.grey_uri(grey, 128))[0].size == (128, 128)
     assert _pngs(I.grey_uri(grey))[0].size == (224, 224)

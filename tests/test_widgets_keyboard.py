@@ -163,3 +163,40 @@ def test_the_percentage_is_set_by_the_slider_and_written_beside_it(page):
     ex.locator("select").first.select_option(index=1)
     assert _wait_change(page, lambda: _visible_attr(ex, ".iaiabl-case", "data-row"), case_before) != case_before
     assert shown() == ([str(MAX_PERCENT)], [str(MAX_PERCENT)])
+
+
+# ---------------------------------------------------------------------------------------------
+# heat maps that can be seen (issue 22, item 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_heat_map_stands_out_on_the_rendered_page(page, explorers):
+    """The pixels Chromium paints: with the first heat map of the first case on, the top 5 % of the
+    map stands out from the rest (the check of test_widgets, on a screenshot of the frame), and the
+    legend shown beside it is that map's (its highest value is the map's)."""
+    from io import BytesIO
+
+    from PIL import Image
+    from test_widgets import STANDS_OUT, top_stands_out
+
+    ex = _explorer(page, "Case reader")
+    reading = explorers["case"].reading(0)
+    first = (reading.evidence_for + reading.evidence_against)[0]
+    ex.locator(".iaiabl-picks label.iaiabl-pick-1").first.click()
+    page.wait_for_timeout(200)
+    frame = ex.locator(".iaiabl-frame").first
+    shot = Image.open(BytesIO(frame.screenshot())).convert("RGB")
+    amap = first.activation                                          # (S, S), the map at the image's pixels
+    rgb = np.asarray(shot.resize(amap.shape[::-1], Image.Resampling.BOX), dtype=float)
+    d = top_stands_out(rgb, amap)
+    assert d >= STANDS_OUT, f"the top 5 % of prototype {first.index}'s map is {d:.0f} from the rest on screen"
+    legend = ex.locator(".iaiabl-layer-legend:visible .iaiabl-legend")
+    assert legend.count() == 1
+    assert float(legend.get_attribute("data-vmax")) == pytest.approx(float(amap.max()), rel=1e-5)
+    assert legend.get_attribute("data-scale") == "per map"
+    ex.locator(".iaiabl-picks label.iaiabl-pick-0").first.click()       # no heat map: no legend shown
+    page.wait_for_timeout(200)
+    assert ex.locator(".iaiabl-layer-legend:visible").count() == 0
+    plain = np.asarray(Image.open(BytesIO(frame.screenshot())).convert("RGB").resize(amap.shape[::-1],
+                                                                                      Image.Resampling.BOX), dtype=float)
+    assert top_stands_out(plain, amap) < d                             # the colour, not the image, stands out

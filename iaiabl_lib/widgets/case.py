@@ -156,14 +156,13 @@ def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | N
     side = int(expl.image.shape[-1])
     scale = I.READING_PX / side
     listed = reading.evidence_for + reading.evidence_against
-    layers = [I.Layer(f"heat map: prototype {p.index}", I.similarity_uri(p.activation), key=str(p.index))
-              for p in listed]
+    layers = [I.heat_layer(f"heat map: prototype {p.index}", p.activation, key=str(p.index)) for p in listed]
     frame = I.reading_frame(
         expl.image, layers, alt=f"{C.case_number(ds, reading.row)}, region of interest",
         caption=(f"The region of interest as the model sees it ({side} × {side} pixels), shown "
                  f"{scale:g} times enlarged. Click the image to enlarge it to the window."))
     call = html.escape(reading.call)
-    parts = [C.case_header(ds, reading.row, show_dataset_ids), frame, I.colour_legend(),
+    parts = [C.case_header(ds, reading.row, show_dataset_ids), frame,
              "<div style='margin-top:6px'><b>The model's reading</b></div>",
              T.margin_lines(expl.margin_prob, expl.predicted_class), T.malignancy_line(expl.malignancy_prob)]
     parts.append(f"<div style='margin-top:8px'><b>Evidence for {call}</b>: the prototypes that add "

@@ -27,7 +27,7 @@ def _column(run, ds, i: int, name: str) -> str:
     ap = float(metrics.activation_precision(lead.activation, mask, 1 - DEFAULT_PERCENT / 100))
     frame = I.reading_frame(
         expl.image,
-        [I.Layer(f"heat map: prototype {lead.index}", I.similarity_uri(lead.activation), on=True, key=str(lead.index)),
+        [I.heat_layer(f"heat map: prototype {lead.index}", lead.activation, key=str(lead.index), on=True),
          I.Layer(f"most active {DEFAULT_PERCENT} % and the annotated region", marks_layer(top, mask), kind="marks",
                  key="marks")],
         px=I.COMPARE_PX, alt=f"{C.case_number(ds, i)} under the model {name}")
@@ -45,7 +45,7 @@ def comparison_html(run_a, run_b, ds, i: int, names: tuple[str, str], show_datas
     cols = "".join(_column(r, ds, i, n) for r, n in zip((run_a, run_b), names))
     return ("<div class='iaiabl-view'>" + C.case_header(ds, i, show_dataset_ids)
             + f"<div style='display:flex;gap:1em;flex-wrap:wrap'>{cols}</div>"
-            + I.colour_legend() + marks_legend() + "</div>")
+            + marks_legend() + "</div>")
 
 
 def fine_annotation_comparison(run_with, run_without, data=None, split: str = "test",

@@ -21,6 +21,8 @@ def _layer_rules(n: int) -> str:
                      f"{{display:block}}")
         rules.append(f".iaiabl-reader>input.iaiabl-show-{k}:checked~.iaiabl-frame>.iaiabl-extra-{k}"
                      f"{{display:block}}")
+        rules.append(f".iaiabl-reader>input.iaiabl-pick-{k}:checked~.iaiabl-legends>.iaiabl-legend-{k}"
+                     f"{{display:block}}")
     for k in range(0, n + 1):
         rules.append(f".iaiabl-reader>input.iaiabl-pick-{k}:checked~.iaiabl-picks>label.iaiabl-pick-{k},"
                      f".iaiabl-reader>input.iaiabl-show-{k}:checked~.iaiabl-picks>label.iaiabl-show-{k}"
@@ -30,9 +32,9 @@ def _layer_rules(n: int) -> str:
 
 @functools.cache
 def style_sheet() -> str:
-    """The explorers' CSS (layers, frames, zoom, legend, tables), sent once with every explorer
-    (built on first use: the heat-map opacity comes from plots, which imports matplotlib)."""
-    from ..plots import OVERLAY_ALPHA
+    """The explorers' CSS (layers, frames, zoom, legends, tables), sent once with every explorer.
+    Heat-map layers are drawn as they are encoded: opaque where coloured, transparent elsewhere
+    (``plots.heat_rgba``), so their colours over the image are their legend's."""
     from .images import MAX_LAYERS
 
     return f"""<style>
@@ -48,13 +50,16 @@ def style_sheet() -> str:
 .iaiabl-frame{{display:block;position:relative;width:var(--px);max-width:100%;aspect-ratio:1/1;background:#000;margin:4px 0;cursor:zoom-in;overflow:hidden}}
 .iaiabl-frame>img{{position:absolute;left:0;top:0;width:100%;height:100%;max-width:none;display:block;margin:0}}
 .iaiabl-frame>img.iaiabl-heat,.iaiabl-frame>img.iaiabl-marks{{display:none}}
-.iaiabl-heat{{opacity:{OVERLAY_ALPHA}}}
 .iaiabl-marks{{image-rendering:pixelated}}
 .iaiabl-reader>input.iaiabl-zoom:checked~.iaiabl-frame{{position:fixed;z-index:10000;left:50%;top:50%;transform:translate(-50%,-50%);width:min(94vw,94vh);max-width:none;box-shadow:0 0 0 100vmax rgba(0,0,0,.8);cursor:zoom-out}}
 {_layer_rules(MAX_LAYERS)}
 .iaiabl-caption{{font-size:.85em;color:#444}}
 .iaiabl-legend{{font-size:.85em;margin:3px 0}}
-.iaiabl-legend-bar{{display:inline-block;width:14em;height:.9em;vertical-align:middle;border:1px solid #888}}
+.iaiabl-layer-legend{{display:none}}
+.iaiabl-legend-ramp{{display:inline-block;vertical-align:middle;width:14em}}
+.iaiabl-legend-bar{{display:block;width:100%;height:.9em;border:1px solid #888}}
+.iaiabl-legend-ticks{{display:flex;justify-content:space-between;font-size:.9em;line-height:1.2}}
+.iaiabl-legend-none{{display:inline-block;width:1.6em;height:.9em;vertical-align:middle;border:1px solid #888;background:linear-gradient(to right,#111,#bbb)}}
 .iaiabl-bar{{display:inline-block;width:9em;height:.8em;background:#eee;vertical-align:middle;margin-right:.5em}}
 .iaiabl-bar>span{{display:block;height:100%}}
 .iaiabl-call{{background:#fff3bf}}

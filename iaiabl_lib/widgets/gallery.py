@@ -104,7 +104,7 @@ def _view(ds, e, h, weights, show_dataset_ids) -> str:
             + f"<div>{_counts_html(weights, e.index)}</div>"
             + "<div style='margin-top:8px'><b>Training cases it matches most closely</b> (heat map over "
               "each, the matching part boxed and shown beside it at the prototype's scale)</div>"
-            + "".join(near) + I.colour_legend() + "</div>")
+            + "".join(near) + "</div>")
 
 
 def prototype_gallery(run, data=None, n_nearest: int = 3, mode: str = "auto", split: str = "train",

@@ -9,8 +9,13 @@ window and a second click shrinks it back. The interaction is HTML and CSS only 
 check boxes, ``:checked`` selectors; the rules are in :func:`iaiabl_lib.widgets.frame.style_sheet`), so
 it works the same with a kernel, in the static page, and with no widget code at all.
 
-Heat maps use the one similarity scale of :mod:`iaiabl_lib.plots` (``similarity_rgb``): the same
-colours, range and label as every figure's colour bar and as :func:`colour_legend`.
+Heat maps: each map gets its own scale (per map, ``plots.fit_heat_scale``), so that every map shows
+where its prototype matches in this case, whatever the model's range of similarities; how strongly
+it matches is in the numbers of its legend (and in the similarity written beside the evidence). A
+layer is opaque where the map reaches the scale's start and transparent below it
+(``plots.heat_rgba``): over the image the colours are exactly the legend's, and the image shows
+through where the prototype matches least. Each heat map's legend (:func:`colour_legend`, its
+colours from the same function, its numbers those of the map) is shown with it.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["READING_PX", "COMPARE_PX", "THUMB_PX", "MAX_LAYERS", "HEAT_PX", "png_uri", "grey_uri",
-           "similarity_uri", "marks_uri", "colour_legend", "Layer", "reading_frame", "patch_figure",
+           "similarity_uri", "marks_uri", "colour_legend", "heat_layer", "Layer", "reading_frame", "patch_figure",
            "thumbnail", "LEGEND_STOPS"]
 
 READING_PX = 512
@@ -94,12 +99,14 @@ def grey_uri(image: np.ndarray, max_px: int | None = None) -> str:
     return png_uri(a)
 
 
-def similarity_uri(similarity_map: np.ndarray, max_px: int = HEAT_PX) -> str:
-    """A similarity map in the colours of the one scale (``plots.similarity_rgb``), RGB, at most
-    ``max_px`` pixels wide."""
-    from ..plots import similarity_rgb
+def similarity_uri(similarity_map: np.ndarray, scale=None, max_px: int = HEAT_PX) -> str:
+    """A similarity map as an RGBA layer in the colours of ``scale`` (``plots.heat_rgba``: opaque
+    where coloured, transparent below the scale's start), at most ``max_px`` pixels wide.
+    ``scale``: a ``plots.HeatScale``; default, the one fitted to this map."""
+    from ..plots import fit_heat_scale, heat_rgba
 
-    return png_uri(similarity_rgb(_shrink(similarity_map, max_px)))
+    scale = fit_heat_scale(similarity_map) if scale is None else scale
+    return png_uri(heat_rgba(_shrink(similarity_map, max_px), scale))
 
 
 def marks_uri(shape: tuple[int, int], marks: Sequence[tuple[np.ndarray, tuple[int, int, int, int]]],
@@ -125,33 +132,58 @@ def marks_uri(shape: tuple[int, int], marks: Sequence[tuple[np.ndarray, tuple[in
     return png_uri(out)
 
 
-def colour_legend(what: str | None = None) -> str:
-    """The HTML legend of the one similarity scale: its colours (sampled from
-    ``plots.similarity_rgb``), range and label, and the same as data attributes for programs."""
-    from ..plots import OVERLAY_ALPHA, SIMILARITY_CMAP, SIMILARITY_LABEL, SIMILARITY_RANGE, similarity_rgb
+def _num(v: float) -> str:
+    return f"{v:.2g}" if abs(v) < 10 else f"{v:.3g}"
 
-    lo, hi = SIMILARITY_RANGE
-    values = np.linspace(lo, hi, LEGEND_STOPS)
-    rgb = similarity_rgb(values)
+
+def colour_legend(scale, what: str | None = None) -> str:
+    """The HTML legend of one heat map's ``scale`` (a ``plots.HeatScale``, per map): a swatch for
+    "no colour" (below the scale's start, where the image shows through), the colour ramp from the
+    start to the map's highest value with the numbers at its ends and middle, and the same numbers as
+    data attributes for programs. Its colours are ``plots.heat_rgba``'s, those of the layer."""
+    from ..plots import SIMILARITY_CMAP, SIMILARITY_LABEL, heat_rgba
+
+    label = SIMILARITY_LABEL + (f" ({what})" if what else "")
+    attrs = (f"data-cmap='{SIMILARITY_CMAP}' data-scale='per map' data-low='{scale.low:.6g}' "
+             f"data-vmin='{scale.start:.6g}' data-vmax='{scale.high:.6g}' "
+             f"data-label='{html.escape(SIMILARITY_LABEL, quote=True)}'")
+    if scale.flat:
+        return (f"<div class='iaiabl-legend' {attrs}>Heat map: {html.escape(label)} is "
+                f"{_num(scale.high)} everywhere in this map, so no part of it matches more than "
+                "another and nothing is coloured.</div>")
+    values = np.linspace(scale.start, scale.high, LEGEND_STOPS)
+    rgb = heat_rgba(values, scale)[:, :3]
     stops = ", ".join(f"rgb({r}, {g}, {b}) {100 * k / (LEGEND_STOPS - 1):.2f}%"
                       for k, (r, g, b) in enumerate(rgb))
-    label = SIMILARITY_LABEL + (f" ({what})" if what else "")
-    return (f"<div class='iaiabl-legend' data-cmap='{SIMILARITY_CMAP}' data-vmin='{lo:g}' "
-            f"data-vmax='{hi:g}' data-label='{html.escape(SIMILARITY_LABEL, quote=True)}'>"
-            f"Heat map colours: <span class='iaiabl-legend-label'>{html.escape(label)}</span> "
-            f"<span class='iaiabl-legend-lo'>{lo:g}</span> "
-            f"<span class='iaiabl-legend-bar' style='background:linear-gradient(to right, {stops})'></span> "
-            f"<span class='iaiabl-legend-hi'>{hi:g} or more</span> "
-            f"<span class='iaiabl-legend-note'>(none … very close; drawn at {100 * OVERLAY_ALPHA:.0f} % "
-            "opacity over the image)</span></div>")
+    mid = (scale.start + scale.high) / 2
+    return (f"<div class='iaiabl-legend' {attrs}>"
+            f"<span class='iaiabl-legend-label'>Heat map colours: {html.escape(label)}</span>, fitted "
+            "to this map: "
+            f"<span class='iaiabl-legend-none' title='no colour: the image shows through'></span> "
+            f"no colour below <span class='iaiabl-legend-lo'>{_num(scale.start)}</span> "
+            f"(its lowest value is {_num(scale.low)}), then "
+            f"<span class='iaiabl-legend-ramp'><span class='iaiabl-legend-bar' "
+            f"style='background:linear-gradient(to right, {stops})'></span>"
+            f"<span class='iaiabl-legend-ticks'><span>{_num(scale.start)}</span><span>{_num(mid)}</span>"
+            f"<span class='iaiabl-legend-hi'>{_num(scale.high)}</span></span></span> "
+            "(its highest value: the closest match in this case).</div>")
 
 
-def _heat_attrs() -> str:
-    from ..plots import SIMILARITY_CMAP, SIMILARITY_LABEL, SIMILARITY_RANGE
+def _heat_attrs(scale) -> str:
+    from ..plots import SIMILARITY_CMAP, SIMILARITY_LABEL
 
-    lo, hi = SIMILARITY_RANGE
-    return (f"data-cmap='{SIMILARITY_CMAP}' data-vmin='{lo:g}' data-vmax='{hi:g}' "
+    return (f"data-cmap='{SIMILARITY_CMAP}' data-scale='per map' data-low='{scale.low:.6g}' "
+            f"data-vmin='{scale.start:.6g}' data-vmax='{scale.high:.6g}' "
             f"data-label='{html.escape(SIMILARITY_LABEL, quote=True)}'")
+
+
+def heat_layer(label: str, similarity_map: np.ndarray, key: str = "", on: bool = False) -> "Layer":
+    """A heat-map layer of a reading frame: the map on its own fitted scale, with its legend."""
+    from ..plots import fit_heat_scale
+
+    scale = fit_heat_scale(similarity_map)
+    return Layer(label, similarity_uri(similarity_map, scale), key=key, on=on, scale=scale,
+                 legend=colour_legend(scale))
 
 
 @dataclass
@@ -164,6 +196,8 @@ class Layer:
     kind: str = "heat"
     on: bool = False
     key: str = ""          # a data-layer attribute (e.g. the prototype index) for programs
+    scale: object = None   # heat: its plots.HeatScale (the numbers of its legend)
+    legend: str = ""       # heat: its legend (HTML), shown while the layer is
 
 
 def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = READING_PX,
@@ -177,7 +211,7 @@ def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = REA
     if len(heat) + len(marks) > MAX_LAYERS:
         raise ValueError(f"a reading frame holds at most {MAX_LAYERS} layers, got {len(heat) + len(marks)}")
     group, zoom = _uid("heat"), _uid("zoom")
-    inputs, labels, imgs = [], [], []
+    inputs, labels, imgs, legends = [], [], [], []
     if heat:
         first_on = next((k for k, ly in enumerate(heat, 1) if ly.on), 0)
         for k, ly in enumerate([None, *heat]):
@@ -188,9 +222,13 @@ def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = REA
             labels.append(f"<label for='{rid}' class='iaiabl-pick-{k}' data-layer='{'' if ly is None else html.escape(ly.key, quote=True)}'>"
                           f"{html.escape(text)}</label>")
             if ly is not None:
+                attrs = _heat_attrs(ly.scale) if ly.scale is not None else ""
                 imgs.append(f"<img class='iaiabl-layer iaiabl-heat iaiabl-layer-{k}' src='{ly.uri}' "
-                            f"data-layer='{html.escape(ly.key, quote=True)}' {_heat_attrs()} "
+                            f"data-layer='{html.escape(ly.key, quote=True)}' {attrs} "
                             f"alt='{html.escape(ly.label, quote=True)}'>")
+                if ly.legend:
+                    legends.append(f"<div class='iaiabl-layer-legend iaiabl-legend-{k}' "
+                                   f"data-layer='{html.escape(ly.key, quote=True)}'>{ly.legend}</div>")
     for k, ly in enumerate(marks, 1):
         cid = f"{group}-m{k}"
         inputs.append(f"<input type='checkbox' id='{cid}' class='iaiabl-show-{k}'{' checked' if ly.on else ''}>")
@@ -208,6 +246,7 @@ def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = REA
             + f"<img class='iaiabl-roi' src='{grey_uri(image, max_px)}' alt='{html.escape(alt, quote=True)}' "
               f"data-native='{size[1]}x{size[0]}'>"
             + "".join(imgs) + "</label>"
+            + (f"<div class='iaiabl-legends'>{''.join(legends)}</div>" if legends else "")
             + (f"<div class='iaiabl-caption'>{caption}</div>" if caption else "") + "</div>")
 
 
@@ -246,9 +285,14 @@ def thumbnail(image: np.ndarray, box: tuple[int, int, int, int] | None, caption:
     """A whole case at ``px`` CSS pixels (encoded at most that wide) with ``box`` outlined (and a
     heat map over it if given)."""
     h, w = np.asarray(image).shape[:2]
-    over = ""
+    over, legend = "", ""
     if heat is not None:
-        over = f"<img class='iaiabl-heat iaiabl-on' src='{similarity_uri(heat)}' {_heat_attrs()} alt='heat map'>"
+        from ..plots import fit_heat_scale
+
+        scale = fit_heat_scale(heat)
+        over = (f"<img class='iaiabl-heat iaiabl-on' src='{similarity_uri(heat, scale)}' {_heat_attrs(scale)} "
+                "alt='heat map'>")
+        legend = colour_legend(scale)
     outline = ""
     if box is not None:
         y0, x0, y1, x1 = (float(v) for v in box)
@@ -256,4 +300,4 @@ def thumbnail(image: np.ndarray, box: tuple[int, int, int, int] | None, caption:
                    f"width:{100 * (x1 - x0) / w:.2f}%;height:{100 * (y1 - y0) / h:.2f}%'></span>")
     return (f"<figure class='iaiabl-thumb'><span class='iaiabl-thumb-frame' style='--px:{px}px'>"
             f"<img class='iaiabl-roi' src='{grey_uri(image, px)}' alt='{_plain(caption)}'>"
-            f"{over}{outline}</span><figcaption>{caption}</figcaption></figure>")
+            f"{over}{outline}</span><figcaption>{caption}{legend}</figcaption></figure>")
