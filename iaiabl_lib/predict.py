@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from .config import MARGINS
 from .fastpath import pick_device
 from .model import IAIABL
 
-__all__ = ["as_images", "evaluating", "similarities", "predict", "average_margin_auroc", "margin_probabilities", "malignancy_probability"]
+__all__ = ["as_images", "evaluating", "eval_batches", "similarities", "predict", "average_margin_auroc", "margin_probabilities", "malignancy_probability"]
 
 
 def margin_probabilities(margin_logits) -> np.ndarray:
@@ -84,11 +84,22 @@ def evaluating(model: nn.Module, device=None) -> Iterator[torch.device]:
         model.to(home).train(was)
 
 
-@torch.no_grad()
+@torch.no_grad()          # on a generator, torch sets the mode around each step only: the caller's stays its own
+def eval_batches(model: IAIABL, images: Tensor, batch_size: int = 256, device=None) -> Iterator[tuple[int, Any]]:
+    """The model's forward pass over ``images`` (N, 3, S, S) in batches, in eval mode, fp32 and
+    without gradients: yields (index of the batch's first image, the model's output for it), with
+    the model on ``device`` (default: where it is) and back in its own mode and place afterwards
+    (:func:`evaluating`). The one batched inference loop: ``predict``, ``similarities`` and the
+    explanations (``explain.cam``, ``gallery``, ``health``) all run through it."""
+    with evaluating(model, device) as dev:
+        for start in range(0, images.shape[0], batch_size):
+            yield start, model(images[start:start + batch_size].to(dev).float())
+
+
 def similarities(model: IAIABL, images: Tensor, batch_size: int = 256) -> Tensor:
     """s_j (Eq. 2) of every image, in eval mode and fp32: (N, 3, S, S) -> (N, m) on the model's device."""
-    with evaluating(model) as dev:
-        parts = [model(images[i:i + batch_size].to(dev)).similarity for i in range(0, images.shape[0], batch_size)]
+    parts = [out.similarity for _, out in eval_batches(model, images, batch_size)]
+    dev = next(model.parameters()).device
     return torch.cat(parts) if parts else torch.zeros(0, model.num_prototypes, device=dev)
 
 
@@ -104,11 +115,9 @@ def predict(model: IAIABL, images_or_tensorset, batch_size: int = 256, device=No
     images = as_images(images_or_tensorset)
     keys = ("margin_logits", "malignancy_logit", "similarity", "similarity_maps")
     parts: dict[str, list] = {k: [] for k in keys}
-    with evaluating(model, device) as dev:
-        for i in range(0, images.shape[0], batch_size):
-            out = model(images[i:i + batch_size].to(dev).float())
-            for k in keys:
-                parts[k].append(getattr(out, k).float().cpu())
+    for _, out in eval_batches(model, images, batch_size, device):
+        for k in keys:
+            parts[k].append(getattr(out, k).float().cpu())
     res = {k: torch.cat(v).numpy() if v else np.zeros((0,)) for k, v in parts.items()}
     logits = res["margin_logits"]
     res["margin_prob"] = margin_probabilities(logits) if len(logits) else np.zeros((0, 3))

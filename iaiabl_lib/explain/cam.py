@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..model import activation_map, minmax_01
-from ..predict import as_images
+from ..predict import as_images, eval_batches
 
 __all__ = ["class_activation_map", "logit_contribution_map", "eq11", "logit_contribution"]
 
@@ -73,16 +73,7 @@ def _batched(run, images, cls, batch_size: int, fn) -> np.ndarray:
         cls_t = cls_t.expand(n)
     if cls_t.numel() != n:
         raise ValueError(f"cls: one class or one per image ({n}), got {cls_t.numel()}")
-    dev = model.prototypes.device
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for s in range(0, n, batch_size):
-            o = model(x[s:s + batch_size].to(dev))
-            out.append(fn(o, model, cls_t[s:s + batch_size], size).cpu())
-    finally:
-        model.train(was)
+    out = [fn(o, model, cls_t[s:s + batch_size], size).cpu() for s, o in eval_batches(model, x, batch_size)]
     return (torch.cat(out) if out else torch.zeros(0, size, size)).numpy()
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ..config import MARGINS
 from ..model import activation_map
-from ..predict import malignancy_probability, margin_probabilities
+from ..predict import eval_batches, malignancy_probability, margin_probabilities
 from .cam import eq11, logit_contribution
 from .inputs import dataset_for, prepare_image, prototype_record
 from ..errors import InputError
@@ -180,16 +180,10 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
     """
     t0 = time.perf_counter()
     model = run.model
-    was = model.training
-    model.eval()
     cid, grey, x, mask, true_margin, true_malignant = _resolve_case(run, case, data)
     if lesion_mask is not None:
         mask = np.asarray(lesion_mask).astype(np.uint8)
-    dev = model.prototypes.device
-    try:
-        out = model(x.to(dev))
-    finally:
-        model.train(was)
+    (_, out), = eval_batches(model, x, 1)                                 # one image (1, 3, S, S)
     size = grey.shape[-1]
     logits = out.margin_logits[0].float().cpu()
     prob = margin_probabilities(logits)
@@ -201,7 +195,7 @@ def explain_case(run, case, data=None, top: int = 3, explained_class: int | None
     if not 0 <= c < weights.shape[0]:
         raise InputError(f"explained_class {c} out of range 0..{weights.shape[0] - 1}")
     order = np.argsort(-contrib[c], kind="stable")[:max(0, int(top))]
-    maps = out.similarity_maps[0, torch.as_tensor(order, dtype=torch.long, device=dev)]   # (k, H, W)
+    maps = out.similarity_maps[0, torch.as_tensor(order, dtype=torch.long, device=out.similarity_maps.device)]   # (k, H, W)
     pams = activation_map(maps[None].float(), size)[0].cpu().numpy() if len(order) else np.zeros((0, size, size))
     arrays = getattr(run, "push_arrays", None) or {}
     src_imgs, self_act = arrays.get("source_image"), arrays.get("self_activation")

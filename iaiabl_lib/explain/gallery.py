@@ -10,7 +10,7 @@ import torch
 
 from ..config import MARGINS
 from ..model import activation_map
-from ..predict import as_images
+from ..predict import as_images, eval_batches
 from .case import hot_box
 from .inputs import dataset_for, prototype_record
 from ..errors import InputError
@@ -67,19 +67,13 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
         raise InputError(f"prototype_gallery: split {split!r} is empty")
     size = int(model.cfg.image_size)
     x = as_images(ds.images, size)
-    dev = model.prototypes.device
-    was = model.training
-    model.eval()
     mins, args = [], []
-    try:
-        for s in range(0, len(ds), batch_size):
-            d = model(x[s:s + batch_size].to(dev)).sq_dist.float()           # (b, m, H, W)
-            grid = int(d.shape[-1])
-            v, a = d.flatten(2).min(dim=2)                                   # (b, m)
-            mins.append(v.cpu())
-            args.append(a.cpu())
-    finally:
-        model.train(was)
+    for _, out in eval_batches(model, x, batch_size):
+        d = out.sq_dist.float()                                              # (b, m, H, W)
+        grid = int(d.shape[-1])
+        v, a = d.flatten(2).min(dim=2)                                       # (b, m)
+        mins.append(v.cpu())
+        args.append(a.cpu())
     dmin, amin = torch.cat(mins), torch.cat(args)                          # (N, m)
     pclass = model.prototype_class.cpu()
     labels = torch.as_tensor(ds.labels)
@@ -96,7 +90,7 @@ def prototype_gallery(run, data=None, n_nearest: int = 3, split: str | Sequence[
     where = {i: r for r, i in enumerate(needed)}
     pam = np.zeros((0, model.num_prototypes, size, size), np.float32)
     if needed:
-        maps = model(x[needed].to(dev)).similarity_maps.float()
+        maps = torch.cat([o.similarity_maps.float() for _, o in eval_batches(model, x[needed], batch_size)])
         pam = activation_map(maps, size).cpu().numpy()                    # (u, m, S, S)
     rf = receptive_field(torch.nn.Sequential(model.backbone, model.add_on))
     arrays = getattr(run, "push_arrays", None) or {}

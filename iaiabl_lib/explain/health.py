@@ -17,7 +17,7 @@ import torch
 
 from ..config import MARGINS
 from ..model import activation_map
-from ..predict import as_images
+from ..predict import as_images, eval_batches
 from .inputs import dataset_for, prototype_record
 
 __all__ = ["PrototypeHealth", "OFF_LESION_THRESHOLD", "margin_band", "prototype_health"]
@@ -71,14 +71,8 @@ def prototype_health(run, data=None, split: str = "train", threshold: float = OF
     ds = dataset_for(run, data).subset(split)
     size = int(model.cfg.image_size)
     x = as_images(ds.images, size)
-    dev = model.prototypes.device
-    was = model.training
-    model.eval()
-    try:
-        maps = torch.cat([model(x[i:i + batch_size].to(dev)).similarity_maps.float().cpu()
-                          for i in range(0, len(ds), batch_size)])          # (N, m, H, W)
-    finally:
-        model.train(was)
+    maps = torch.cat([out.similarity_maps.float().cpu()
+                      for _, out in eval_batches(model, x, batch_size)])  # (N, m, H, W)
     grid = int(maps.shape[-1])
     band = margin_band(size, grid)
     disk = ndimage.generate_binary_structure(2, 1)
