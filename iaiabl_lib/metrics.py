@@ -28,7 +28,7 @@ from .config import MARGINS
 
 __all__ = ["summary", "structural_components", "delong_covariance", "delong_auc_ci", "delong_test",
            "malignancy_auroc", "class_weights", "margin_auroc", "margin_auroc_test", "bootstrap_ci",
-           "cohen_kappa_ci", "activation_precision"]
+           "cohen_kappa_ci", "top_pixels", "activation_precision"]
 
 Summary = dict  # {"value": float | None, "ci_low": float | None, "ci_high": float | None}
 
@@ -407,6 +407,20 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def top_pixels(maps, tau: float = 0.95) -> np.ndarray:
+    """T_τ of Eq. 9: in each map (the last two axes, (..., H, W)), the pixels at or above that map's
+    τ-quantile (numpy's linear-interpolation quantile in float64; ties at the threshold are all
+    kept). numpy or torch in, bool numpy array of the same shape out. The one selection of "the
+    most activated pixels": Eq. 9 (:func:`activation_precision`), its figure, the explorer's "most
+    active N %" and the box around a prototype's self-activation all call it."""
+    a = _to_numpy(maps).astype(np.float64)
+    if a.ndim < 2:
+        raise ValueError(f"top_pixels: maps of shape {a.shape}; expected (..., H, W)")
+    flat = a.reshape(-1, a.shape[-2] * a.shape[-1])                         # (N, H·W)
+    thr = np.quantile(flat, tau, axis=1, keepdims=True)                     # (N, 1)
+    return (flat >= thr).reshape(a.shape)
+
+
 def activation_precision(activation_map, relevant_mask, tau: float = 0.95):
     """Eq. 9: the fraction of a map's most activated pixels that lie in the relevant region.
 
@@ -435,8 +449,6 @@ def activation_precision(activation_map, relevant_mask, tau: float = 0.95):
                          f"{tuple(_to_numpy(relevant_mask).shape)} must both be (S, S) or (N, S, S) "
                          "of the same size; upsample the map to the mask size first "
                          "(iaiabl_lib.model.activation_map)")
-    flat = amap.reshape(amap.shape[0], -1)                                  # (N, S·S)
-    thr = np.quantile(flat, tau, axis=1, keepdims=True)                     # (N, 1)
-    top = flat >= thr                                                       # T_τ, (N, S·S) bool
+    top = top_pixels(amap, tau).reshape(amap.shape[0], -1)                  # T_τ, (N, S·S) bool
     ap = (top * mask.reshape(mask.shape[0], -1)).sum(axis=1) / top.sum(axis=1)
     return float(ap[0]) if single else ap

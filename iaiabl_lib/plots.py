@@ -411,15 +411,14 @@ def plot_activation_precision(activation_map, relevant_mask, tau: float = 0.95, 
     fitted to it;
     right, its top (1 − τ) pixels (red) over the annotated relevant region (green), titled with
     the activation precision. Axes: 2 plus one colour bar."""
-    from .metrics import activation_precision
+    from .metrics import activation_precision, top_pixels
 
     amap = _np(activation_map).astype(np.float64).squeeze()
     mask = _np(relevant_mask).astype(np.float64).squeeze()
     if amap.shape != mask.shape:
         raise ValueError(f"activation map {amap.shape} and mask {mask.shape} differ in size")
     ap = activation_precision(amap, mask, tau)
-    thr = np.quantile(amap, tau)
-    top = amap >= thr
+    top = top_pixels(amap, tau)
     with _style():
         fig = Figure(figsize=(7, 3.4), layout="constrained")
         ax = fig.subplots(1, 2)

@@ -112,11 +112,11 @@ def high_activation_box(pam: Tensor, percentile: float = HIGH_ACTIVATION_PERCENT
     """
     from scipy import ndimage
 
+    from .metrics import top_pixels
+
     m = pam.shape[0]
-    flat = pam.flatten(1).float()
-    thr = torch.quantile(flat, percentile / 100.0, dim=1)                     # (m,)
-    hot = (pam >= thr[:, None, None]).cpu().numpy()                           # (m, S, S)
-    peak = flat.argmax(dim=1).cpu().numpy()                                   # (m,) flat index
+    hot = top_pixels(pam, percentile / 100.0)                                 # (m, S, S) bool
+    peak = pam.flatten(1).float().argmax(dim=1).cpu().numpy()                 # (m,) flat index
     out = np.zeros((m, 4), dtype=np.int64)
     eight = np.ones((3, 3), dtype=bool)
     for j in range(m):

@@ -354,3 +354,34 @@ def test_bootstrap_weighted_mean_is_the_mean_over_pairs():
         bootstrap_ci(flat, n_boot=500, seed=2))
     with pytest.raises(ValueError, match="non-negative"):
         bootstrap_ci(flat, weights=-np.ones(30))
+
+
+def test_top_pixels_is_the_one_eq9_selection():
+    """metrics.top_pixels (T_τ of Eq. 9): per map, the pixels at or above its τ-quantile; a 10 × 10
+    map of distinct values keeps exactly its 5 largest at τ = 0.95; ties at the threshold are all
+    kept; torch in, same answer; and the explorer's "most active N %", the figure and the
+    self-activation box select through it."""
+    import torch
+
+    from iaiabl_lib.metrics import top_pixels
+    from iaiabl_lib.push import high_activation_box
+    from iaiabl_lib.widgets.precision import top_pixels as explorer_top
+
+    rng = np.random.default_rng(0)
+    a = rng.permutation(100).reshape(10, 10).astype(float)
+    top = top_pixels(a, 0.95)
+    assert top.sum() == 5 and set(a[top]) == {95, 96, 97, 98, 99}
+    maps = np.stack([a, -a])                                              # per-map thresholds
+    both = top_pixels(maps, 0.95)
+    assert both.shape == (2, 10, 10) and both[0].sum() == both[1].sum() == 5
+    assert set(maps[1][both[1]]) == {0, -1, -2, -3, -4}
+    assert np.array_equal(top_pixels(torch.as_tensor(maps), 0.95), both)
+    tied = np.zeros((10, 10))
+    tied[0] = 1.0                                      # ten pixels tied at the threshold: all kept
+    assert top_pixels(tied, 0.95).sum() == 10
+    assert np.array_equal(explorer_top(a, 5), top)
+    box = high_activation_box(torch.as_tensor(a)[None], 95.0)[0].tolist()
+    ys, xs = np.nonzero(top & (a == a.max()))
+    assert box[0] <= ys[0] < box[2] and box[1] <= xs[0] < box[3]
+    with pytest.raises(ValueError, match="expected"):
+        top_pixels(np.zeros(5))

@@ -67,10 +67,11 @@ def percent_words(percent: float) -> str:
 
 
 def top_pixels(activation: np.ndarray, percent: float) -> np.ndarray:
-    """The most active ``percent`` % of a map, as ``metrics.activation_precision`` selects them
-    (pixels at or above the map's (1 − percent/100) quantile; ties at the threshold kept)."""
-    a = np.asarray(activation, dtype=np.float64)
-    return a >= np.quantile(a.ravel(), 1 - percent / 100)
+    """The most active ``percent`` % of a map, as Eq. 9 selects them: ``metrics.top_pixels`` with
+    τ = 1 − percent/100 (pixels at or above the map's τ-quantile; ties at the threshold kept)."""
+    from ..metrics import top_pixels as eq9_top_pixels
+
+    return eq9_top_pixels(np.asarray(activation), 1 - percent / 100)
 
 
 def marks_layer(top: np.ndarray, mask: np.ndarray) -> str:
