@@ -44,7 +44,7 @@ from .errors import InputError, UserError
 from .fastpath import pick_device
 from .model import IAIABL, build_model
 
-__all__ = ["HISTORY_COLUMNS", "RESUME_FILE", "RUN_FILES", "CheckpointError", "RunError", "save_state",
+__all__ = ["HISTORY_COLUMNS", "RESUME_FILE", "RUN_FILES", "CheckpointError", "RunError", "save_state", "base_config",
            "load_state", "file_digest", "read_config", "read_run_json", "write_config", "RUN_FORMAT", "recorded_data_dir", "check_run", "check_prototypes", "split_record", "recorded_split_of",
            "check_split",
            "LEAK_SPLITS", "write_history", "read_history", "Run", "load_run"]
@@ -157,6 +157,28 @@ def read_run_json(path: str | Path, default: Any = None) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{path}: not valid JSON ({err}); the run is damaged: retrain it") from None
+
+
+def base_config(preset: Preset, data: str | Path, seed: int, overrides: dict | None, device,
+                classes: list[str], n_train: int, n_val: int) -> dict:
+    """The fields every run's config.json starts with, IAIA-BL and black box alike (the one place
+    that names them; each trainer adds its own): the preset (name and every value), the prepared
+    data's resolved path and split (``split_record``: manifest hash and patients per split, which
+    ``evaluate`` and ``explain`` check for leaks), the seed, the overrides, the device, the classes,
+    the split sizes and torch's version."""
+    return {
+        "preset_name": preset.name,
+        "preset": preset.to_dict(),
+        "data": str(Path(data).resolve()),
+        "seed": int(seed),
+        "overrides": dict(overrides or {}),
+        "device": str(device),
+        "classes": list(classes),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "torch": torch.__version__,
+        "split": split_record(data),
+    }
 
 
 def write_config(run_dir: str | Path, config: dict) -> None:

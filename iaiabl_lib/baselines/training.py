@@ -18,7 +18,7 @@ from ..config import MARGINS, Preset, resolve_preset
 from .. import fastpath
 from ..fastpath import autocast_dtype, needs_scaler, pick_device
 from ..lock import LOCK_NAME, exclusive_lock
-from ..rundir import check_run, load_state, recorded_data_dir, read_history, save_state, split_record, write_config, write_history
+from ..rundir import base_config, check_run, load_state, recorded_data_dir, read_history, save_state, write_config, write_history
 
 from .blackbox import TASKS, BlackBox, blackbox_preset
 from ..errors import InputError
@@ -205,10 +205,9 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
     best_state = {k: v.contiguous() for k, v in best_state.items()}
 
     config = {
-        "kind": "blackbox", "task": task, "preset_name": p.name, "preset": p.to_dict(),
-        "data": str(data.resolve()), "seed": int(seed), "overrides": dict(overrides or {}),
-        "device": str(dev), "classes": list(MARGINS) if task == "margin" else ["malignant"],
-        "n_train": len(train_set), "n_val": 0 if val_set is None else len(val_set),
+        "kind": "blackbox", "task": task,
+        **base_config(p, data, seed, overrides, dev, list(MARGINS) if task == "margin" else ["malignant"],
+                      len(train_set), 0 if val_set is None else len(val_set)),
         "selected_epoch": best_epoch,
         "selected_val_auroc": None if best_auc == -math.inf else best_auc,
         "selection": "weights of the epoch with the best validation AUROC (average one-vs-rest "
@@ -216,7 +215,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
                                                              if select_from > 1 else ""),
         "architecture": f"{p.model.backbone} conv layers + global average pooling + Linear(C, C) + "
                         f"ReLU + Dropout({p.model.head_dropout:g}) + Linear(C, {model.num_outputs})",
-        "torch": torch.__version__, "split": split_record(data), "complete": True,
+        "complete": True,
     }
     (out / "config.json").unlink(missing_ok=True)     # a half-written run never looks complete
     config["model_pt"] = save_state(best_state, out / "model.pt")   # rundir.check_run compares it

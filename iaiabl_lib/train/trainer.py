@@ -36,7 +36,7 @@ from ..lock import LOCK_NAME, exclusive_lock
 from ..model import build_model
 from ..predict import average_margin_auroc, predict, similarities
 from ..push import push_cells, push_diagnostics, push_prototypes
-from ..rundir import RESUME_FILE, Run, load_run, save_state, split_record, write_config, write_history
+from ..rundir import RESUME_FILE, Run, base_config, load_run, save_state, write_config, write_history
 from .checkpoint import clone_state
 from .schedule import epoch_size, push_epochs
 from .probe import estimate_left, probe, use_batch
@@ -261,18 +261,8 @@ def _train_locked(data, preset: Preset, out: Path, seed: int, dev: torch.device,
                   overrides, resume: bool, callback, train_set, val_set, ids, index, val_data=None) -> None:
     """The body of :func:`train`, run while it holds the run directory's lock."""
     run_config = {
-        "preset_name": preset.name,
-        "preset": preset.to_dict(),
-        "data": str(Path(data).resolve()),
+        **base_config(preset, data, seed, overrides, dev, MARGINS, len(train_set), len(val_set)),
         "data_size": stored_image_size(data),     # side of the prepared crops (explain cuts DICOMs alike)
-        "seed": int(seed),
-        "overrides": dict(overrides or {}),
-        "device": str(dev),
-        "classes": list(MARGINS),
-        "n_train": len(train_set),
-        "n_val": len(val_set),
-        "torch": torch.__version__,
-        "split": split_record(data),            # patients per split: evaluate/explain check leaks
         "complete": False,
     }
     if val_data is not None:                    # validation and selection on another data set's val split
