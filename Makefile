@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup book test test-fast chromium sync-notebooks clean benchmark
+.PHONY: setup book test test-fast test-integration test-book chromium sync-notebooks clean benchmark
 
 setup: $(STAMP)
 
@@ -34,9 +34,16 @@ chromium:
 test: setup chromium
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -ra
 
-# Everything but the book build and the browser (a minute or two).
+# The tiers (tests/conftest.py sets them from what each test uses): unit, integration, book, browser.
+# test-fast: the unit tier (no generated data, no training, no book, no browser).
 test-fast: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -ra -m "not slow"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -ra -m unit
+
+test-integration: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -ra -m integration
+
+test-book: setup chromium
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -ra -m "book or browser"
 
 sync-notebooks: setup
 	$(BIN)/python scripts/sync_setup_cells.py

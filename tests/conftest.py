@@ -21,6 +21,40 @@ CHROMIUM = Path("/usr/bin/chromium")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+# ---------------------------------------------------------------------------------------------
+# Test tiers (markers set here from what a test uses; `make test-fast` runs the unit tier):
+#   unit         pure functions and small in-memory models: seconds
+#   integration  a generated tree, a prepared dataset or a trained tiny run (the session fixtures)
+#   book         builds or executes the book (``book_html``, or marked slow)
+#   browser      drives headless Chromium (``chromium``)
+# ---------------------------------------------------------------------------------------------
+
+TIER_FIXTURES = {
+    "browser": {"chromium"},
+    "book": {"book_html"},
+    "integration": {"synth_tree", "prepared", "tiny_run", "tiny_blackbox"},
+}
+
+
+def tier_of(fixturenames, slow: bool) -> str:
+    """The tier of a test from its fixtures (the most expensive wins) and its slow mark."""
+    names = set(fixturenames)
+    if names & TIER_FIXTURES["browser"]:
+        return "browser"
+    if names & TIER_FIXTURES["book"] or slow:
+        return "book"
+    if names & TIER_FIXTURES["integration"]:
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(t) for t in ("unit", *TIER_FIXTURES)):
+            continue                       # a tier set by hand (a heavy test without those fixtures)
+        item.add_marker(getattr(pytest.mark, tier_of(item.fixturenames, item.get_closest_marker("slow") is not None)))
+
+
 @pytest.fixture(scope="session")
 def synth_tree(tmp_path_factory) -> Path:
     """A small CBIS-DDSM-shaped tree (about 40 patients, 256 px full images)."""
@@ -76,7 +110,12 @@ def book_html(tmp_path_factory) -> Path:
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(REPO), "-W", "-n", "--keep-going",
            "--path-output", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    # the session's own book cache, so that the result never depends on what the checkout's
+    # .cache/book holds (IAIABL_TEST_BOOK_CACHE=DIR reuses a cache on purpose, e.g. while iterating)
+    cache = os.environ.get("IAIABL_TEST_BOOK_CACHE") or str(out / "bookcache")
+    env = {k: v for k, v in os.environ.items() if k not in ("IAIABL_BOOK_REUSE",)}
+    env["IAIABL_BOOK_CACHE"] = cache
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     log = proc.stdout + proc.stderr
     (out / "build.log").write_text(log)
     if proc.returncode != 0:

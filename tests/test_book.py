@@ -8,6 +8,7 @@ check a build you already have.
 """
 from __future__ import annotations
 
+import html as _html
 import importlib.util
 import json
 import os
@@ -356,10 +357,45 @@ def test_bookcache_keys_follow_code_and_parameters(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 
 
+def source_title(f: str) -> str:
+    """The first level-1 heading of a table-of-contents entry's source (notebook or Markdown)."""
+    path = next(p for p in (REPO / f"{f}.ipynb", REPO / f"{f}.md") if p.is_file())
+    if path.suffix == ".ipynb":
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    else:
+        text = path.read_text(encoding="utf-8")
+    return re.search(r"^# (.+)$", text, re.M).group(1).strip()
+
+
+def rendered_title_and_text(html: str) -> tuple[str, int]:
+    """A built page's first <h1> (tags, the permalink sign and entities removed) and how many
+    characters of visible text its main article holds."""
+    h1 = re.search(r"<h1\b[^>]*>(.*?)</h1>", html, re.S)
+    title = re.sub(r"<[^>]+>|#|¶", "", h1.group(1)) if h1 else ""
+    title = " ".join(_html.unescape(title).split())
+    article = re.search(r"<article\b.*?</article>", html, re.S)
+    body = re.sub(r"<(script|style)\b.*?</\1>|<[^>]+>", " ", article.group(0) if article else "", flags=re.S)
+    return title, len(" ".join(body.split()))
+
+
+def test_rendered_page_check_can_fail():
+    good = "<article><h1>Why <code>IAIA-BL</code>?<a class='headerlink' href='#'>#</a></h1>" + "<p>text</p>" * 50 + "</article>"
+    title, chars = rendered_title_and_text(good)
+    assert title == "Why IAIA-BL?" and chars > len(" ".join(["text"] * 50))
+    assert rendered_title_and_text("<article></article>") == ("", 0)
+
+
 @pytest.mark.slow
-def test_every_toc_entry_has_a_page(book_html):
+def test_every_toc_entry_rendered(book_html):
+    """Each page of _toc.yml was rendered: its HTML exists, its first heading is the source's
+    title, and its article holds the page's text (not an empty shell or an error page)."""
     for f in toc_files():
-        assert (book_html / f"{f}.html").is_file(), f"no HTML page for {f}"
+        page = book_html / f"{f}.html"
+        assert page.is_file(), f"no HTML page for {f}"
+        title, chars = rendered_title_and_text(page.read_text(encoding="utf-8"))
+        expected = " ".join(re.sub(r"[`*]", "", source_title(f)).split())
+        assert title == expected, f"{f}: the page's heading is {title!r}, its source's {expected!r}"
+        assert chars >= 500, f"{f}: only {chars} characters of text rendered"
 
 
 @pytest.mark.slow

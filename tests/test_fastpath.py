@@ -25,6 +25,7 @@ def _batch(n: int, size: int, n_fine: int) -> Batch:
     return Batch(images, torch.arange(n) % 3, masks, 0)
 
 
+@pytest.mark.integration          # the paper preset's VGG-16 in fp32 and bf16 (half a minute)
 @pytest.mark.parametrize("preset_name, size, n, amp_dtype", [("tiny", 64, 12, "bf16"), ("paper", 64, 6, "bf16"),
                                                               ("tiny", 64, 12, "fp16")])
 def test_mixed_precision_fast_path_agrees_with_fp32_reference(preset_name, size, n, amp_dtype):
@@ -143,6 +144,7 @@ def test_format_seconds():
     assert fastpath.format_seconds(3 * 3600 + 20 * 60) == "3 h 20 min"
 
 
+@pytest.mark.integration          # runs the benchmark script (about a minute on 2 cores)
 def test_train_step_benchmark_cpu_smoke():
     """benchmarks/train_step.py --device cpu --size 64 (the issue's smoke command): last line JSON."""
     import subprocess
