@@ -471,11 +471,15 @@ def _top_pam(model, x, cls=None):
 
 
 def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
-                        names: tuple[str, str] = ("with fine annotation", "without fine annotation")) -> Figure:
-    """Paper Fig. 4: per image (rows) the image with its relevant region (green), then the
+                        names: tuple[str, str] = ("with fine annotation", "without fine annotation"),
+                        region: str = "relevant region") -> Figure:
+    """Paper Fig. 4: per image (rows) the image with ``masks`` outlined (green), then the
     activation map of the most activated prototype of the predicted class for the model trained
-    with the fine-annotation loss and for the one trained without, each titled with its
-    activation precision (Eq. 9) against ``masks``. Axes: rows × 3 plus one colour bar (one scale
+    with the fine-annotation loss and for the one trained without, each titled with the fraction
+    of its top activation inside ``masks`` (Eq. 9's activation precision when ``masks`` is the
+    relevant region). ``region`` names what ``masks`` outline, in the titles: "relevant region"
+    (the paper's figure) or, say, "marker" (chapter 7 measures where the confounder draws the
+    evidence; that fraction is not a precision). Axes: rows × 3 plus one colour bar (one scale
     fitted to the maps of both models, so a colour means the same similarity in both columns)."""
     from .predict import as_images
     from .metrics import activation_precision
@@ -502,18 +506,22 @@ def plot_fine_vs_nofine(run_fine, run_nofine, images, masks, tau: float = 0.95,
         axes = fig.subplots(max(1, n), 3, squeeze=False)
         mappable = None
         for i in range(n):
-            _show_image(axes[i, 0], x[i], "image, relevant region" if i == 0 else None)
+            _show_image(axes[i, 0], x[i], f"image, {region}" if i == 0 else None)
             _contour(axes[i, 0], m[i])
             for k, (pam, j, pred, ap) in enumerate(results):
                 a = axes[i, k + 1]
                 _overlay(a, x[i], pam[i], scale)
                 _contour(a, m[i])
-                ap_text = f"AP = {float(ap[i]):.2f}" if m[i].any() else "AP n/a (no annotation)"
+                short = "AP" if region == "relevant region" else f"on {region}"
+                ap_text = f"{short} = {float(ap[i]):.2f}" if m[i].any() else f"{short} n/a (nothing outlined)"
                 a.set_xlabel(f"prototype {int(j[i])} ({MARGINS[int(pred[i])]}), {ap_text}", fontsize=7)
                 if i == 0:
                     a.set_title(names[k])
         heat_colourbar(fig, scale, axes.ravel().tolist())
-        fig.suptitle(f"Activation of the top prototype; AP = activation precision (τ = {tau})")
+        fig.suptitle(f"Activation of the top prototype; AP = activation precision (τ = {tau})"
+                     if region == "relevant region" else
+                     f"Activation of the top prototype; on {region} = fraction of its top "
+                     f"{100 * (1 - tau):.0f} % on the {region}")
     return fig
 
 

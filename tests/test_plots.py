@@ -92,6 +92,14 @@ def test_fine_vs_nofine(run, test_set):
     fig = plots.plot_fine_vs_nofine(run, run, ts.images[:2], ts.fine_masks[:2])
     assert isinstance(fig, Figure) and len(fig.axes) == 2 * 3 + 1
     renders(fig)
+    texts = lambda f: [a.get_title() for a in f.axes] + [a.get_xlabel() for a in f.axes] + [f._suptitle.get_text()]  # noqa: E731
+    assert "image, relevant region" in texts(fig) and any(t.startswith("prototype") and ", AP " in t for t in texts(fig))
+    # what the outline is, said in the figure: chapter 7 outlines the marker, and a fraction on the
+    # marker is no activation precision
+    marker = plots.plot_fine_vs_nofine(run, run, ts.images[:1], ts.fine_masks[:1], region="marker")
+    words = " ".join(texts(marker))
+    assert "image, marker" in words and ", on marker " in words
+    assert "relevant region" not in words and ", AP " not in words and "activation precision" not in words
 
 
 def test_roc(run, test_set):

@@ -98,8 +98,10 @@ def prototype_health(run, data=None, split: str = "train", threshold: float = OF
         border = patch is not None and (min(patch) == 0 or max(patch) == grid - 1)
         flags = []
         if np.isfinite(ap_margin) and ap_margin < threshold:
-            flags.append(f"most of its strongest activation ({100 * (1 - ap_margin):.0f} %) lies off the "
-                         "mass and its margin")
+            off, limit = 100 * (1 - ap_margin), 100 * (1 - threshold)
+            shown = f"{off:.0f}" if round(off) > round(limit) else f"{off:.1f}"   # never "50 % ... above 50 %"
+            flags.append(f"{shown} % of its strongest activation lies off the mass and its margin "
+                         f"(flagged above {limit:.0f} %)")
         if border:
             flags.append("it was taken from the border of its source image")
         w = h1[:, j]
