@@ -308,7 +308,7 @@ def test_reading_frame_is_large_and_starts_without_overlay(run, ds):
     row = _test_cases(ds, 1)
     ex = widgets.case_explorer(run, ds, mode="static", cases=row)
     html = ex.current_html()
-    frame = re.search(r"<div class='iaiabl-reader' data-px='(\d+)'>(.*?)<div class='iaiabl-caption'>", html, re.S)
+    frame = re.search(r"<div class='iaiabl-reader' data-px='(\d+)'[^>]*>(.*?)<div class='iaiabl-caption'>", html, re.S)
     assert int(frame.group(1)) == widgets.READING_PX >= 512
     assert f"--px:{widgets.READING_PX}px" in frame.group(2)
     radios = re.findall(r"<input type='radio'[^>]*>", frame.group(2))
@@ -376,19 +376,28 @@ def test_what_if_static_precomputes_every_single_and_pair(run, ds):
         r = ex.reading(k)
         offered = wi.offered
         assert offered == r.offered[:widgets.MAX_DISMISS]
-        assert [lab for lab in wi.first.options] == ["nothing"] + [f"prototype {j} ({MARGINS[int(r.expl.prototype_class[j])]})"
-                                                                   for j in offered]
+        assert wi.html in visible_case(ex, k)
+        names = ["nothing"] + [f"prototype {j} ({MARGINS[int(r.expl.prototype_class[j])]})" for j in offered]
+        for row in ("first", "second"):                  # two rows of buttons, "nothing" pressed
+            labels = re.findall(rf"<label for='([^']+)' class='iaiabl-{row}-(\d+)' tabindex='0' role='button' "
+                                rf"aria-pressed='(true|false)' data-prototype='(\d*)'>([^<]*)</label>", wi.html)
+            assert [lab[4] for lab in labels] == names
+            assert [lab[2] for lab in labels] == ["true"] + ["false"] * len(offered)
+            assert [lab[3] for lab in labels] == [""] + [str(j) for j in offered]
+            for rid, pos, *_ in labels:                  # each label is tied to its hidden radio
+                assert re.search(rf"<input type='radio' name='[^']+-{row}' id='{rid}' class='iaiabl-{row}-{pos}'", wi.html)
         assert len(wi.views) == 1 + len(offered) + len(offered) * (len(offered) - 1) // 2
-        # the links the browser follows: first row -> outer stack, second row -> every inner stack
-        targets = {(l.source, l.target) for l in ex.links}
-        assert ((wi.first, "index"), (wi.stack, "selected_index")) in targets
-        for inner in wi.stack.children:
-            assert ((wi.second, "index"), (inner, "selected_index")) in targets
+        # the view the style sheet shows for each pair of pressed buttons is the set's
         choice = [None] + offered
-        for a, inner in enumerate(wi.stack.children):
-            for b, view in enumerate(inner.children):
+        blocks = dict(re.findall(r"<div class='iaiabl-wi iaiabl-wi-(\d+-\d+)'>(.*?</table></div>)</div>", wi.html, re.S))
+        rules = re.findall(r"input\.iaiabl-first-(\d+):checked~input\.iaiabl-second-(\d+):checked~"
+                           r"\.iaiabl-wi-views>\.iaiabl-wi-(\d+-\d+)\{display:block\}", widgets.style_sheet())
+        shown = {(int(a), int(b)): v for a, b, v in rules}
+        for a in range(len(choice)):
+            for b in range(len(choice)):
                 dismissed = sorted({j for j in (choice[a], choice[b]) if j is not None})
-                html = view.value
+                html = blocks[shown[a, b]]
+                assert html == wi.views[frozenset(dismissed)]
                 assert re.search(r"data-dismissed='([^']*)'", html).group(1) == ",".join(map(str, dismissed))
                 before, after = _before_after(html)
                 assert after == _shown(run, r.expl.similarity, dismissed)
@@ -404,6 +413,8 @@ def test_what_if_static_precomputes_every_single_and_pair(run, ds):
             names = re.search(r"<div class='iaiabl-inert' data-prototypes='([^']*)'>", visible_case(ex, k)).group(1)
             assert names == ",".join(map(str, r.inert))
     assert re.search(r"\d+ views in all, about \d+ kB of this page", ex.mode_line.value)
+    with pytest.raises(ValueError, match="max_dismiss=6"):
+        widgets.case_explorer(run, ds, mode="static", cases=rows, max_dismiss=widgets.MAX_DISMISS + 1)
 
 
 def visible_case(ex, k: int) -> str:
@@ -416,7 +427,7 @@ def test_what_if_live_dismisses_any_set(run, ds):
     ex = widgets.case_explorer(run, ds, mode="live", cases=rows)
     r = ex.reading(0)
     toggles = list(ex.controls["dismiss"].children)
-    assert len(toggles) == len(r.offered) and all(isinstance(t, W.ToggleButton) for t in toggles)
+    assert len(toggles) == len(r.offered) and all(isinstance(t, W.Checkbox) for t in toggles)
     before = ex.current_html()
     assert _before_after(before)[1] == _shown(run, r.expl.similarity, [])
     chosen = []

@@ -200,3 +200,183 @@ def test_a_heat_map_stands_out_on_the_rendered_page(page, explorers):
     plain = np.asarray(Image.open(BytesIO(frame.screenshot())).convert("RGB").resize(amap.shape[::-1],
                                                                                       Image.Resampling.BOX), dtype=float)
     assert top_stands_out(plain, amap) < d                             # the colour, not the image, stands out
+
+
+# ---------------------------------------------------------------------------------------------
+# keyboard and screen readers (issue 22, item 7)
+# ---------------------------------------------------------------------------------------------
+
+_CONTROLS = ("label[role=button], select, button, summary, input:not([type=hidden]), textarea, "
+             "[tabindex]:not([tabindex='-1'])")
+
+_MARK_CONTROLS = """(sel) => {
+    // every control a reader can see in an explorer, numbered; hidden views' controls are not counted
+    const shown = e => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length)
+                       && getComputedStyle(e).visibility !== 'hidden';
+    let n = 0;
+    const out = [];
+    document.querySelectorAll('.iaiabl-explorer').forEach(ex => ex.querySelectorAll(sel).forEach(e => {
+        if (!shown(e) || e.disabled) return;
+        e.dataset.kb = String(n++);
+        out.push([e.dataset.kb, e.tagName, e.className.toString(), e.getAttribute('role') || '']);
+    }));
+    return out;
+}"""
+
+_ACTIVE = """() => { const a = document.activeElement;
+    return a ? [a.dataset.kb || null, a.tagName, a.className.toString(), a.getAttribute('aria-pressed')] : null; }"""
+
+
+def _tab_to(page, test_js: str, max_tabs: int = 400) -> int:
+    """Press Tab until ``test_js`` (a function of document.activeElement) holds; the presses."""
+    for n in range(1, max_tabs + 1):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"() => {{ const a = document.activeElement; return !!a && ({test_js})(a); }}"):
+            return n
+    raise AssertionError(f"{max_tabs} presses of Tab never reached an element where {test_js}")
+
+
+def _pressed(ex, selector: str) -> list[str]:
+    """aria-pressed of the buttons shown (an enlarged image, fixed in the window, included)."""
+    return ex.evaluate("(root, sel) => Array.from(root.querySelectorAll(sel))"
+                       ".filter(e => e.getClientRects().length > 0).map(e => e.getAttribute('aria-pressed'))", selector)
+
+
+def _enlarged(ex) -> bool:
+    return ex.locator(".iaiabl-frame:visible").first.evaluate("e => getComputedStyle(e).position") == "fixed"
+
+
+def test_tab_reaches_every_control_of_every_explorer(page):
+    """Every control a reader can see in the four explorers (the heat-map, overlay, enlarge and
+    what-if buttons, the image itself, the pickers, the slider, the ground-truth summary) is reached
+    by Tab alone; no control works by mouse only (every label tied to an input is a keyboard
+    button), and every button says whether it is pressed."""
+    controls = page.evaluate(_MARK_CONTROLS, _CONTROLS)
+    kinds = {c[2].split()[0] for c in controls if c[1] == "LABEL"}
+    for kind in ("iaiabl-pick-0", "iaiabl-pick-1", "iaiabl-zoom-label", "iaiabl-frame", "iaiabl-show-1",
+                 "iaiabl-first-0", "iaiabl-first-1", "iaiabl-second-1"):
+        assert kind in kinds, f"no visible {kind} button to test ({sorted(kinds)})"
+    # a label whose input is hidden is the only way to that input: it must be a keyboard button
+    proxies = page.evaluate("() => Array.from(document.querySelectorAll('.iaiabl-explorer label[for]'))"
+                            ".filter(l => l.control && getComputedStyle(l.control).display === 'none')"
+                            ".map(l => [l.getAttribute('tabindex'), l.getAttribute('role'), l.getAttribute('aria-pressed'),"
+                            " String(l.control.checked)])")
+    assert len(proxies) > 20
+    bad = [p for p in proxies if p[:2] != ["0", "button"] or p[2] != p[3]]
+    assert not bad, f"{len(bad)} labels of hidden inputs are not keyboard buttons saying their state: {bad[:3]}"
+    want = {c[0] for c in controls}
+    seen: set[str] = set()
+    for _ in range(3 * len(controls) + 50):
+        page.keyboard.press("Tab")
+        active = page.evaluate(_ACTIVE)
+        if active and active[0] is not None:
+            seen.add(active[0])
+        if seen >= want:
+            break
+    missed = [c for c in controls if c[0] not in seen]
+    assert not missed, f"Tab never reaches {len(missed)} of {len(controls)} controls, e.g. {missed[:4]}"
+
+
+def test_heat_maps_and_enlarge_work_by_keyboard_alone(page):
+    """Case reader, keyboard only: Enter on a heat-map button shows its map and presses it (the
+    others released); Space on "no heat map" hides it again; Enter on "enlarge" and Space on the
+    image enlarge the image to the window, and Escape shrinks it (focus where it was)."""
+    ex = _explorer(page, "Case reader")
+    heats = lambda: _visible_attr(ex, "img.iaiabl-heat", "data-layer")
+    picks = lambda: _pressed(ex, ".iaiabl-reader .iaiabl-picks label[class^=iaiabl-pick-]")
+    assert heats() == [] and picks()[0] == "true" and set(picks()[1:]) == {"false"}
+    _tab_to(page, "a => a.matches('label.iaiabl-pick-1') && a.offsetParent !== null")
+    page.keyboard.press("Enter")
+    layer = page.evaluate("() => document.activeElement.dataset.layer")
+    assert _wait_change(page, heats, []) == [layer]
+    assert picks()[:2] == ["false", "true"] and set(picks()[2:]) <= {"false"}
+    assert ex.locator(".iaiabl-layer-legend:visible").count() == 1
+    page.keyboard.press("Shift+Tab")                                  # back to "no heat map"
+    assert page.evaluate("() => document.activeElement.matches('label.iaiabl-pick-0')")
+    page.keyboard.press(" ")
+    assert _wait_change(page, heats, [layer]) == [] and picks()[0] == "true"
+    zoom = lambda: _pressed(ex, "label.iaiabl-zoom-label, label.iaiabl-frame")
+    assert zoom() == ["false", "false"] and not _enlarged(ex)
+    _tab_to(page, "a => a.matches('label.iaiabl-zoom-label') && a.offsetParent !== null")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(150)
+    assert _enlarged(ex) and zoom() == ["true", "true"]
+    assert page.evaluate("() => scrollY") == page.evaluate("() => scrollY")
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(150)
+    assert not _enlarged(ex) and zoom() == ["false", "false"]
+    assert page.evaluate("() => document.activeElement.matches('label.iaiabl-zoom-label')")
+    page.keyboard.press("Tab")                                        # the image itself
+    active = page.evaluate(_ACTIVE)
+    assert active[1] == "LABEL" and "iaiabl-frame" in active[2]
+    y = page.evaluate("() => scrollY")
+    page.keyboard.press(" ")
+    page.wait_for_timeout(150)
+    assert _enlarged(ex) and zoom() == ["true", "true"]
+    assert page.evaluate("() => scrollY") == y, "Space scrolled the page instead of pressing the image"
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(150)
+    assert not _enlarged(ex) and zoom() == ["false", "false"]
+    page.keyboard.press("Escape")                                     # a second Escape changes nothing
+    assert not _enlarged(ex)
+
+
+def test_what_if_works_by_keyboard_alone(page, explorers):
+    """Case reader, keyboard only: Enter on a first-row prototype dismisses it, Space on a
+    second-row one dismisses it as well; the buttons say which are pressed and the table shows the
+    pair's reading."""
+    ex = _explorer(page, "Case reader")
+    dismissed = lambda: _visible_attr(ex, ".iaiabl-dismissed", "data-dismissed")
+    assert dismissed() == [""]
+    wi = explorers["case"].whatif[0]
+    assert len(wi.offered) >= 2, "the first case offers fewer than two prototypes to dismiss"
+    a, b = wi.offered[:2]
+    _tab_to(page, "a => a.matches('label.iaiabl-first-1') && a.offsetParent !== null")
+    page.keyboard.press("Enter")
+    assert _wait_change(page, dismissed, [""]) == [str(a)]
+    assert _pressed(ex, "label[class^=iaiabl-first-]")[:2] == ["false", "true"]
+    _tab_to(page, "a => a.matches('label.iaiabl-second-2') && a.offsetParent !== null", max_tabs=20)
+    page.keyboard.press(" ")
+    assert _wait_change(page, dismissed, [str(a)]) == [",".join(map(str, sorted((a, b))))]
+    assert _pressed(ex, "label[class^=iaiabl-second-]")[:3] == ["false", "false", "true"]
+    after = ex.locator(".iaiabl-wi:visible .iaiabl-after").all_inner_texts()
+    assert after == re.findall(r"<b class='iaiabl-after'>([^<]+)</b>", wi.views[frozenset((a, b))])
+
+
+def test_overlay_toggles_and_the_truth_work_by_keyboard_alone(page):
+    """An overlay toggle (the marks of the comparison) switches on and off with Enter and Space and
+    says so; the recorded margin opens with Enter on its summary."""
+    ex = _explorer(page, "Two models, one case")
+    marks = lambda: _visible_attr(ex, "img.iaiabl-marks", "data-layer")
+    assert marks() == []
+    _tab_to(page, "a => a.matches('label.iaiabl-show-1') && !!a.closest('.iaiabl-explorer') "
+                  "&& a.closest('.iaiabl-explorer').textContent.includes('Two models, one case') && a.offsetParent !== null")
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-pressed')") == "false"
+    page.keyboard.press("Enter")
+    assert _wait_change(page, marks, []) == ["marks"]
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-pressed')") == "true"
+    page.keyboard.press(" ")
+    assert _wait_change(page, marks, ["marks"]) == []
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-pressed')") == "false"
+    case = _explorer(page, "Case reader")
+    body = case.locator(".iaiabl-truth-body").first
+    page.keyboard.press("Shift+Tab")
+    _tab_to(page, "a => a.tagName === 'SUMMARY' && a.offsetParent !== null")
+    page.keyboard.press("Enter")
+    assert page.locator(".iaiabl-truth-body:visible").count() == 1 or body.is_visible()
+
+
+def test_every_image_says_what_it_shows(page):
+    """Every image of the explorers, shown or not, has an alt text that says what it shows: words,
+    not a file name or a data URI, and a heat map's names its prototype and its scale."""
+    alts = page.evaluate("() => Array.from(document.querySelectorAll('.iaiabl-explorer img'))"
+                         ".map(i => [i.className, i.getAttribute('alt') || ''])")
+    assert len(alts) > 20
+    for cls, alt in alts:
+        assert len(alt.split()) >= 4, (cls, alt)
+        assert not re.search(r"data:|\.png|\.jpe?g|/", alt.split(":")[0] + alt[-6:]), (cls, alt)
+    heat = [alt for cls, alt in alts if "iaiabl-heat" in cls]
+    assert heat and all(re.search(r"prototype \d+", a) and re.search(r"\d\.\d", a) for a in heat), heat[:3]
+    frames = page.evaluate("() => Array.from(document.querySelectorAll('.iaiabl-explorer label.iaiabl-frame'))"
+                           ".map(l => l.getAttribute('aria-label'))")
+    assert frames and all(f and "region of interest" in f and "enlarge" in f for f in frames), frames[:2]

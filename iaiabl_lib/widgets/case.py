@@ -26,18 +26,16 @@ import ipywidgets as W
 import numpy as np
 
 from ..config import MARGIN_WORDS, MARGINS
+from . import access as A
 from . import cases as C
 from . import images as I
 from . import words as T
-from .frame import Explorer, dropdown, html_view, labelled, link, stack
+from .frame import MAX_DISMISS, Explorer, dropdown, html_view, labelled, link, stack
 from .mode import resolve_mode
 from ..errors import InputError
 
 __all__ = ["MAX_DISMISS", "CaseReading", "read_case", "case_explorer", "dismiss_reasoning"]
 
-MAX_DISMISS = 5
-"""Static pages precompute dismissals of the prototypes that change a case's reading most, at most
-this many: 1 + n + n (n - 1) / 2 views per case (16 for 5)."""
 
 
 @dataclass
@@ -133,12 +131,18 @@ def _evidence_row(reading: CaseReading, p, sign: str, ds, health: dict, scale: f
     src_img = p.source_image if p.source_image is not None else (None if src_row is None else ds.images[src_row])
     h = health.get(p.index)
     cls_name = p.class_name
+    number = C.case_number(ds, reading.row)
     pictures = I.patch_figure(expl.image, p.case_box, scale, "this case: the part it matches",
-                              cls="iaiabl-case-patch")
+                              cls="iaiabl-case-patch",
+                              alt=f"the part of {number} that prototype {p.index} matches most closely, enlarged")
     if src_img is not None:
+        source = html.unescape(C.source_caption(ds, src_row))
         pictures += I.patch_figure(src_img, p.box, scale, f"prototype {p.index}: a patch of a training case",
-                                   cls="iaiabl-proto-patch")
-        pictures += I.thumbnail(src_img, p.box, "its source: " + C.source_caption(ds, src_row))
+                                   cls="iaiabl-proto-patch",
+                                   alt=f"prototype {p.index} ({cls_name}): its patch of {source}, at the same scale")
+        pictures += I.thumbnail(src_img, p.box, "its source: " + C.source_caption(ds, src_row),
+                                alt=f"prototype {p.index}'s source, {source}: the whole region of interest, "
+                                    "the prototype's patch outlined in yellow")
     c = expl.predicted_class
     text = (f"<b>Prototype {p.index}</b>, {T.article(cls_name)} {html.escape(cls_name)} prototype, "
             f"<b>{T.points_sentence(expl.contributions[c, p.index], MARGINS[c])}</b> "
@@ -156,11 +160,15 @@ def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | N
     side = int(expl.image.shape[-1])
     scale = I.READING_PX / side
     listed = reading.evidence_for + reading.evidence_against
-    layers = [I.heat_layer(f"heat map: prototype {p.index}", p.activation, key=str(p.index)) for p in listed]
+    number = C.case_number(ds, reading.row)
+    layers = [I.heat_layer(f"heat map: prototype {p.index}", p.activation, key=str(p.index),
+                           what=f"where prototype {p.index} ({p.class_name}) matches {number}") for p in listed]
     frame = I.reading_frame(
-        expl.image, layers, alt=f"{C.case_number(ds, reading.row)}, region of interest",
+        expl.image, layers,
+        alt=f"{number.capitalize()}: the region of interest around the mass, {side} × {side} pixels",
         caption=(f"The region of interest as the model sees it ({side} × {side} pixels), shown "
-                 f"{scale:g} times enlarged. Click the image to enlarge it to the window."))
+                 f"{scale:g} times enlarged. Click the image (or press Enter on it) to enlarge it to "
+                 "the window; Escape shrinks it."))
     call = html.escape(reading.call)
     parts = [C.case_header(ds, reading.row, show_dataset_ids), frame,
              "<div style='margin-top:6px'><b>The model's reading</b></div>",
@@ -206,7 +214,7 @@ def whatif_html(reading: CaseReading, dismissal) -> str:
             + "".join(rows) + "</table></div>")
 
 
-def _inert_html(reading: CaseReading, not_offered: Sequence[int] = ()) -> str:
+def _inert_html(reading: CaseReading, not_offered: Sequence[int] = (), max_dismiss: int = MAX_DISMISS) -> str:
     expl = reading.expl
     parts = []
     if reading.inert:
@@ -215,7 +223,7 @@ def _inert_html(reading: CaseReading, not_offered: Sequence[int] = ()) -> str:
                      "can see in this case.</div>")
     if not_offered:
         parts.append(f"<div class='iaiabl-not-precomputed'>Dismissing {_names(expl, not_offered)} also "
-                     f"changes the reading; this page precomputes the {MAX_DISMISS} prototypes that "
+                     f"changes the reading; this page precomputes the {max_dismiss} prototypes that "
                      "change it most (in a live notebook every one is offered).</div>")
     return "<div class='iaiabl-view' style='font-size:.9em'>" + "".join(parts) + "</div>"
 
@@ -227,39 +235,48 @@ def _inert_html(reading: CaseReading, not_offered: Sequence[int] = ()) -> str:
 
 @dataclass
 class WhatIf:
-    """A case's dismissal controls and views (static mode)."""
+    """A case's dismissal controls and views (static mode): two rows of buttons ("Dismiss:" and
+    "and also dismiss:", each "nothing" then the prototypes offered), hidden radio buttons under
+    them, and one precomputed view per set of at most two prototypes, chosen by the style sheet
+    (``frame._whatif_rules``); the buttons are labels made keyboard buttons (:mod:`.access`)."""
 
-    first: W.ToggleButtons
-    second: W.ToggleButtons
-    stack: W.Stack                     # outer: first choice; inner stacks: second choice
-    views: dict                        # frozenset of prototypes -> HTML widget
+    html: str                          # the controls and every view of the case
+    views: dict                        # frozenset of prototypes -> the view's HTML
     offered: list[int]
 
 
-def _static_whatif(run, reading: CaseReading, max_dismiss: int) -> tuple[W.Widget, WhatIf, list]:
+def static_whatif_html(run, reading: CaseReading, max_dismiss: int) -> WhatIf:
+    """The what-if part of a case view (static): buttons and every single and pair precomputed."""
     from .. import explain
 
     expl = reading.expl
     offered = reading.offered[:max_dismiss]
-    labels = ["nothing"] + [_proto_name(expl, j) for j in offered]
-    first = W.ToggleButtons(options=labels, value="nothing", style={"button_width": "auto"})
-    second = W.ToggleButtons(options=labels, value="nothing", style={"button_width": "auto"})
-    views: dict[frozenset, W.HTML] = {}
-
-    def view(js) -> W.HTML:
-        key = frozenset(js)
-        if key not in views:
-            views[key] = html_view(whatif_html(reading, explain.dismissal(run, expl, sorted(key))))
-        return views[key]
-
     choice = [None] + offered
-    inner = [stack([view([j for j in (a, b) if j is not None]) for b in choice]) for a in choice]
-    outer = stack(inner)
-    links = [link(first, "index", outer)] + [link(second, "index", s) for s in inner]
-    box = W.VBox([html_view(_inert_html(reading, reading.offered[max_dismiss:])),
-                  labelled("Dismiss:", first), labelled("and also dismiss:", second), outer],
-                 layout=W.Layout(width="100%"))
-    return box, WhatIf(first, second, outer, views, offered), links
+    group = I._uid("whatif")
+    views: dict[frozenset, str] = {}
+    blocks = []
+    for a in range(len(choice)):
+        for b in range(a, len(choice)):
+            if a == b and a:
+                continue                            # {a, a} is {a}: the view (0, a)
+            key = frozenset(j for j in (choice[a], choice[b]) if j is not None)
+            views[key] = whatif_html(reading, explain.dismissal(run, expl, sorted(key)))
+            blocks.append(f"<div class='iaiabl-wi iaiabl-wi-{a}-{b}'>{views[key]}</div>")
+    inputs, rows = [], []
+    for row, title in (("first", "Dismiss:"), ("second", "and also dismiss:")):
+        labels = []
+        for k, j in enumerate(choice):
+            rid = f"{group}-{row}-{k}"
+            inputs.append(f"<input type='radio' name='{group}-{row}' id='{rid}' class='iaiabl-{row}-{k}'"
+                          f"{' checked' if k == 0 else ''}>")
+            text = "nothing" if j is None else _proto_name(expl, j)
+            labels.append(A.toggle_label(rid, html.escape(text), k == 0, f"iaiabl-{row}-{k}",
+                                         f"data-prototype='{'' if j is None else j}'"))
+        rows.append(f"<div class='iaiabl-picks iaiabl-{row}-row' role='group' aria-label='{title[:-1]}'>"
+                    f"<b>{title}</b> " + "".join(labels) + "</div>")
+    body = (f"<div class='iaiabl-whatif-box' {A.handlers()}>" + "".join(inputs) + "".join(rows)
+            + "<div class='iaiabl-wi-views' aria-live='polite'>" + "".join(blocks) + "</div></div>")
+    return WhatIf(body, views, offered)
 
 
 def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: int = 3,
@@ -276,6 +293,10 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
     if not 1 <= int(top) <= I.MAX_LAYERS // 2:
         raise InputError(f"top={top}: show between 1 and {I.MAX_LAYERS // 2} prototypes for and against")
     mode = resolve_mode(mode)
+    if mode == "static" and not 1 <= int(max_dismiss) <= MAX_DISMISS:
+        raise InputError(f"max_dismiss={max_dismiss}: a static page precomputes the dismissals of 1 to "
+                         f"{MAX_DISMISS} prototypes per case (its style sheet has buttons for at most "
+                         f"{MAX_DISMISS}); a live notebook dismisses any set")
     ds = C.dataset(run, data)
     rows = C.pick_cases(ds, split, max_cases, cases=cases)
     health = {h.index: h for h in C.health(run, ds)}
@@ -289,25 +310,25 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
     control = dropdown([C.case_number(ds, i).capitalize() for i in rows], width="16em")
     demo = C.demo_note(run, ds)
     intro = ("Read the region of interest first; the heat-map buttons show where each prototype "
-             "matches. Points: each prototype adds to (or takes from) the model's score for each "
+             "matches. Keyboard: Tab moves between the buttons (the image is one: it enlarges), Enter "
+             "or Space presses one, Escape shrinks the enlarged image. Points: each prototype adds to (or takes from) the model's score for each "
              "margin; the highest score is the model's call. If a prototype matches the wrong thing "
              "(background, a marker, the image border), dismiss it: the model then reads the case "
              "without it. The recorded margin and pathology stay hidden until you ask.")
     if mode == "static":
-        per_case, whatifs, links = [], [], []
+        per_case, whatifs = [], []
         for k in range(len(rows)):
             r = reading(k)
-            box, wi, ls = _static_whatif(run, r, max_dismiss)
-            per_case.append(W.VBox([html_view(case_html(ds, r, health, show_dataset_ids)),
-                                    html_view("<div style='margin-top:8px'><b>What if you dismiss "
-                                              "part of the evidence?</b></div>"), box],
-                                   layout=W.Layout(width="100%")))
+            wi = static_whatif_html(run, r, max_dismiss)
+            per_case.append(html_view(
+                case_html(ds, r, health, show_dataset_ids)
+                + "<div class='iaiabl-view'><div style='margin-top:8px'><b>What if you dismiss part of the "
+                  "evidence?</b></div>" + _inert_html(r, r.offered[max_dismiss:], max_dismiss) + wi.html + "</div>"))
             whatifs.append(wi)
-            links += ls
         outer = stack(per_case)
-        links.insert(0, link(control, "index", outer))
+        links = [link(control, "index", outer)]
         n_views = sum(len(w.views) for w in whatifs)
-        kb = sum(len(v.value) for w in whatifs for v in w.views.values()) / 1000
+        kb = sum(len(w.html) for w in whatifs) / 1000
         note = (f"{len(rows)} {split} cases precomputed. What if: for each case, any one and any pair "
                 f"of the (at most {max_dismiss}) prototypes whose dismissal changes its reading most "
                 f"({n_views} views in all, about {kb:.0f} kB of this page); a live notebook dismisses "
@@ -330,8 +351,8 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
             r = reading(int(control.index or 0))
             case_w.value = case_html(ds, r, health, show_dataset_ids)
             inert_w.value = _inert_html(r)
-            ts = [W.ToggleButton(value=False, description=f"dismiss {_proto_name(r.expl, j)}",
-                                 layout=W.Layout(width="auto")) for j in r.offered]
+            ts = [W.Checkbox(value=False, description=f"dismiss {_proto_name(r.expl, j)}", indent=False,
+                             layout=W.Layout(width="auto")) for j in r.offered]
             for t in ts:
                 t.observe(redraw_whatif, names="value")
             toggles.children = ts

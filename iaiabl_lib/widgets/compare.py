@@ -27,10 +27,11 @@ def _column(run, ds, i: int, name: str) -> str:
     ap = float(metrics.activation_precision(lead.activation, mask, 1 - DEFAULT_PERCENT / 100))
     frame = I.reading_frame(
         expl.image,
-        [I.heat_layer(f"heat map: prototype {lead.index}", lead.activation, key=str(lead.index), on=True),
+        [I.heat_layer(f"heat map: prototype {lead.index}", lead.activation, key=str(lead.index), on=True,
+                      what=f"where prototype {lead.index} of the model {name} matches {C.case_number(ds, i)}"),
          I.Layer(f"most active {DEFAULT_PERCENT} % and the annotated region", marks_layer(top, mask), kind="marks",
                  key="marks")],
-        px=I.COMPARE_PX, alt=f"{C.case_number(ds, i)} under the model {name}")
+        px=I.COMPARE_PX, alt=f"{C.case_number(ds, i).capitalize()}: the region of interest, read by the model {name}")
     cls = MARGINS[lead.cls]
     return (f"<div class='iaiabl-model' style='flex:0 1 {I.COMPARE_PX}px'>"
             f"<b>{html.escape(name.capitalize())}</b>" + frame

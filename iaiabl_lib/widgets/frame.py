@@ -11,7 +11,12 @@ import ipywidgets as W
 
 from .mode import LIVE_LINE, STATIC_LINE
 
-__all__ = ["style_sheet", "Explorer", "labelled", "stack", "html_view", "dropdown", "link", "visible_html"]
+__all__ = ["MAX_DISMISS", "style_sheet", "Explorer", "labelled", "stack", "html_view", "dropdown", "link", "visible_html"]
+
+MAX_DISMISS = 5
+"""Static pages precompute dismissals of the prototypes that change a case's reading most, at most
+this many: 1 + n + n (n - 1) / 2 views per case (16 for 5), chosen by two rows of n + 1 buttons
+(the style sheet has the rules for that many; the case reader, :mod:`.case`, uses them)."""
 
 
 def _layer_rules(n: int) -> str:
@@ -26,6 +31,24 @@ def _layer_rules(n: int) -> str:
     for k in range(0, n + 1):
         rules.append(f".iaiabl-reader>input.iaiabl-pick-{k}:checked~.iaiabl-picks>label.iaiabl-pick-{k},"
                      f".iaiabl-reader>input.iaiabl-show-{k}:checked~.iaiabl-picks>label.iaiabl-show-{k}"
+                     "{background:#2b6cb0;color:#fff;border-color:#2b6cb0}")
+    return "\n".join(rules)
+
+
+def _whatif_rules(n: int) -> str:
+    """The what-if views of a case (static): the first choice ``a`` and the second ``b`` (0:
+    nothing, k: the k-th prototype offered) show the view of the set {a, b}; the pressed buttons
+    are drawn pressed."""
+    box = ".iaiabl-whatif-box>input"
+    rules = []
+    for a in range(n + 1):
+        for b in range(n + 1):
+            lo, hi = (0, a) if a == b else (min(a, b), max(a, b))
+            rules.append(f"{box}.iaiabl-first-{a}:checked~input.iaiabl-second-{b}:checked~.iaiabl-wi-views>"
+                         f".iaiabl-wi-{lo}-{hi}{{display:block}}")
+    for k in range(n + 1):
+        rules.append(f"{box}.iaiabl-first-{k}:checked~.iaiabl-picks>label.iaiabl-first-{k},"
+                     f"{box}.iaiabl-second-{k}:checked~.iaiabl-picks>label.iaiabl-second-{k}"
                      "{background:#2b6cb0;color:#fff;border-color:#2b6cb0}")
     return "\n".join(rules)
 
@@ -45,13 +68,17 @@ def style_sheet() -> str:
 .iaiabl-truth{{margin:3px 0;font-size:.9em}}
 .iaiabl-truth>summary{{cursor:pointer;color:#2b6cb0}}
 .iaiabl-reader{{margin:6px 0}}
-.iaiabl-reader>input{{display:none}}
+.iaiabl-reader>input,.iaiabl-whatif-box>input{{display:none}}
+.iaiabl-explorer label[role=button]:focus-visible{{outline:3px solid #e0a000;outline-offset:2px}}
+.iaiabl-wi-views>.iaiabl-wi{{display:none}}
 .iaiabl-picks label{{display:inline-block;border:1px solid #aaa;border-radius:3px;padding:0 7px;margin:2px 3px 2px 0;cursor:pointer;font-size:.85em;user-select:none;line-height:1.6}}
 .iaiabl-frame{{display:block;position:relative;width:var(--px);max-width:100%;aspect-ratio:1/1;background:#000;margin:4px 0;cursor:zoom-in;overflow:hidden}}
 .iaiabl-frame>img{{position:absolute;left:0;top:0;width:100%;height:100%;max-width:none;display:block;margin:0}}
 .iaiabl-frame>img.iaiabl-heat,.iaiabl-frame>img.iaiabl-marks{{display:none}}
 .iaiabl-marks{{image-rendering:pixelated}}
-.iaiabl-reader>input.iaiabl-zoom:checked~.iaiabl-frame{{position:fixed;z-index:10000;left:50%;top:50%;transform:translate(-50%,-50%);width:min(94vw,94vh);max-width:none;box-shadow:0 0 0 100vmax rgba(0,0,0,.8);cursor:zoom-out}}
+.iaiabl-reader>input.iaiabl-zoom:checked~.iaiabl-frame{{position:fixed;z-index:10000;left:50%;top:50%;transform:translate(-50%,-50%);width:min(94vw,94vh);max-width:none;box-shadow:0 0 0 100vmax rgba(0,0,0,.8);cursor:zoom-out;overflow:visible}}
+.iaiabl-reader>input.iaiabl-zoom:checked~.iaiabl-frame::after{{content:'Click the image or press Escape to shrink it';position:absolute;left:0;bottom:100%;margin-bottom:2px;color:#fff;font-size:.9em}}
+{_whatif_rules(MAX_DISMISS)}
 {_layer_rules(MAX_LAYERS)}
 .iaiabl-caption{{font-size:.85em;color:#444}}
 .iaiabl-legend{{font-size:.85em;margin:3px 0}}

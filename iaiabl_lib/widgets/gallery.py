@@ -85,7 +85,9 @@ def _view(ds, e, h, weights, show_dataset_ids) -> str:
             "training case.</div>")
     pictures = ""
     if src_img is not None:
-        pictures = (I.patch_figure(src_img, e.box, scale, f"prototype {e.index}", cls="iaiabl-proto-patch")
+        source = html.unescape(C.source_caption(ds, src_row))
+        pictures = (I.patch_figure(src_img, e.box, scale, f"prototype {e.index}", cls="iaiabl-proto-patch",
+                                   alt=f"prototype {e.index} ({cls}): its patch of {source}, enlarged")
                     + I.thumbnail(src_img, e.box, "its source: " + C.source_caption(ds, src_row),
                                   px=2 * I.THUMB_PX))
     details = ""
@@ -96,8 +98,11 @@ def _view(ds, e, h, weights, show_dataset_ids) -> str:
         facts = C.source_caption(ds, n.index)
         near.append("<div class='iaiabl-row iaiabl-neighbour'>"
                     + I.patch_figure(n.image, n.high_activation_box, scale, "the part that matches best",
-                                     cls="iaiabl-case-patch")
-                    + I.thumbnail(n.image, n.high_activation_box, f"closest match #{k}: {facts}", heat=n.activation)
+                                     cls="iaiabl-case-patch",
+                                     alt=f"closest match #{k}, {html.unescape(facts)}: the part that matches "
+                                         f"prototype {e.index} best, enlarged")
+                    + I.thumbnail(n.image, n.high_activation_box, f"closest match #{k}: {facts}", heat=n.activation,
+                                  heat_what=f"where prototype {e.index} matches {C.case_number(ds, n.index)}, its closest match #{k}")
                     + "</div>")
     return ("<div class='iaiabl-view'>" + head + flag + measured
             + f"<div class='iaiabl-row'>{pictures}</div>" + details

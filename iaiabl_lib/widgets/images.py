@@ -29,8 +29,10 @@ from typing import Sequence
 
 import numpy as np
 
+from . import access as A
+
 __all__ = ["READING_PX", "COMPARE_PX", "THUMB_PX", "MAX_LAYERS", "HEAT_PX", "png_uri", "grey_uri",
-           "similarity_uri", "marks_uri", "colour_legend", "heat_layer", "Layer", "reading_frame", "patch_figure",
+           "similarity_uri", "marks_uri", "colour_legend", "heat_layer", "heat_alt", "Layer", "reading_frame", "patch_figure",
            "thumbnail", "LEGEND_STOPS"]
 
 READING_PX = 512
@@ -177,13 +179,24 @@ def _heat_attrs(scale) -> str:
             f"data-label='{html.escape(SIMILARITY_LABEL, quote=True)}'")
 
 
-def heat_layer(label: str, similarity_map: np.ndarray, key: str = "", on: bool = False) -> "Layer":
-    """A heat-map layer of a reading frame: the map on its own fitted scale, with its legend."""
+def heat_alt(what: str, scale) -> str:
+    """The alt text of a heat map: what it shows (``what``, "where prototype 3 (spiculated) matches
+    test case 5") and its scale's numbers."""
+    if scale.flat:
+        return f"Heat map of {what}: the map is {_num(scale.high)} everywhere, so nothing is coloured"
+    return (f"Heat map of {what}: coloured where the similarity is at least {_num(scale.start)}, up to "
+            f"{_num(scale.high)} at the closest match (the legend gives the colours)")
+
+
+def heat_layer(label: str, similarity_map: np.ndarray, key: str = "", on: bool = False,
+               what: str = "") -> "Layer":
+    """A heat-map layer of a reading frame: the map on its own fitted scale, with its legend and an
+    alt text saying what it shows (``what``; default, where the prototype matches this image)."""
     from ..plots import fit_heat_scale
 
     scale = fit_heat_scale(similarity_map)
     return Layer(label, similarity_uri(similarity_map, scale), key=key, on=on, scale=scale,
-                 legend=colour_legend(scale))
+                 legend=colour_legend(scale), alt=heat_alt(what or f"where {label.removeprefix('heat map: ')} matches this image", scale))
 
 
 @dataclass
@@ -198,14 +211,20 @@ class Layer:
     key: str = ""          # a data-layer attribute (e.g. the prototype index) for programs
     scale: object = None   # heat: its plots.HeatScale (the numbers of its legend)
     legend: str = ""       # heat: its legend (HTML), shown while the layer is
+    alt: str = ""          # what the layer shows, for screen readers (default: its label)
 
 
 def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = READING_PX,
                   alt: str = "region of interest", caption: str = "", max_px: int | None = None) -> str:
     """The region of interest at ``px`` CSS pixels wide, without overlay unless a layer is ``on``;
     buttons above it choose the heat map ("no heat map" first) and toggle the marks; a click on the
-    image enlarges it to the window. ``max_px``: encode the image at most this many pixels wide
-    (views repeated many times on a page; a reading view keeps the image's own pixels)."""
+    image (or the "enlarge" button) enlarges it to the window, and a second click or Escape shrinks
+    it back. ``max_px``: encode the image at most this many pixels wide (views repeated many times on
+    a page; a reading view keeps the image's own pixels).
+
+    Keyboard and screen readers (:mod:`.access`): every button, the image included, is reached with
+    Tab and pressed with Enter or Space, says whether it is on (``aria-pressed``), and every image
+    has an alt text saying what it shows (``alt``: the region; each layer's ``alt``)."""
     heat = [ly for ly in layers if ly.kind == "heat"]
     marks = [ly for ly in layers if ly.kind == "marks"]
     if len(heat) + len(marks) > MAX_LAYERS:
@@ -219,33 +238,34 @@ def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = REA
             inputs.append(f"<input type='radio' name='{group}' id='{rid}' class='iaiabl-pick-{k}'"
                           f"{' checked' if k == first_on else ''}>")
             text = "no heat map" if ly is None else ly.label
-            labels.append(f"<label for='{rid}' class='iaiabl-pick-{k}' data-layer='{'' if ly is None else html.escape(ly.key, quote=True)}'>"
-                          f"{html.escape(text)}</label>")
+            key = "" if ly is None else html.escape(ly.key, quote=True)
+            labels.append(A.toggle_label(rid, html.escape(text), k == first_on, f"iaiabl-pick-{k}",
+                                         f"data-layer='{key}'"))
             if ly is not None:
                 attrs = _heat_attrs(ly.scale) if ly.scale is not None else ""
                 imgs.append(f"<img class='iaiabl-layer iaiabl-heat iaiabl-layer-{k}' src='{ly.uri}' "
-                            f"data-layer='{html.escape(ly.key, quote=True)}' {attrs} "
-                            f"alt='{html.escape(ly.label, quote=True)}'>")
+                            f"data-layer='{key}' {attrs} alt='{html.escape(ly.alt or ly.label, quote=True)}'>")
                 if ly.legend:
                     legends.append(f"<div class='iaiabl-layer-legend iaiabl-legend-{k}' "
-                                   f"data-layer='{html.escape(ly.key, quote=True)}'>{ly.legend}</div>")
+                                   f"data-layer='{key}'>{ly.legend}</div>")
     for k, ly in enumerate(marks, 1):
         cid = f"{group}-m{k}"
+        key = html.escape(ly.key, quote=True)
         inputs.append(f"<input type='checkbox' id='{cid}' class='iaiabl-show-{k}'{' checked' if ly.on else ''}>")
-        labels.append(f"<label for='{cid}' class='iaiabl-show-{k}' data-layer='{html.escape(ly.key, quote=True)}'>"
-                      f"{html.escape(ly.label)}</label>")
+        labels.append(A.toggle_label(cid, html.escape(ly.label), ly.on, f"iaiabl-show-{k}", f"data-layer='{key}'"))
         imgs.append(f"<img class='iaiabl-marks iaiabl-extra-{k}' src='{ly.uri}' "
-                    f"data-layer='{html.escape(ly.key, quote=True)}' alt='{html.escape(ly.label, quote=True)}'>")
+                    f"data-layer='{key}' alt='{html.escape(ly.alt or ly.label, quote=True)}'>")
     inputs.append(f"<input type='checkbox' id='{zoom}' class='iaiabl-zoom'>")
-    labels.append(f"<label for='{zoom}' class='iaiabl-zoom-label'>enlarge</label>")
+    labels.append(A.toggle_label(zoom, "enlarge", False, "iaiabl-zoom-label",
+                                 label="enlarge the image to the window (Escape shrinks it)"))
     size = np.asarray(image).shape
-    return (f"<div class='iaiabl-reader' data-px='{px}'>" + "".join(inputs)
-            + f"<div class='iaiabl-picks'>{''.join(labels)}</div>"
-            + f"<label for='{zoom}' class='iaiabl-frame' style='--px:{px}px' "
-              f"title='click to enlarge; click again to shrink'>"
-            + f"<img class='iaiabl-roi' src='{grey_uri(image, max_px)}' alt='{html.escape(alt, quote=True)}' "
-              f"data-native='{size[1]}x{size[0]}'>"
-            + "".join(imgs) + "</label>"
+    frame = A.toggle_label(
+        zoom, f"<img class='iaiabl-roi' src='{grey_uri(image, max_px)}' alt='{html.escape(alt, quote=True)}' "
+              f"data-native='{size[1]}x{size[0]}'>" + "".join(imgs),
+        False, "iaiabl-frame", f"style='--px:{px}px' title='click to enlarge; click again or press Escape to shrink'",
+        label=f"{alt}: press to enlarge the image to the window, Escape to shrink it")
+    return (f"<div class='iaiabl-reader' data-px='{px}' {A.handlers()}>" + "".join(inputs)
+            + f"<div class='iaiabl-picks'>{''.join(labels)}</div>" + frame
             + (f"<div class='iaiabl-legends'>{''.join(legends)}</div>" if legends else "")
             + (f"<div class='iaiabl-caption'>{caption}</div>" if caption else "") + "</div>")
 
@@ -263,9 +283,10 @@ def _crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def patch_figure(image: np.ndarray, box: tuple[int, int, int, int] | None, scale: float,
-                 caption: str, cls: str = "", data: str = "") -> str:
+                 caption: str, cls: str = "", data: str = "", alt: str = "") -> str:
     """The patch ``box`` of ``image`` at ``scale`` CSS pixels per image pixel (patches shown side by
-    side with the same ``scale`` are at the same scale), with ``caption`` (HTML) under it."""
+    side with the same ``scale`` are at the same scale), with ``caption`` (HTML) under it; ``alt``
+    (plain text) what it shows, default the caption."""
     if box is None:
         body = "<div class='iaiabl-missing'>not recorded</div>"
     else:
@@ -273,7 +294,7 @@ def patch_figure(image: np.ndarray, box: tuple[int, int, int, int] | None, scale
         if not crop.size:
             body = "<div class='iaiabl-missing'>empty</div>"
         else:
-            body = (f"<img src='{grey_uri(crop)}' alt='{_plain(caption)}' "
+            body = (f"<img src='{grey_uri(crop)}' alt='{html.escape(alt, quote=True) if alt else _plain(caption)}' "
                     f"style='width:{crop.shape[1] * scale:.0f}px;height:{crop.shape[0] * scale:.0f}px' "
                     f"data-native='{crop.shape[1]}x{crop.shape[0]}' data-scale='{scale:g}'>")
     return (f"<figure class='iaiabl-patch {cls}' {data}>{body}"
@@ -281,17 +302,24 @@ def patch_figure(image: np.ndarray, box: tuple[int, int, int, int] | None, scale
 
 
 def thumbnail(image: np.ndarray, box: tuple[int, int, int, int] | None, caption: str,
-              px: int = THUMB_PX, heat: np.ndarray | None = None) -> str:
+              px: int = THUMB_PX, heat: np.ndarray | None = None, alt: str = "", heat_what: str = "") -> str:
     """A whole case at ``px`` CSS pixels (encoded at most that wide) with ``box`` outlined (and a
-    heat map over it if given)."""
+    heat map over it if given, ``heat_what`` saying what it shows: "where prototype 3 matches …");
+    ``alt`` (plain text) what the image shows, default the caption and, with a box, that it is
+    outlined."""
     h, w = np.asarray(image).shape[:2]
+    if not alt:
+        alt = html.unescape(re.sub(r"<[^>]+>", "", caption))
+        if box is not None:
+            alt += " (the whole region of interest, the matching patch outlined in yellow)"
     over, legend = "", ""
     if heat is not None:
         from ..plots import fit_heat_scale
 
         scale = fit_heat_scale(heat)
+        what = html.escape(heat_alt(heat_what or "where the prototype matches this case", scale), quote=True)
         over = (f"<img class='iaiabl-heat iaiabl-on' src='{similarity_uri(heat, scale)}' {_heat_attrs(scale)} "
-                "alt='heat map'>")
+                f"alt='{what}'>")
         legend = colour_legend(scale)
     outline = ""
     if box is not None:
@@ -299,5 +327,5 @@ def thumbnail(image: np.ndarray, box: tuple[int, int, int, int] | None, caption:
         outline = (f"<span class='iaiabl-box' style='left:{100 * x0 / w:.2f}%;top:{100 * y0 / h:.2f}%;"
                    f"width:{100 * (x1 - x0) / w:.2f}%;height:{100 * (y1 - y0) / h:.2f}%'></span>")
     return (f"<figure class='iaiabl-thumb'><span class='iaiabl-thumb-frame' style='--px:{px}px'>"
-            f"<img class='iaiabl-roi' src='{grey_uri(image, px)}' alt='{_plain(caption)}'>"
+            f"<img class='iaiabl-roi' src='{grey_uri(image, px)}' alt='{html.escape(alt, quote=True)}'>"
             f"{over}{outline}</span><figcaption>{caption}{legend}</figcaption></figure>")

@@ -114,7 +114,7 @@ def precision_html(ds, i: int, expl, percent: float, show_dataset_ids: bool | No
     frame = I.reading_frame(
         expl.image, [I.Layer(f"most active {pc} % and the annotated region", marks_layer(top, mask),
                              kind="marks", on=True, key="marks")],
-        alt=f"{C.case_number(ds, i)}: most active {pc} % of the map", max_px=UNDERLAY_PX)
+        alt=f"{C.case_number(ds, i).capitalize()}: the region of interest, with the most active {pc} % of the map of prototype {lead.index} marked", max_px=UNDERLAY_PX)
     cls = MARGINS[lead.cls]
     text = (f"<div class='iaiabl-ap' data-top='{pc}' data-precision='{ap:.4f}' "
             f"data-prototype='{lead.index}'>The most active <b>{pc} %</b> of the map of prototype "
