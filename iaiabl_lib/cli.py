@@ -18,7 +18,7 @@ SUBCOMMAND_MODULES = (
     "iaiabl_lib.pretrain",         # pretrain (the tiny backbone's pretrained weights)
     "iaiabl_lib.train",            # train
     "iaiabl_lib.evaluate",         # evaluate, compare
-    "iaiabl_lib.report",           # explain
+    "iaiabl_lib.explain.report",   # explain
     "iaiabl_lib.baselines",        # baseline
     "iaiabl_lib.science",          # science (the confounder experiment of the README)
 )

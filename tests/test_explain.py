@@ -181,7 +181,7 @@ def test_explain_cli_prepared_id(tiny_run, prepared):
 
 def test_explain_cli_raw_dicom_with_box_or_mask(tiny_run, prepared, synth_tree, tmp_path):
     from iaiabl_lib.cli import main
-    from iaiabl_lib.report import crop_dicom_case
+    from iaiabl_lib.explain.report import crop_dicom_case
 
     rows = manifest_rows(prepared)
     i, row = next((k, r) for k, r in enumerate(rows) if r["split"] == "test")
@@ -212,7 +212,7 @@ def test_explain_dicom_is_deterministic_and_runs_the_network_once(tiny_run, prep
     import json
     import shutil
 
-    from iaiabl_lib.report import crop_size_of, explain_to_html
+    from iaiabl_lib.explain.report import crop_size_of, explain_to_html
     from iaiabl_lib.train import load_run
 
     run_dir = tmp_path / "run"
@@ -250,7 +250,7 @@ def test_explain_cuts_a_dicom_exactly_as_prepare_does(prepared, synth_tree):
     """Issue 23: ``iaiabl explain FILE.dcm --mask MASK.dcm`` and ``iaiabl prepare`` cut the same
     region of interest, pixel for pixel (one function, ``cbis_ddsm.cut_roi``: largest component of
     the mask, crop, window of the whole mammogram, resize)."""
-    from iaiabl_lib.report import crop_dicom_case
+    from iaiabl_lib.explain.report import crop_dicom_case
 
     ds = load_prepared(prepared)
     rows = manifest_rows(prepared)

@@ -15,7 +15,7 @@ from iaiabl_lib.data.dataset import load_prepared
 from iaiabl_lib.errors import LockedError
 from iaiabl_lib.evaluate import compare_runs, evaluate_run
 from iaiabl_lib.lock import LOCK_NAME, exclusive_lock
-from iaiabl_lib.report import explain_to_html
+from iaiabl_lib.explain.report import explain_to_html
 from iaiabl_lib.rundir import RunError, check_run, file_digest, load_run, split_record
 from iaiabl_lib.train import train
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MARGIN_WORDS, MARGINS
-from .words import pct
-from .errors import InputError
+from ..config import MARGIN_WORDS, MARGINS
+from ..words import pct
+from ..errors import InputError
 
 __all__ = ["parse_box", "crop_dicom_case", "crop_size_of", "render_html", "write_report", "explain_to_html",
            "add_cli", "run_cli", "DISCLAIMER"]
@@ -79,7 +79,7 @@ def _check_box(box: tuple[int, int, int, int], shape: tuple[int, int], path: Pat
 
 def _binary_mask(pixels: np.ndarray) -> np.ndarray | None:
     """The importer's binary-mask test (``cbis_ddsm.binary_mask``)."""
-    from .data.cbis_ddsm import binary_mask
+    from ..data.cbis_ddsm import binary_mask
 
     return binary_mask(pixels)
 
@@ -98,9 +98,9 @@ def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | No
     Raises ValueError with what to fix for a bad box, a mask of another size, an empty or
     non-binary mask, or neither/both of box and mask.
     """
-    from .data.cbis_ddsm.importer import cut_roi
-    from .data.dataset import resize_images, resize_masks
-    from .data.dicom import read_dicom
+    from ..data.cbis_ddsm.importer import cut_roi
+    from ..data.dataset import resize_images, resize_masks
+    from ..data.dicom import read_dicom
 
     path = Path(dicom_path)
     if (box is None) == (mask_path is None):
@@ -161,7 +161,7 @@ small{color:#666}
 
 
 def _png_tag(fig, alt: str) -> str:
-    from .plots import figure_png
+    from ..plots import figure_png
 
     data = base64.b64encode(figure_png(fig)).decode("ascii")
     fig.clear()
@@ -193,8 +193,8 @@ def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict 
                 health: list | None = None) -> str:
     """The report for an explanation ``expl`` (``explain.explain_case``) as one HTML string;
     ``health``: ``explain.prototype_health(run)``, or None where the run's data is not at hand."""
-    from .explain import case_text
-    from .plots import plot_case_explanation
+    from . import case_text
+    from ..plots import plot_case_explanation
 
     esc = html.escape
     title = expl.case_id or "case"
@@ -268,8 +268,8 @@ classification of mass lesions in digital mammography", Nature Machine Intellige
 def _cam_figure_html(run, expl) -> str:
     from matplotlib.figure import Figure
 
-    from .explain import class_activation_map
-    from .plots import ACTIVATION_CMAP, OVERLAY_ALPHA, STYLE, _clean, _contour
+    from . import class_activation_map
+    from ..plots import ACTIVATION_CMAP, OVERLAY_ALPHA, STYLE, _clean, _contour
 
     import matplotlib
 
@@ -295,7 +295,7 @@ def _cam_figure_html(run, expl) -> str:
 
 def write_report(path: str | Path, text: str) -> Path:
     """Write the HTML atomically (``atomic.atomic_write_bytes``)."""
-    from .atomic import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,9 +332,9 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
                     box=None, mask: str | Path | None = None, out: str | Path | None = None,
                     top: int = 3, device=None) -> Path:
     """The whole ``iaiabl explain`` command as a function; returns the written HTML path."""
-    from .data.dataset import normalise_patient_id
-    from .explain import dataset_for, explain_case
-    from .rundir import load_run, read_config, recorded_split_of
+    from ..data.dataset import normalise_patient_id
+    from . import dataset_for, explain_case
+    from ..rundir import load_run, read_config, recorded_split_of
 
     run_dir = Path(run_dir)
     kind = read_config(run_dir).get("kind", "iaiabl")
@@ -388,7 +388,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
             print(f"warning: {case}: {extra['note']}", file=sys.stderr)
     health = None
     if data_dir is not None and Path(data_dir).is_dir():
-        from .explain import prototype_health
+        from . import prototype_health
 
         health = prototype_health(run, data)         # the library's one distrust rule
     text = render_html(expl, run, source, cam_png=_cam_figure_html(run, expl), extra=extra, health=health)
