@@ -184,3 +184,44 @@ def test_similarity_rgb_is_the_colour_map():
     assert (rgb[0] == rgb[1]).all() and (rgb[3] == rgb[4]).all()      # clipped at both ends
     rgba = plots.heat_rgba(values, scale)
     assert list(rgba[:, 3]) == [0, 255, 255, 255, 255]                 # no colour below the start
+
+
+def test_roc_draws_the_curves_sklearn_computes():
+    """What plot_roc draws: per class, the curve sklearn's roc_curve gives (x, y data), its AUC in
+    the legend, and the chance diagonal; on cases of known scores."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from iaiabl_lib.config import MARGINS
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    p = rng.dirichlet(np.ones(3), size=60)
+    p[np.arange(60), y] += 0.5                                      # informative scores
+    fig = plots.plot_roc(y, p)
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert np.array_equal(lines["chance"].get_xydata(), [[0, 0], [1, 1]])
+    for c, name in enumerate(MARGINS):
+        fpr, tpr, _ = roc_curve(y == c, p[:, c])
+        label = f"{name}: AUC {roc_auc_score(y == c, p[:, c]):.3f}"
+        assert label in lines, (label, list(lines))
+        assert np.allclose(lines[label].get_xdata(), fpr) and np.allclose(lines[label].get_ydata(), tpr)
+
+
+def test_history_draws_the_logged_values():
+    """What plot_history draws: the loss per logged row, a push line at each push row, and the
+    validation AUROC points at the rows that have one."""
+    rows = [{"epoch": 1, "stage": "warm", "loss": 2.0, "ce": 1.0, "val_auroc": 0.6},
+            {"epoch": 2, "stage": "joint", "loss": 1.5, "ce": 0.9, "val_auroc": 0.7},
+            {"epoch": 2, "stage": "push", "loss": None, "val_auroc": 0.72},
+            {"epoch": 3, "stage": "joint", "loss": 1.1, "ce": 0.8, "val_auroc": 0.8}]
+    fig = plots.plot_history(rows)
+    ax_loss, ax_auc = fig.axes
+    loss = next(ln for ln in ax_loss.get_lines() if ln.get_label() == "loss")
+    assert np.allclose(loss.get_xdata(), [1, 2, 3, 4])
+    assert np.allclose(loss.get_ydata(), [2.0, 1.5, np.nan, 1.1], equal_nan=True)
+    pushes = [ln for ln in ax_loss.get_lines() if ln.get_label() == "push (A2)"]
+    assert len(pushes) == 1 and np.allclose(pushes[0].get_xdata(), [3, 3])
+    drawn = [(tuple(ln.get_xdata()), tuple(ln.get_ydata())) for ln in ax_auc.get_lines()
+             if len(ln.get_xdata()) == 4]
+    assert ((1, 2, 3, 4), (0.6, 0.7, 0.72, 0.8)) in drawn
