@@ -371,16 +371,19 @@ def test_evidence_for_and_against_is_worded_by_its_sign(run, ds):
 def test_what_if_static_precomputes_every_single_and_pair(run, ds):
     rows = _test_cases(ds, 2)
     ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    health = {h.index: h for h in explain.prototype_health(run, ds)}
     assert len(ex.whatif) == 2 and len(ex.view.children) == 2
     for k, wi in enumerate(ex.whatif):
         r = ex.reading(k)
         offered = wi.offered
-        assert offered == r.offered[:widgets.MAX_DISMISS]
+        assert offered == r.offered == [p.index for p in r.evidence_for + r.evidence_against]
         assert wi.html in visible_case(ex, k)
-        names = ["nothing"] + [f"prototype {j} ({MARGINS[int(r.expl.prototype_class[j])]})" for j in offered]
+        names = ["nothing"] + [f"{'⚠ ' if health[j].flagged else ''}prototype {j} ({MARGINS[int(r.expl.prototype_class[j])]})"
+                               for j in offered]
         for row in ("first", "second"):                  # two rows of buttons, "nothing" pressed
             labels = re.findall(rf"<label for='([^']+)' class='iaiabl-{row}-(\d+)' tabindex='0' role='button' "
-                                rf"aria-pressed='(true|false)' data-prototype='(\d*)'>([^<]*)</label>", wi.html)
+                                rf"aria-pressed='(true|false)'(?: aria-label='[^']*')? data-prototype='(\d*)' "
+                                rf"data-flagged='[01]'>([^<]*)</label>", wi.html)
             assert [lab[4] for lab in labels] == names
             assert [lab[2] for lab in labels] == ["true"] + ["false"] * len(offered)
             assert [lab[3] for lab in labels] == [""] + [str(j) for j in offered]
@@ -402,19 +405,68 @@ def test_what_if_static_precomputes_every_single_and_pair(run, ds):
                 before, after = _before_after(html)
                 assert after == _shown(run, r.expl.similarity, dismissed)
                 assert before == _shown(run, r.expl.similarity, [])
-        # a prototype whose dismissal changes nothing is named, not offered as a button
-        for j in r.inert:
+        # a prototype not listed whose dismissal alone changes the reading is named under the buttons
+        for j in r.elsewhere:
             assert j not in offered
-            assert _shown(run, r.expl.similarity, [j]) == _shown(run, r.expl.similarity, [])
-        for j in offered:
             assert _shown(run, r.expl.similarity, [j]) != _shown(run, r.expl.similarity, []) or \
                 r.singles[j].call_changes
-        if r.inert:
-            names = re.search(r"<div class='iaiabl-inert' data-prototypes='([^']*)'>", visible_case(ex, k)).group(1)
-            assert names == ",".join(map(str, r.inert))
+        if r.elsewhere:
+            names = re.search(r"<div class='iaiabl-elsewhere' data-prototypes='([^']*)'>", wi.html).group(1)
+            assert names == ",".join(map(str, r.elsewhere))
     assert re.search(r"\d+ views in all, about \d+ kB of this page", ex.mode_line.value)
-    with pytest.raises(ValueError, match="max_dismiss=6"):
-        widgets.case_explorer(run, ds, mode="static", cases=rows, max_dismiss=widgets.MAX_DISMISS + 1)
+    with pytest.raises(ValueError, match="top=4"):
+        widgets.case_explorer(run, ds, mode="static", cases=rows, top=widgets.MAX_DISMISS // 2 + 1)
+
+
+def _buttons_and_rows(html: str) -> tuple[dict, dict]:
+    """{prototype: (flagged, text)} of the first row of dismiss buttons, and {prototype: flagged} of
+    the evidence rows, as the page shows them."""
+    buttons = {int(j): (int(f), t) for j, f, t in re.findall(
+        r"<label for='[^']+' class='iaiabl-first-\d+'[^>]*data-prototype='(\d+)' data-flagged='([01])'>([^<]*)</label>", html)}
+    rows = {int(j): int(f) for j, f in re.findall(
+        r"<div class='iaiabl-row iaiabl-evidence' data-prototype='(\d+)' data-sign='\w+' data-flagged='([01])'>", html)}
+    return buttons, rows
+
+
+def test_dismiss_buttons_are_the_evidence_rows_flagged_by_the_health_rule(run, ds, monkeypatch):
+    """For every precomputed case: the dismiss buttons are exactly the prototypes of its evidence
+    rows (no more, no fewer), and a button (and a row) is marked ⚠ exactly when
+    explain.prototype_health flags its prototype. The flags are then changed (one rule's output,
+    patched) to show that the marks follow it; live, the check boxes are the same prototypes."""
+    from dataclasses import replace
+
+    rows = widgets.pick_cases(ds, "test", widgets.MAX_CASES)
+    health = {h.index: h for h in explain.prototype_health(run, ds)}
+
+    def check(ex, health):
+        seen = 0
+        for k in range(len(rows)):
+            buttons, evidence = _buttons_and_rows(visible_case(ex, k))
+            assert evidence, f"case {rows[k]} lists no evidence"
+            assert set(buttons) == set(evidence), (rows[k], sorted(buttons), sorted(evidence))
+            for j, (flag, text) in buttons.items():
+                assert flag == evidence[j] == int(health[j].flagged), (rows[k], j)
+                assert text.startswith("⚠ ") == health[j].flagged
+                seen += flag
+        return seen
+
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    check(ex, health)
+    # the marks follow the one rule: flag every other prototype instead, and read the page again
+    changed = [replace(h, flags=[] if h.flagged else ["its patch lies on the image border"]) for h in health.values()]
+    monkeypatch.setattr(C, "health", lambda run_, ds_: changed)
+    ex2 = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    assert check(ex2, {h.index: h for h in changed}) > 0
+    assert "⚠ marks a prototype that failed its health check" in visible_case(ex2, 0) or \
+        not any(h.flagged for h in changed if h.index in ex2.reading(0).offered)
+    live = widgets.case_explorer(run, ds, mode="live", cases=rows[:2])
+    for k in range(2):
+        live.controls["case"].value = k
+        r = live.reading(k)
+        boxes = [t.description for t in live.controls["dismiss"].children]
+        assert boxes == [f"dismiss {'⚠ ' if h.flagged else ''}prototype {j} ({MARGINS[int(r.expl.prototype_class[j])]})"
+                         for j, h in ((j, {h.index: h for h in changed}[j]) for j in r.offered)]
+        assert sorted(r.offered) == sorted(_buttons_and_rows(live.current_html())[1])
 
 
 def visible_case(ex, k: int) -> str:

@@ -380,3 +380,49 @@ def test_every_image_says_what_it_shows(page):
     frames = page.evaluate("() => Array.from(document.querySelectorAll('.iaiabl-explorer label.iaiabl-frame'))"
                            ".map(l => l.getAttribute('aria-label'))")
     assert frames and all(f and "region of interest" in f and "enlarge" in f for f in frames), frames[:2]
+
+
+# ---------------------------------------------------------------------------------------------
+# what if next to the image (issue 22, item 5)
+# ---------------------------------------------------------------------------------------------
+
+_PLACES = """(ex) => {
+    const shown = e => e.getClientRects().length > 0;
+    const frame = Array.from(ex.querySelectorAll('.iaiabl-frame')).find(shown).getBoundingClientRect();
+    const table = Array.from(ex.querySelectorAll('.iaiabl-wi .iaiabl-dismiss-table')).find(shown).getBoundingClientRect();
+    const row = Array.from(ex.querySelectorAll('.iaiabl-first-row')).find(shown).getBoundingClientRect();
+    return {frame: [frame.left, frame.top, frame.right, frame.bottom], table: [table.left, table.top, table.right, table.bottom],
+            buttons: [row.left, row.top, row.right, row.bottom], height: innerHeight};
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_what_if_is_read_next_to_the_image(browser, served, width):
+    """With the image at the top of a 1000-pixel-high window, the dismiss buttons and the what-if
+    table are in the window with it, before and after a dismissal: beside the image on a wide page,
+    under it on a page as narrow as the book's text column."""
+    ctx = browser.new_context(viewport={"width": width, "height": 1000})
+    try:
+        pg = ctx.new_page()
+        pg.route("**/*", lambda r: r.continue_() if r.request.url.startswith((served, "data:")) else r.abort())
+        pg.goto(served + "index.html", wait_until="load")
+        pg.wait_for_function("document.querySelectorAll('.iaiabl-explorer').length >= 4", timeout=60_000)
+        ex = _explorer(pg, "Case reader")
+        ex.locator(".iaiabl-frame").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+        for press in (False, True):
+            if press:                               # dismiss the first prototype, by keyboard
+                ex.locator(".iaiabl-first-row label.iaiabl-first-1").first.focus()
+                pg.keyboard.press("Enter")
+                pg.wait_for_timeout(200)
+                assert _visible_attr(ex, ".iaiabl-dismissed", "data-dismissed") != [""]
+            at = ex.evaluate(_PLACES)
+            frame, table, buttons = at["frame"], at["table"], at["buttons"]
+            assert frame[1] >= -1 and frame[3] <= at["height"], at
+            assert buttons[3] <= at["height"] and table[3] <= at["height"], \
+                f"the what-if table ends at {table[3]:.0f} px, below the window ({at['height']} px): {at}"
+            if width >= 1200:
+                assert table[0] >= frame[2] and buttons[0] >= frame[2], f"not beside the image: {at}"
+            else:
+                assert table[1] >= frame[3], f"not under the image: {at}"
+    finally:
+        ctx.close()

@@ -5,16 +5,19 @@ For each case:
 
 * the region of interest, large and without overlay; buttons over it show the heat map of any
   prototype listed below; a click enlarges it (:func:`images.reading_frame`);
-* the model's reading (margin probabilities in words, the malignancy estimate);
-* the evidence for the model's call and against it: each prototype with the patch of this case it
+* beside it (under it where the page is narrow), the model's reading (margin probabilities in
+  words, the malignancy estimate) and what if: dismiss prototypes and read the model again, the
+  result shown there, next to the image;
+* below, the evidence for the model's call and against it: each prototype with the patch of this case it
   matches and the prototype itself (a patch of a training case) at the same scale, that training
   case with its view, laterality and outcome, the points it adds or takes away, a warning when its
   health check failed (``explain.prototype_health``), and what dismissing it alone does;
-* what if: dismiss prototypes and read the model again (``explain.dismissal``: the model's own
-  heads on the similarities with the dismissed ones set to 0). Only prototypes whose dismissal
-  changes what the reader sees are offered as buttons; the others are named as changing nothing.
-  Live: any set. Static: any one and any pair of the (at most ``MAX_DISMISS``) prototypes that
-  change the reading most, all precomputed (the mode line states what that costs in page size).
+What if (``explain.dismissal``: the model's own heads on the similarities with the dismissed ones
+set to 0): the buttons are exactly the prototypes of the evidence rows, in their order, those that
+failed their health check marked ⚠ (the one rule, ``explain.prototype_health``). Prototypes not
+listed whose dismissal alone would change the reading are named under the buttons. Live: any set.
+Static: any one and any pair, all precomputed (at most ``MAX_DISMISS`` prototypes: ``top`` at most
+3 for and 3 against; the mode line states what that costs in page size).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from . import access as A
 from . import cases as C
 from . import images as I
 from . import words as T
-from .frame import MAX_DISMISS, Explorer, dropdown, html_view, labelled, link, stack
+from .frame import MAX_DISMISS, Explorer, dropdown, html_view, link, stack
 from .mode import resolve_mode
 from ..errors import InputError
 
@@ -47,12 +50,17 @@ class CaseReading:
     evidence_for: list = field(default_factory=list)      # PrototypeEvidence, adds to the call
     evidence_against: list = field(default_factory=list)  # PrototypeEvidence, takes from the call
     singles: dict = field(default_factory=dict)           # prototype -> explain.Dismissal of it alone
-    offered: list[int] = field(default_factory=list)      # dismissal changes the reading, most first
-    inert: list[int] = field(default_factory=list)        # dismissal changes nothing visible
+    inert: list[int] = field(default_factory=list)        # its dismissal alone changes nothing visible
+    elsewhere: list[int] = field(default_factory=list)    # not listed, but its dismissal alone changes the reading
 
     @property
     def call(self) -> str:
         return MARGINS[self.expl.predicted_class]
+
+    @property
+    def offered(self) -> list[int]:
+        """The prototypes a reader can dismiss: those of the evidence rows, in their order."""
+        return [p.index for p in self.evidence_for + self.evidence_against]
 
 
 def _changes_reading(d) -> bool:
@@ -78,10 +86,11 @@ def read_case(run, ds, i: int, top: int = 3) -> CaseReading:
     pos = [by_index[int(j)] for j in order if contrib[j] >= 0.005][:top]
     neg = [by_index[int(j)] for j in order[::-1] if contrib[j] <= -0.005][:top]
     singles = {j: explain.dismissal(run, expl, [j]) for j in range(m)}
-    changing = [j for j in range(m) if _changes_reading(singles[j])]
-    changing.sort(key=lambda j: (-singles[j].call_changes, -singles[j].largest_change, j))
-    inert = [j for j in range(m) if j not in changing]
-    return CaseReading(i, expl, pos, neg, singles, changing, inert)
+    listed = {p.index for p in pos + neg}
+    inert = [j for j in range(m) if not _changes_reading(singles[j])]
+    elsewhere = [j for j in range(m) if j not in listed and j not in inert]
+    elsewhere.sort(key=lambda j: (-singles[j].call_changes, -singles[j].largest_change, j))
+    return CaseReading(i, expl, pos, neg, singles, inert, elsewhere)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +162,20 @@ def _evidence_row(reading: CaseReading, p, sign: str, ds, health: dict, scale: f
             f"data-flagged='{int(bool(h and h.flagged))}'>{pictures}<div class='iaiabl-text'>{text}</div></div>")
 
 
-def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None) -> str:
-    """The reading part of a case view: header, the large region of interest with its heat maps,
-    the model's reading, the evidence for and against its call."""
+@dataclass
+class CaseParts:
+    """The parts of a case view (HTML): the header, the reading frame, the model's reading, the
+    evidence rows. The view puts the reading and what if beside the frame (``side_by_side``)."""
+
+    header: str
+    frame: str
+    reading: str
+    evidence: str
+
+
+def case_parts(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None) -> CaseParts:
+    """The header, the large region of interest with its heat maps, the model's reading, and the
+    evidence for and against its call."""
     expl = reading.expl
     side = int(expl.image.shape[-1])
     scale = I.READING_PX / side
@@ -170,18 +190,35 @@ def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | N
                  f"{scale:g} times enlarged. Click the image (or press Enter on it) to enlarge it to "
                  "the window; Escape shrinks it."))
     call = html.escape(reading.call)
-    parts = [C.case_header(ds, reading.row, show_dataset_ids), frame,
-             "<div style='margin-top:6px'><b>The model's reading</b></div>",
-             T.margin_lines(expl.margin_prob, expl.predicted_class), T.malignancy_line(expl.malignancy_prob)]
-    parts.append(f"<div style='margin-top:8px'><b>Evidence for {call}</b>: the prototypes that add "
-                 "most to the model's score for its call (points add up to the score; the highest "
-                 "score is the call)</div>")
+    model = ("<div><b>The model's reading</b></div>"
+             + T.margin_lines(expl.margin_prob, expl.predicted_class) + T.malignancy_line(expl.malignancy_prob))
+    parts = [f"<div style='margin-top:8px'><b>Evidence for {call}</b>: the prototypes that add "
+             "most to the model's score for its call (points add up to the score; the highest "
+             "score is the call)</div>"]
     parts += [_evidence_row(reading, p, "for", ds, health, scale) for p in reading.evidence_for] or \
         ["<div><i>No prototype adds to this call.</i></div>"]
     if reading.evidence_against:
         parts.append(f"<div style='margin-top:8px'><b>Evidence against {call}</b></div>")
         parts += [_evidence_row(reading, p, "against", ds, health, scale) for p in reading.evidence_against]
-    return "<div class='iaiabl-view'>" + "".join(parts) + "</div>"
+    return CaseParts(C.case_header(ds, reading.row, show_dataset_ids), frame, model, "".join(parts))
+
+
+WHATIF_TITLE = "<div class='iaiabl-whatif-title'><b>What if you dismiss part of the evidence?</b></div>"
+
+
+def side_by_side(parts: CaseParts, whatif: str) -> str:
+    """A case view: the header; the frame with, beside it (under it where the page is narrower
+    than both), the model's reading and ``whatif`` (HTML); then the evidence rows."""
+    return ("<div class='iaiabl-view'>" + parts.header
+            + f"<div class='iaiabl-read-row'><div class='iaiabl-read-image'>{parts.frame}</div>"
+            + f"<div class='iaiabl-read-side'>{parts.reading}{whatif}</div></div>"
+            + parts.evidence + "</div>")
+
+
+def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None,
+              whatif: str = "") -> str:
+    """A whole case view (:func:`case_parts` laid out by :func:`side_by_side`)."""
+    return side_by_side(case_parts(ds, reading, health, show_dataset_ids), whatif)
 
 
 def whatif_html(reading: CaseReading, dismissal) -> str:
@@ -214,18 +251,29 @@ def whatif_html(reading: CaseReading, dismissal) -> str:
             + "".join(rows) + "</table></div>")
 
 
-def _inert_html(reading: CaseReading, not_offered: Sequence[int] = (), max_dismiss: int = MAX_DISMISS) -> str:
+def _button_text(expl, j: int, health: dict) -> tuple[str, str]:
+    """A dismiss button's text and accessible name: "⚠ prototype 3 (spiculated)" when its health
+    check failed (``explain.prototype_health``, the one rule)."""
+    h = health.get(j)
+    name = _proto_name(expl, j)
+    if h is not None and h.flagged:
+        return f"⚠ {name}", f"{name}, flagged: distrust it"
+    return name, ""
+
+
+def _whatif_notes(reading: CaseReading, health: dict) -> str:
+    """Under the buttons: what ⚠ means (when a button carries it), and the prototypes not listed as
+    evidence whose dismissal alone would change the reading."""
     expl = reading.expl
     parts = []
-    if reading.inert:
-        parts.append(f"<div class='iaiabl-inert' data-prototypes='{','.join(map(str, reading.inert))}'>"
-                     f"Not offered: dismissing {_names(expl, reading.inert)} alone changes nothing you "
-                     "can see in this case.</div>")
-    if not_offered:
-        parts.append(f"<div class='iaiabl-not-precomputed'>Dismissing {_names(expl, not_offered)} also "
-                     f"changes the reading; this page precomputes the {max_dismiss} prototypes that "
-                     "change it most (in a live notebook every one is offered).</div>")
-    return "<div class='iaiabl-view' style='font-size:.9em'>" + "".join(parts) + "</div>"
+    if any((h := health.get(j)) is not None and h.flagged for j in reading.offered):
+        parts.append("<div class='iaiabl-flag-note'>⚠ marks a prototype that failed its health check "
+                     "(its evidence row says why).</div>")
+    if reading.elsewhere:
+        parts.append(f"<div class='iaiabl-elsewhere' data-prototypes='{','.join(map(str, reading.elsewhere))}'>"
+                     f"Not listed as evidence, but dismissing {_names(expl, reading.elsewhere)} alone would also "
+                     "change the reading (a notebook can dismiss it: <code>explain.dismissal</code>).</div>")
+    return "<div class='iaiabl-caption'>" + "".join(parts) + "</div>" if parts else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,12 +293,16 @@ class WhatIf:
     offered: list[int]
 
 
-def static_whatif_html(run, reading: CaseReading, max_dismiss: int) -> WhatIf:
-    """The what-if part of a case view (static): buttons and every single and pair precomputed."""
+def static_whatif_html(run, reading: CaseReading, health: dict) -> WhatIf:
+    """The what-if part of a case view (static): a button for each prototype of the evidence rows
+    (flagged ones marked), every single and pair precomputed."""
     from .. import explain
 
     expl = reading.expl
-    offered = reading.offered[:max_dismiss]
+    offered = reading.offered
+    if len(offered) > MAX_DISMISS:
+        raise InputError(f"{len(offered)} prototypes listed as evidence: a static page has dismiss "
+                         f"buttons for at most {MAX_DISMISS}")
     choice = [None] + offered
     group = I._uid("whatif")
     views: dict[frozenset, str] = {}
@@ -269,34 +321,38 @@ def static_whatif_html(run, reading: CaseReading, max_dismiss: int) -> WhatIf:
             rid = f"{group}-{row}-{k}"
             inputs.append(f"<input type='radio' name='{group}-{row}' id='{rid}' class='iaiabl-{row}-{k}'"
                           f"{' checked' if k == 0 else ''}>")
-            text = "nothing" if j is None else _proto_name(expl, j)
+            if j is None:
+                text, name, flagged = "nothing", "", 0
+            else:
+                (text, name), flagged = _button_text(expl, j, health), int(bool(health.get(j) and health[j].flagged))
             labels.append(A.toggle_label(rid, html.escape(text), k == 0, f"iaiabl-{row}-{k}",
-                                         f"data-prototype='{'' if j is None else j}'"))
+                                         f"data-prototype='{'' if j is None else j}' data-flagged='{flagged}'",
+                                         label=name))
         rows.append(f"<div class='iaiabl-picks iaiabl-{row}-row' role='group' aria-label='{title[:-1]}'>"
                     f"<b>{title}</b> " + "".join(labels) + "</div>")
-    body = (f"<div class='iaiabl-whatif-box' {A.handlers()}>" + "".join(inputs) + "".join(rows)
-            + "<div class='iaiabl-wi-views' aria-live='polite'>" + "".join(blocks) + "</div></div>")
+    body = (f"<div class='iaiabl-whatif-box' {A.handlers()}>" + WHATIF_TITLE + "".join(inputs) + "".join(rows)
+            + "<div class='iaiabl-wi-views' aria-live='polite'>" + "".join(blocks) + "</div>"
+            + _whatif_notes(reading, health) + "</div>")
     return WhatIf(body, views, offered)
 
 
 def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: int = 3,
                   max_cases: int = C.MAX_CASES, cases: Sequence[int | str] | None = None,
-                  max_dismiss: int = MAX_DISMISS, show_dataset_ids: bool | None = None,
+                  show_dataset_ids: bool | None = None,
                   title: str = "Case reader: the model's reading of a mass, its evidence, and what if") -> Explorer:
     """Pick a case of ``split`` (or one of ``cases``): read it large, see the model's reading and
-    the evidence for and against its call (``top`` prototypes each, at most 6), and dismiss
-    prototypes to see the reading change. Static: any one or pair of the ``max_dismiss``
-    prototypes that change the reading most; live: any set. ``show_dataset_ids``: see
-    :func:`cases.show_ids`."""
+    the evidence for and against its call (``top`` prototypes each, at most 6; static, at most 3),
+    and dismiss any of those prototypes to see the reading change, next to the image. Static: any
+    one or pair; live: any set. ``show_dataset_ids``: see :func:`cases.show_ids`."""
     from .. import explain
 
     if not 1 <= int(top) <= I.MAX_LAYERS // 2:
         raise InputError(f"top={top}: show between 1 and {I.MAX_LAYERS // 2} prototypes for and against")
     mode = resolve_mode(mode)
-    if mode == "static" and not 1 <= int(max_dismiss) <= MAX_DISMISS:
-        raise InputError(f"max_dismiss={max_dismiss}: a static page precomputes the dismissals of 1 to "
-                         f"{MAX_DISMISS} prototypes per case (its style sheet has buttons for at most "
-                         f"{MAX_DISMISS}); a live notebook dismisses any set")
+    if mode == "static" and 2 * int(top) > MAX_DISMISS:
+        raise InputError(f"top={top}: a static page offers a dismiss button for every prototype listed "
+                         f"as evidence, at most {MAX_DISMISS} ({MAX_DISMISS // 2} for and {MAX_DISMISS // 2} "
+                         "against); a live notebook lists up to 6 each")
     ds = C.dataset(run, data)
     rows = C.pick_cases(ds, split, max_cases, cases=cases)
     health = {h.index: h for h in C.health(run, ds)}
@@ -319,26 +375,22 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
         per_case, whatifs = [], []
         for k in range(len(rows)):
             r = reading(k)
-            wi = static_whatif_html(run, r, max_dismiss)
-            per_case.append(html_view(
-                case_html(ds, r, health, show_dataset_ids)
-                + "<div class='iaiabl-view'><div style='margin-top:8px'><b>What if you dismiss part of the "
-                  "evidence?</b></div>" + _inert_html(r, r.offered[max_dismiss:], max_dismiss) + wi.html + "</div>"))
+            wi = static_whatif_html(run, r, health)
+            per_case.append(html_view(case_html(ds, r, health, show_dataset_ids, wi.html)))
             whatifs.append(wi)
         outer = stack(per_case)
         links = [link(control, "index", outer)]
         n_views = sum(len(w.views) for w in whatifs)
         kb = sum(len(w.html) for w in whatifs) / 1000
         note = (f"{len(rows)} {split} cases precomputed. What if: for each case, any one and any pair "
-                f"of the (at most {max_dismiss}) prototypes whose dismissal changes its reading most "
-                f"({n_views} views in all, about {kb:.0f} kB of this page); a live notebook dismisses "
-                "any set.")
+                f"of the prototypes listed as its evidence ({n_views} views in all, about {kb:.0f} kB of "
+                "this page); a live notebook dismisses any set.")
         ex = Explorer(title, mode, note, {"case": control}, outer, per_case, links, intro=intro,
                       labels={"case": "Case:"}, demo=demo)
         ex.whatif = whatifs
     else:
-        case_w = html_view("")
-        inert_w = html_view("")
+        head_w, frame_w, model_w, evidence_w, notes_w = (html_view("") for _ in range(5))
+        title_w = html_view(WHATIF_TITLE)
         toggles = W.HBox([], layout=W.Layout(flex_flow="row wrap"))
         result = html_view("")
 
@@ -349,9 +401,11 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
 
         def show_case(_change=None):
             r = reading(int(control.index or 0))
-            case_w.value = case_html(ds, r, health, show_dataset_ids)
-            inert_w.value = _inert_html(r)
-            ts = [W.Checkbox(value=False, description=f"dismiss {_proto_name(r.expl, j)}", indent=False,
+            parts = case_parts(ds, r, health, show_dataset_ids)
+            head_w.value, frame_w.value, model_w.value = parts.header, parts.frame, parts.reading
+            evidence_w.value = parts.evidence
+            notes_w.value = _whatif_notes(r, health)
+            ts = [W.Checkbox(value=False, description="dismiss " + _button_text(r.expl, j, health)[0], indent=False,
                              layout=W.Layout(width="auto")) for j in r.offered]
             for t in ts:
                 t.observe(redraw_whatif, names="value")
@@ -360,10 +414,12 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
 
         control.observe(show_case, names="index")
         show_case()
-        view = W.VBox([case_w, html_view("<div style='margin-top:8px'><b>What if you dismiss part of "
-                                         "the evidence?</b></div>"), inert_w,
-                       labelled("Dismiss any set:", toggles), result], layout=W.Layout(width="100%"))
-        note = f"{len(rows)} {split} cases; dismiss any set of the prototypes that change a reading."
+        frame_w.layout = W.Layout(flex="0 1 auto", max_width="100%")
+        side = W.VBox([model_w, title_w, toggles, result, notes_w], layout=W.Layout(flex="1 1 22em", min_width="18em"))
+        view = W.VBox([head_w, W.HBox([frame_w, side], layout=W.Layout(flex_flow="row wrap", align_items="flex-start",
+                                                                       width="100%")), evidence_w],
+                      layout=W.Layout(width="100%"))
+        note = f"{len(rows)} {split} cases; dismiss any set of the prototypes listed as evidence."
         ex = Explorer(title, mode, note, {"case": control, "dismiss": toggles}, view, intro=intro,
                       labels={"case": "Case:"}, demo=demo)
     ex.rows = rows

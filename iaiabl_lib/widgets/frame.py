@@ -13,10 +13,11 @@ from .mode import LIVE_LINE, STATIC_LINE
 
 __all__ = ["MAX_DISMISS", "style_sheet", "Explorer", "labelled", "stack", "html_view", "dropdown", "link", "visible_html"]
 
-MAX_DISMISS = 5
-"""Static pages precompute dismissals of the prototypes that change a case's reading most, at most
-this many: 1 + n + n (n - 1) / 2 views per case (16 for 5), chosen by two rows of n + 1 buttons
-(the style sheet has the rules for that many; the case reader, :mod:`.case`, uses them)."""
+MAX_DISMISS = 6
+"""A static case reader has a dismiss button for each prototype of its evidence rows, at most this
+many (3 for the call and 3 against): 1 + n + n (n - 1) / 2 precomputed views per case (22 for 6),
+chosen by two rows of n + 1 buttons (the style sheet has the rules for that many; the case reader,
+:mod:`.case`, uses them)."""
 
 
 def _layer_rules(n: int) -> str:
@@ -71,6 +72,12 @@ def style_sheet() -> str:
 .iaiabl-reader>input,.iaiabl-whatif-box>input{{display:none}}
 .iaiabl-explorer label[role=button]:focus-visible{{outline:3px solid #e0a000;outline-offset:2px}}
 .iaiabl-wi-views>.iaiabl-wi{{display:none}}
+.iaiabl-read-row{{display:flex;flex-wrap:wrap;gap:4px 18px;align-items:flex-start}}
+.iaiabl-read-image{{flex:0 1 auto;max-width:100%}}
+.iaiabl-read-side{{flex:1 1 24em;min-width:18em}}
+.iaiabl-whatif-title{{margin-top:8px}}
+.iaiabl-picks label[data-flagged='1']{{border-color:#9c2a00;color:#9c2a00;font-weight:600}}
+.iaiabl-read-side .iaiabl-bar{{width:6em}}
 .iaiabl-picks label{{display:inline-block;border:1px solid #aaa;border-radius:3px;padding:0 7px;margin:2px 3px 2px 0;cursor:pointer;font-size:.85em;user-select:none;line-height:1.6}}
 .iaiabl-frame{{display:block;position:relative;width:var(--px);max-width:100%;aspect-ratio:1/1;background:#000;margin:4px 0;cursor:zoom-in;overflow:hidden}}
 .iaiabl-frame>img{{position:absolute;left:0;top:0;width:100%;height:100%;max-width:none;display:block;margin:0}}
