@@ -469,6 +469,73 @@ def test_dismiss_buttons_are_the_evidence_rows_flagged_by_the_health_rule(run, d
         assert sorted(r.offered) == sorted(_buttons_and_rows(live.current_html())[1])
 
 
+def _quality(html: str) -> dict:
+    m = re.search(r"<div class='iaiabl-quality' data-n='(\d+)' data-agree='(\d+)' data-margin-auroc='([^']*)' "
+                  r"data-malignancy-auroc='([^']*)'>(.*?)</div>", html)
+    assert m, "no line on how good the model is"
+    return {"n": int(m.group(1)), "agree": int(m.group(2)), "margin": m.group(3), "malignancy": m.group(4),
+            "text": re.sub(r"<[^>]+>", "", m.group(5))}
+
+
+def test_every_reading_says_how_good_the_model_is_from_its_evaluation(tiny_run, prepared, tmp_path):
+    """Beside every reading: the test cases whose margin call is the recorded margin and the AUROCs
+    that evaluate recorded for the run (metrics.json), never typed; the count agrees with the
+    model's own calls on the test split (explain, case by case). Before the run is evaluated the
+    line says there is no evaluation, and how to make one."""
+    import shutil
+
+    from iaiabl_lib import evaluate
+    from iaiabl_lib.train import load_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    for name in ("metrics.json", "metrics.md", "predictions.npz"):
+        (copy / name).unlink(missing_ok=True)
+    run = load_run(copy, device="cpu")
+    ds = C.dataset(run, prepared)
+    rows = _test_cases(ds, 2)
+    none = widgets.case_explorer(run, ds, mode="static", cases=rows).current_html()
+    assert "iaiabl-quality-none" in none and "iaiabl evaluate --run" in _text(none)
+    metrics = evaluate.evaluate_run(copy, data_dir=prepared, device="cpu", n_boot=50)
+    run = load_run(copy, device="cpu")
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    test = np.flatnonzero(ds.split == "test")
+    agree = sum(explain.explain_case(run, int(i), data=ds).predicted_class == int(ds.labels[i]) for i in test)
+    for k in range(len(rows)):
+        q = _quality(visible_case(ex, k))
+        assert q["n"] == metrics["n_test"] == len(test) and q["agree"] == agree
+        assert float(q["margin"]) == metrics["margin_auroc"]["average"]["value"]
+        assert float(q["malignancy"]) == metrics["malignancy_auroc"]["value"]
+        assert f"agrees with the radiologist's record on {agree} ({T.pct(agree / len(test))})" in q["text"]
+        assert f"{metrics['margin_auroc']['average']['value']:.2f}" in q["text"]
+        assert f"{metrics['margin_auroc']['average']['ci_low']:.2f} to" in q["text"]
+    live = widgets.case_explorer(run, ds, mode="live", cases=rows)
+    assert _quality(live.current_html())["agree"] == agree
+
+
+def test_the_revealed_truth_says_when_the_model_disagrees(run, ds):
+    """Behind the ground-truth click of every case: a plain sentence, and a warning mark, when the
+    model's margin call is not the recorded margin; a sentence saying it agrees otherwise."""
+    import html as H
+
+    rows = widgets.pick_cases(ds, "test", widgets.MAX_CASES)
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    kinds = set()
+    for k, i in enumerate(rows):
+        body = re.search(r"<div class='iaiabl-truth-body'>(.*?)</div></details>", visible_case(ex, k), re.S).group(1)
+        call, recorded = MARGINS[ex.reading(k).expl.predicted_class], MARGINS[int(ds.labels[i])]
+        m = re.search(r"data-agrees='([01])'>(.*?)</div>", body)
+        assert m and m.group(1) == str(int(call == recorded))
+        said = H.unescape(m.group(2))
+        if call == recorded:
+            assert said == f"The model's call agrees with the record: {call}."
+        else:
+            assert said == (f"⚠ The model reads this margin as {call}; the radiologist's record says "
+                                  f"{recorded}.")
+        kinds.add(call == recorded)
+    assert False in kinds, "no precomputed case where the model disagrees with the record"
+
+
 def visible_case(ex, k: int) -> str:
     ex.view.selected_index = k
     return ex.current_html()

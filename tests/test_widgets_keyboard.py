@@ -359,11 +359,16 @@ def test_overlay_toggles_and_the_truth_work_by_keyboard_alone(page):
     assert _wait_change(page, marks, ["marks"]) == []
     assert page.evaluate("() => document.activeElement.getAttribute('aria-pressed')") == "false"
     case = _explorer(page, "Case reader")
-    body = case.locator(".iaiabl-truth-body").first
-    page.keyboard.press("Shift+Tab")
-    _tab_to(page, "a => a.tagName === 'SUMMARY' && a.offsetParent !== null")
+    assert case.locator(".iaiabl-agreement:visible").count() == 0
+    page.evaluate("() => document.activeElement.blur()")
+    _tab_to(page, "a => a.tagName === 'SUMMARY' && a.offsetParent !== null "
+                  "&& !!a.closest('.iaiabl-explorer') && a.closest('.iaiabl-explorer').textContent.includes('Case reader')")
     page.keyboard.press("Enter")
-    assert page.locator(".iaiabl-truth-body:visible").count() == 1 or body.is_visible()
+    said = case.locator(".iaiabl-agreement:visible")
+    assert said.count() == 1, "the recorded margin opened without saying whether the model agrees"
+    text, agrees = said.inner_text(), said.get_attribute("data-agrees")
+    assert ("agrees with the record" in text) == (agrees == "1")
+    assert ("the radiologist's record says" in text) == (agrees == "0")
 
 
 def test_every_image_says_what_it_shows(page):

@@ -32,6 +32,7 @@ from ..config import MARGIN_WORDS, MARGINS
 from . import access as A
 from . import cases as C
 from . import images as I
+from . import quality as Q
 from . import words as T
 from .frame import MAX_DISMISS, Explorer, dropdown, html_view, link, stack
 from .mode import resolve_mode
@@ -173,9 +174,11 @@ class CaseParts:
     evidence: str
 
 
-def case_parts(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None) -> CaseParts:
-    """The header, the large region of interest with its heat maps, the model's reading, and the
-    evidence for and against its call."""
+def case_parts(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None,
+               quality: str = "") -> CaseParts:
+    """The header (the recorded margin behind a click, with whether the model's call agrees), the
+    large region of interest with its heat maps, the model's reading (``quality``, the line on how
+    good the model is, first), and the evidence for and against its call."""
     expl = reading.expl
     side = int(expl.image.shape[-1])
     scale = I.READING_PX / side
@@ -190,7 +193,7 @@ def case_parts(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | 
                  f"{scale:g} times enlarged. Click the image (or press Enter on it) to enlarge it to "
                  "the window; Escape shrinks it."))
     call = html.escape(reading.call)
-    model = ("<div><b>The model's reading</b></div>"
+    model = (quality + "<div><b>The model's reading</b></div>"
              + T.margin_lines(expl.margin_prob, expl.predicted_class) + T.malignancy_line(expl.malignancy_prob))
     parts = [f"<div style='margin-top:8px'><b>Evidence for {call}</b>: the prototypes that add "
              "most to the model's score for its call (points add up to the score; the highest "
@@ -200,7 +203,8 @@ def case_parts(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | 
     if reading.evidence_against:
         parts.append(f"<div style='margin-top:8px'><b>Evidence against {call}</b></div>")
         parts += [_evidence_row(reading, p, "against", ds, health, scale) for p in reading.evidence_against]
-    return CaseParts(C.case_header(ds, reading.row, show_dataset_ids), frame, model, "".join(parts))
+    header = C.case_header(ds, reading.row, show_dataset_ids, call=expl.predicted_class)
+    return CaseParts(header, frame, model, "".join(parts))
 
 
 WHATIF_TITLE = "<div class='iaiabl-whatif-title'><b>What if you dismiss part of the evidence?</b></div>"
@@ -216,9 +220,9 @@ def side_by_side(parts: CaseParts, whatif: str) -> str:
 
 
 def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None,
-              whatif: str = "") -> str:
+              whatif: str = "", quality: str = "") -> str:
     """A whole case view (:func:`case_parts` laid out by :func:`side_by_side`)."""
-    return side_by_side(case_parts(ds, reading, health, show_dataset_ids), whatif)
+    return side_by_side(case_parts(ds, reading, health, show_dataset_ids, quality), whatif)
 
 
 def whatif_html(reading: CaseReading, dismissal) -> str:
@@ -356,6 +360,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
     ds = C.dataset(run, data)
     rows = C.pick_cases(ds, split, max_cases, cases=cases)
     health = {h.index: h for h in C.health(run, ds)}
+    quality = Q.quality_html(Q.model_quality(run))
     readings: dict[int, CaseReading] = {}
 
     def reading(k: int) -> CaseReading:
@@ -376,7 +381,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
         for k in range(len(rows)):
             r = reading(k)
             wi = static_whatif_html(run, r, health)
-            per_case.append(html_view(case_html(ds, r, health, show_dataset_ids, wi.html)))
+            per_case.append(html_view(case_html(ds, r, health, show_dataset_ids, wi.html, quality)))
             whatifs.append(wi)
         outer = stack(per_case)
         links = [link(control, "index", outer)]
@@ -401,7 +406,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
 
         def show_case(_change=None):
             r = reading(int(control.index or 0))
-            parts = case_parts(ds, r, health, show_dataset_ids)
+            parts = case_parts(ds, r, health, show_dataset_ids, quality)
             head_w.value, frame_w.value, model_w.value = parts.header, parts.frame, parts.reading
             evidence_w.value = parts.evidence
             notes_w.value = _whatif_notes(r, health)

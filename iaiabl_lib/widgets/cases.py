@@ -22,7 +22,7 @@ from ..config import MARGINS
 from ..errors import InputError
 
 __all__ = ["MAX_CASES", "dataset", "pick_cases", "case_number", "is_synthetic", "show_ids",
-           "case_header", "truth_reveal", "source_row", "source_caption", "relevant", "health",
+           "case_header", "truth_reveal", "agreement_sentence", "source_row", "source_caption", "relevant", "health",
            "demo_note"]
 
 MAX_CASES = 8
@@ -87,17 +87,34 @@ def _side_view(row: dict) -> str:
     return ", ".join(p for p in (f"{side} breast" if side else "", f"{view} view" if view else "") if p)
 
 
-def truth_reveal(ds, i: int) -> str:
-    """The recorded margin and pathology, hidden until the reader opens them."""
+def agreement_sentence(call: int, recorded: int) -> str:
+    """One plain sentence on the model's margin call against the radiologist's record."""
+    if int(call) == int(recorded):
+        return f"The model's call agrees with the record: {MARGINS[int(call)]}."
+    return (f"The model reads this margin as {MARGINS[int(call)]}; the radiologist's record says "
+            f"{MARGINS[int(recorded)]}.")
+
+
+def truth_reveal(ds, i: int, call: int | None = None) -> str:
+    """The recorded margin and pathology, hidden until the reader opens them; with the model's margin
+    ``call``, a sentence saying whether it agrees with the record (a disagreement stands out)."""
     pathology = "malignant" if int(ds.malignant[i]) else "benign"
+    recorded = int(ds.labels[i])
+    said = ""
+    if call is not None:
+        agrees = int(call) == recorded
+        said = (f"<div class='iaiabl-agreement{'' if agrees else ' iaiabl-flag'}' data-agrees='{int(agrees)}'>"
+                f"{'' if agrees else '⚠ '}{html.escape(agreement_sentence(call, recorded))}</div>")
     return ("<details class='iaiabl-truth'><summary>Show the recorded margin and pathology</summary>"
-            f"<div class='iaiabl-truth-body'>Recorded margin: <b>{html.escape(MARGINS[int(ds.labels[i])])}</b>; "
-            f"pathology: <b>{pathology}</b>.</div></details>")
+            f"<div class='iaiabl-truth-body'>Recorded margin: <b>{html.escape(MARGINS[recorded])}</b>; "
+            f"pathology: <b>{pathology}</b>.{said}</div></details>")
 
 
-def case_header(ds, i: int, show_dataset_ids: bool | None = None, truth: bool = True) -> str:
+def case_header(ds, i: int, show_dataset_ids: bool | None = None, truth: bool = True,
+                call: int | None = None) -> str:
     """The case's number, view and laterality; the dataset ID in a details line (see
-    :func:`show_ids`); the ground truth behind a click (``truth``)."""
+    :func:`show_ids`); the ground truth behind a click (``truth``), with whether the model's margin
+    ``call`` agrees with it."""
     facts = _side_view(ds.manifest[i]) if getattr(ds, "manifest", None) else ""
     details = ""
     if show_ids(ds, show_dataset_ids):
@@ -106,7 +123,7 @@ def case_header(ds, i: int, show_dataset_ids: bool | None = None, truth: bool = 
     return (f"<div class='iaiabl-case' data-row='{int(i)}' data-number='{html.escape(case_number(ds, i), quote=True)}'>"
             f"<b>{html.escape(case_number(ds, i).capitalize())}</b>"
             + (f" · {html.escape(facts)}" if facts else "") + "</div>" + details
-            + (truth_reveal(ds, i) if truth else ""))
+            + (truth_reveal(ds, i, call) if truth else ""))
 
 
 def source_row(ds, source_id: str | None, source_index: int | None) -> int | None:

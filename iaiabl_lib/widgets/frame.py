@@ -76,6 +76,7 @@ def style_sheet() -> str:
 .iaiabl-read-image{{flex:0 1 auto;max-width:100%}}
 .iaiabl-read-side{{flex:1 1 24em;min-width:18em}}
 .iaiabl-whatif-title{{margin-top:8px}}
+.iaiabl-quality{{font-size:.85em;background:#eef4fb;border-left:3px solid #2b6cb0;padding:2px 8px;margin:0 0 6px;line-height:1.4}}
 .iaiabl-picks label[data-flagged='1']{{border-color:#9c2a00;color:#9c2a00;font-weight:600}}
 .iaiabl-read-side .iaiabl-bar{{width:6em}}
 .iaiabl-picks label{{display:inline-block;border:1px solid #aaa;border-radius:3px;padding:0 7px;margin:2px 3px 2px 0;cursor:pointer;font-size:.85em;user-select:none;line-height:1.6}}
