@@ -536,6 +536,47 @@ def test_the_revealed_truth_says_when_the_model_disagrees(run, ds):
     assert False in kinds, "no precomputed case where the model disagrees with the record"
 
 
+def test_cases_can_be_ordered_by_call_flagged_evidence_and_disagreement(run, ds):
+    """The case list can be ordered by the model's call, by flagged evidence (the health rule's
+    flags among the evidence rows, most first) and by disagreement with the record (first); each
+    order is its own case list tied to a stack over the same views (static), or re-sorts the list
+    and keeps the case shown (live)."""
+    rows = widgets.pick_cases(ds, "test", widgets.MAX_CASES)
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    health = {h.index: h for h in explain.prototype_health(run, ds)}
+    calls = [ex.reading(k).expl.predicted_class for k in range(len(rows))]
+    flagged = [sum(health[j].flagged for j in ex.reading(k).offered) for k in range(len(rows))]
+    agrees = [int(calls[k] == int(ds.labels[i])) for k, i in enumerate(rows)]
+    assert [name for name, *_ in ex.orders] == list(widgets.case.ORDERS)
+    keys = [list(range(len(rows))), calls, [-f for f in flagged], agrees]
+    targets = {(l.source, l.target) for l in ex.links}
+    assert ((ex.controls["order"], "index"), (ex.by_order, "selected_index")) in targets
+    for o, (name, perm, labels) in enumerate(ex.orders):
+        assert sorted(perm) == list(range(len(rows)))
+        assert [(keys[o][k], k) for k in perm] == sorted((keys[o][k], k) for k in perm), name
+        box = ex.by_order.children[o]
+        picker, views = box.children[0].children[1], box.children[1]
+        assert [lab for lab, _ in picker.options] == labels
+        assert all(v is ex.views[k] for v, k in zip(views.children, perm))      # the same views, reordered
+        assert ((picker, "index"), (views, "selected_index")) in targets
+        for lab, k in zip(labels, perm):
+            assert lab.startswith(C.case_number(ds, rows[k]).capitalize())
+            if o == 1:
+                assert lab.endswith(f"read as {MARGINS[calls[k]]}")
+            if o == 2:
+                assert (f"⚠ {flagged[k]} flagged" in lab) == bool(flagged[k])
+            if o == 3:
+                assert lab.endswith(("agrees with" if agrees[k] else "disagrees with") + " the record")
+    live = widgets.case_explorer(run, ds, mode="live", cases=rows)
+    live.controls["case"].value = 2
+    assert f"data-row='{rows[2]}'" in live.current_html()
+    live.controls["order"].index = 1
+    assert [k for _, k in live.controls["case"].options] == ex.orders[1][1]
+    assert live.controls["case"].value == 2 and f"data-row='{rows[2]}'" in live.current_html()
+    live.controls["case"].index = 0                       # the first case in the model's-call order
+    assert f"data-row='{rows[ex.orders[1][1][0]]}'" in live.current_html()
+
+
 def visible_case(ex, k: int) -> str:
     ex.view.selected_index = k
     return ex.current_html()

@@ -275,7 +275,7 @@ def _case_view(ex) -> str:
 def test_a_pair_dismissal_on_a_second_case_changes_the_reading(chapter):
     page = chapter["page"]
     ex = _explorer(page, "Case reader")
-    select = ex.locator("select").first
+    select = ex.locator(".iaiabl-case-picker select").first          # the case list (case-number order)
     options = select.locator("option").all_inner_texts()
     assert len(options) >= 2
     assert all(re.fullmatch(r"Test\s+case\s+\d+", o) for o in options), options

@@ -431,3 +431,38 @@ def test_what_if_is_read_next_to_the_image(browser, served, width):
                 assert table[1] >= frame[3], f"not under the image: {at}"
     finally:
         ctx.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# ordering the case list (issue 22, item 4)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_case_list_is_ordered_by_keyboard(page, explorers):
+    """Keyboard only: the order picker set to "the model's call" shows that order's first case; the
+    next case in that list is the order's second; a view drawn again through another order still
+    works (its heat-map button) and no element id is on the page twice."""
+    ex = _explorer(page, "Case reader")
+    case = explorers["case"]
+    name, perm, labels = case.orders[1]
+    rows = lambda: _visible_attr(ex, ".iaiabl-case", "data-row")
+    assert rows() == [str(case.rows[0])]
+    _tab_to(page, "a => a.tagName === 'SELECT' && !!a.closest('.iaiabl-explorer') "
+                  "&& a.closest('.iaiabl-explorer').textContent.includes('Case reader')")
+    assert page.evaluate("() => document.activeElement.selectedOptions[0].textContent.replace(/\\u00a0/g, ' ')") == case.orders[0][0]
+    page.keyboard.press("ArrowDown")                                  # the order: the model's call
+    assert page.evaluate("() => document.activeElement.selectedOptions[0].textContent.replace(/\\u00a0/g, ' ')") == name
+    if perm[0] != 0:
+        _wait_change(page, rows, [str(case.rows[0])])
+    assert rows() == [str(case.rows[perm[0]])]
+    page.keyboard.press("Tab")                                        # its case list
+    shown = page.evaluate("() => Array.from(document.activeElement.options).map(o => o.textContent.replace(/\\u00a0/g, ' '))")
+    assert shown == labels
+    page.keyboard.press("ArrowDown")
+    assert _wait_change(page, rows, [str(case.rows[perm[0]])]) == [str(case.rows[perm[1]])]
+    ids = page.evaluate("() => Array.from(document.querySelectorAll('[id]')).map(e => e.id)")
+    assert len(ids) == len(set(ids)), "an element id is on the page twice"
+    heats = lambda: _visible_attr(ex, "img.iaiabl-heat", "data-layer")
+    _tab_to(page, "a => a.matches('label.iaiabl-pick-1') && a.offsetParent !== null")
+    page.keyboard.press("Enter")
+    assert _wait_change(page, heats, []) == [page.evaluate("() => document.activeElement.dataset.layer")]

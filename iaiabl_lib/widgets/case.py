@@ -34,7 +34,7 @@ from . import cases as C
 from . import images as I
 from . import quality as Q
 from . import words as T
-from .frame import MAX_DISMISS, Explorer, dropdown, html_view, link, stack
+from .frame import MAX_DISMISS, Explorer, dropdown, html_view, labelled, link, stack
 from .mode import resolve_mode
 from ..errors import InputError
 
@@ -340,11 +340,45 @@ def static_whatif_html(run, reading: CaseReading, health: dict) -> WhatIf:
     return WhatIf(body, views, offered)
 
 
+ORDERS = ("case number", "the model's call", "flagged evidence first", "disagreement with the record first")
+"""How a reader can order the case list (static and live); the last one uses the recorded margin,
+and says so (choosing it is asking for the truth)."""
+
+
+def _flagged_count(reading: CaseReading, health: dict) -> int:
+    return sum(1 for j in reading.offered if (h := health.get(j)) is not None and h.flagged)
+
+
+def case_orders(ds, rows: Sequence[int], readings: Sequence[CaseReading], health: dict) -> list[tuple[str, list[int], list[str]]]:
+    """For each of :data:`ORDERS`: its name, the positions of ``rows`` in that order (stable: case
+    number breaks ties), and the case list's labels in that order (each says its key)."""
+    names = [C.case_number(ds, i).capitalize() for i in rows]
+    n = range(len(rows))
+    call = [r.expl.predicted_class for r in readings]
+    flagged = [_flagged_count(r, health) for r in readings]
+    agrees = [int(r.expl.predicted_class == int(ds.labels[i])) for r, i in zip(readings, rows)]
+
+    def flags(k):
+        return f"⚠ {flagged[k]} flagged in its evidence" if flagged[k] else "no flagged evidence"
+
+    return [
+        (ORDERS[0], list(n), names),
+        (ORDERS[1], sorted(n, key=lambda k: (call[k], k)),
+         [f"{names[k]} · read as {MARGINS[call[k]]}" for k in sorted(n, key=lambda k: (call[k], k))]),
+        (ORDERS[2], sorted(n, key=lambda k: (-flagged[k], k)),
+         [f"{names[k]} · {flags(k)}" for k in sorted(n, key=lambda k: (-flagged[k], k))]),
+        (ORDERS[3], sorted(n, key=lambda k: (agrees[k], k)),
+         [f"{names[k]} · {'agrees with' if agrees[k] else 'disagrees with'} the record"
+          for k in sorted(n, key=lambda k: (agrees[k], k))]),
+    ]
+
+
 def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: int = 3,
                   max_cases: int = C.MAX_CASES, cases: Sequence[int | str] | None = None,
                   show_dataset_ids: bool | None = None,
                   title: str = "Case reader: the model's reading of a mass, its evidence, and what if") -> Explorer:
-    """Pick a case of ``split`` (or one of ``cases``): read it large, see the model's reading and
+    """Pick a case of ``split`` (or one of ``cases``; the list ordered by case number, the model's call,
+    flagged evidence or disagreement with the record, :data:`ORDERS`): read it large, see the model's reading and
     the evidence for and against its call (``top`` prototypes each, at most 6; static, at most 3),
     and dismiss any of those prototypes to see the reading change, next to the image. Static: any
     one or pair; live: any set. ``show_dataset_ids``: see :func:`cases.show_ids`."""
@@ -369,6 +403,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
         return readings[k]
 
     control = dropdown([C.case_number(ds, i).capitalize() for i in rows], width="16em")
+    control.add_class("iaiabl-case-picker")
     demo = C.demo_note(run, ds)
     intro = ("Read the region of interest first; the heat-map buttons show where each prototype "
              "matches. Keyboard: Tab moves between the buttons (the image is one: it enlarges), Enter "
@@ -385,13 +420,31 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
             whatifs.append(wi)
         outer = stack(per_case)
         links = [link(control, "index", outer)]
+        # the orders: each its own case list and stack over the same views (a stack draws only the
+        # case it shows, so a view is on the page once; its state is embedded once)
+        orders = case_orders(ds, rows, [reading(k) for k in range(len(rows))], health)
+        boxes = [W.VBox([labelled("Case:", control), outer], layout=W.Layout(width="100%"))]
+        for _name, perm, labels in orders[1:]:
+            dd = dropdown(labels, width="30em")
+            dd.add_class("iaiabl-case-picker")
+            st = stack([per_case[k] for k in perm])
+            links.append(link(dd, "index", st))
+            boxes.append(W.VBox([labelled("Case:", dd), st], layout=W.Layout(width="100%")))
+        order_control = dropdown([name for name, *_ in orders], width="22em")
+        order_control.add_class("iaiabl-order-picker")
+        by_order = stack(boxes)
+        links.append(link(order_control, "index", by_order))
         n_views = sum(len(w.views) for w in whatifs)
         kb = sum(len(w.html) for w in whatifs) / 1000
         note = (f"{len(rows)} {split} cases precomputed. What if: for each case, any one and any pair "
                 f"of the prototypes listed as its evidence ({n_views} views in all, about {kb:.0f} kB of "
                 "this page); a live notebook dismisses any set.")
-        ex = Explorer(title, mode, note, {"case": control}, outer, per_case, links, intro=intro,
-                      labels={"case": "Case:"}, demo=demo)
+        ex = Explorer(title, mode, note, {"order": order_control}, by_order, per_case, links, intro=intro,
+                      labels={"order": "Order the cases by:"}, demo=demo)
+        ex.controls["case"] = control          # the case list in case-number order (the first order)
+        ex.view = outer                        # its stack: current_html follows it
+        ex.by_order = by_order
+        ex.orders = orders
         ex.whatif = whatifs
     else:
         head_w, frame_w, model_w, evidence_w, notes_w = (html_view("") for _ in range(5))
@@ -400,12 +453,12 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
         result = html_view("")
 
         def redraw_whatif(_change=None):
-            r = reading(int(control.index or 0))
+            r = reading(int(control.value or 0))
             chosen = [j for j, t in zip(r.offered, toggles.children) if t.value]
             result.value = whatif_html(r, explain.dismissal(run, r.expl, chosen))
 
         def show_case(_change=None):
-            r = reading(int(control.index or 0))
+            r = reading(int(control.value or 0))
             parts = case_parts(ds, r, health, show_dataset_ids, quality)
             head_w.value, frame_w.value, model_w.value = parts.header, parts.frame, parts.reading
             evidence_w.value = parts.evidence
@@ -417,7 +470,18 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
             toggles.children = ts
             redraw_whatif()
 
-        control.observe(show_case, names="index")
+        control.observe(show_case, names="value")
+        order_control = dropdown(list(ORDERS), width="22em")
+        order_control.add_class("iaiabl-order-picker")
+
+        def reorder(_change=None):
+            _name, perm, labels = case_orders(ds, rows, [reading(k) for k in range(len(rows))],
+                                              health)[int(order_control.index or 0)]
+            keep = control.value
+            control.options = [(lab, k) for lab, k in zip(labels, perm)]      # resets the choice ...
+            control.value = keep                                             # ... so the case is kept
+
+        order_control.observe(reorder, names="index")
         show_case()
         frame_w.layout = W.Layout(flex="0 1 auto", max_width="100%")
         side = W.VBox([model_w, title_w, toggles, result, notes_w], layout=W.Layout(flex="1 1 22em", min_width="18em"))
@@ -425,8 +489,9 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
                                                                        width="100%")), evidence_w],
                       layout=W.Layout(width="100%"))
         note = f"{len(rows)} {split} cases; dismiss any set of the prototypes listed as evidence."
-        ex = Explorer(title, mode, note, {"case": control, "dismiss": toggles}, view, intro=intro,
-                      labels={"case": "Case:"}, demo=demo)
+        ex = Explorer(title, mode, note, {"order": order_control, "case": control}, view,
+                      intro=intro, labels={"order": "Order the cases by:", "case": "Case:"}, demo=demo)
+        ex.controls["dismiss"] = toggles       # drawn beside the image, not with the pickers
     ex.rows = rows
     ex.reading = reading
     return ex
