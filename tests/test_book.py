@@ -373,6 +373,7 @@ def rendered_title_and_text(html: str) -> tuple[str, int]:
     h1 = re.search(r"<h1\b[^>]*>(.*?)</h1>", html, re.S)
     title = re.sub(r"<[^>]+>|#|¶", "", h1.group(1)) if h1 else ""
     title = " ".join(_html.unescape(title).split())
+    title = title.translate(str.maketrans("‘’“”", "''\"\""))        # Sphinx's smart quotes
     article = re.search(r"<article\b.*?</article>", html, re.S)
     body = re.sub(r"<(script|style)\b.*?</\1>|<[^>]+>", " ", article.group(0) if article else "", flags=re.S)
     return title, len(" ".join(body.split()))
