@@ -52,7 +52,7 @@ torch.manual_seed(0)
 print(f"python {{sys.version.split()[0]}}, torch {{torch.__version__}}, iaiabl_lib {{iaiabl_lib.__version__}}")
 print(f"device: {{device}}; preset: {{preset!r}}; models and data cached in {{book_dir()}}")
 if preset == "tiny":
-    print("This chapter runs the 'tiny' preset (small synthetic data; minutes on a CPU, faster on a GPU).\\n"
+    print("This chapter runs the 'tiny' preset (small synthetic data; minutes on a CPU; see the Run times page).\\n"
           "Paper scale (VGG-16 at 224 px; hours per model on a T4, an estimate: not yet run end to end): on a GPU,\\n"
           "run  os.environ['IAIABL_BOOK_PRESET'] = 'paper'  first, then this cell again.\\n"
           "On Colab, keep trained models across notebooks: from google.colab import drive;\\n"
