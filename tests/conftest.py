@@ -2,11 +2,16 @@
 tiny trained run, built once per test session and reused by every test module."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -136,3 +141,56 @@ def chromium() -> Path:
             pytest.fail("/usr/bin/chromium is missing on CI and could not be installed (apt-get install chromium)")
         pytest.skip("/usr/bin/chromium is missing (apt-get install chromium) and not on CI")
     return CHROMIUM
+
+
+# Headless Chromium through playwright, for the browser tier (tests/test_widgets_browser.py against the
+# built book, tests/test_widgets_keyboard.py against a page of the explorers)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-dev-shm-usage"]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(root) -> Iterator[str]:
+    """``root`` served on 127.0.0.1 (an ephemeral port) from a thread; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """Headless Chromium (playwright): skipped without playwright, a failure on CI."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if ON_CI:
+            pytest.fail("the playwright package is missing (requirements.txt)")
+        pytest.skip("playwright is not installed (pip install -r requirements.txt)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def wait_change(page, fn, before, timeout_ms: int = 10_000):
+    """Poll ``fn()`` on a playwright ``page`` every 100 ms until it differs from ``before`` (or the
+    time is up); returns its last value."""
+    for _ in range(timeout_ms // 100):
+        now = fn()
+        if now != before:
+            return now
+        page.wait_for_timeout(100)
+    return fn()

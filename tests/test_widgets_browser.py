@@ -12,25 +12,21 @@ tests/conftest.py. With ``IAIABL_BOOK_HTML=_build/html`` it checks an existing b
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import re
-import threading
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 
+from conftest import serve_directory, wait_change as _wait_change
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = "13_explorer"
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 STATIC_LINE = "Static: precomputed views, no kernel needed"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage"]
 MAX_PAGE_BYTES = 15_000_000
 EXPLORERS = r"(case_explorer|dismiss_reasoning|activation_precision_explorer|fine_annotation_comparison|prototype_gallery)"
 
@@ -42,38 +38,11 @@ def _explorer_cells() -> int:
                re.search(rf"^widgets\.{EXPLORERS}\(", c.source.strip().splitlines()[-1] if c.source.strip() else ""))
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def served(book_html):
     """``book_html`` served on 127.0.0.1 (an ephemeral port) from a thread."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(book_html)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if ON_CI:
-            pytest.fail("the playwright package is missing (requirements.txt)")
-        pytest.skip("playwright is not installed (pip install -r requirements.txt)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with serve_directory(book_html) as url:
+        yield url
 
 
 def _offline_page(browser, served: str, name: str, **context):
@@ -130,13 +99,6 @@ def _visible(explorer, selector: str, attribute: str) -> list[list[str]]:
     return explorer.evaluate(_VISIBLE % attribute, selector)
 
 
-def _wait_change(page, fn, before, timeout_ms: int = 10_000):
-    for _ in range(timeout_ms // 100):
-        now = fn()
-        if now != before:
-            return now
-        page.wait_for_timeout(100)
-    return fn()
 
 
 def _box(locator) -> dict:

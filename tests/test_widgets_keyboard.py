@@ -11,23 +11,24 @@ Skipped where /usr/bin/chromium or playwright is missing (failed on CI), like th
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import serve_directory, wait_change
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage"]
 MAX_PERCENT = 8
+
+
+def _wait_change(page, fn, before):
+    return wait_change(page, fn, before, timeout_ms=5_000)
 
 
 @pytest.fixture(scope="module")
@@ -67,38 +68,13 @@ def _page(explorers: dict) -> str:
             f"{json.dumps(data['manager_state'])}</script>{views}</main></body></html>")
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def served(explorers, tmp_path_factory):
     root = tmp_path_factory.mktemp("explorer_page")
     shutil.copytree(REPO / "book" / "_static" / "ipywidgets", root / "_static" / "ipywidgets")
     (root / "index.html").write_text(_page(explorers), encoding="utf-8")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -r requirements.txt)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with serve_directory(root) as url:
+        yield url
 
 
 @pytest.fixture
@@ -130,13 +106,6 @@ def _visible_attr(ex, selector: str, attribute: str) -> list[str]:
                        ".filter(e => e.offsetParent !== null).map(e => e.getAttribute(a))", [selector, attribute])
 
 
-def _wait_change(page, fn, before, timeout_ms: int = 5_000):
-    for _ in range(timeout_ms // 100):
-        now = fn()
-        if now != before:
-            return now
-        page.wait_for_timeout(100)
-    return fn()
 
 
 # ---------------------------------------------------------------------------------------------
