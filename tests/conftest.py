@@ -194,3 +194,12 @@ def wait_change(page, fn, before, timeout_ms: int = 10_000):
             return now
         page.wait_for_timeout(100)
     return fn()
+
+
+def glued_name_patterns(code: str) -> list[str]:
+    """Regular expressions for the glue keys a chapter's code glues: ``glue("ap", ...)`` -> ``ap``,
+    ``glue(f"ap_{key}", ...)`` -> ``ap_\\w+`` (tests/test_book.py and tests/test_verdicts.py)."""
+    import re
+
+    return [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n))
+            for n in re.findall(r"glue\(\s*f?[\"']([^\"']+)[\"']", code)]

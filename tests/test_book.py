@@ -22,6 +22,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+from conftest import glued_name_patterns
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,8 +284,7 @@ def test_chapters_state_no_typed_results():
                 # {glue:text}`key`, or `other.ipynb::key` for a key another chapter glues
                 source = code if not doc else "\n".join(
                     c.source for c in nbformat.read(path.parent / doc, as_version=4).cells if c.cell_type == "code")
-                glued = [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n))      # f"ap_{key}" -> ap_\w+
-                         for n in re.findall(r"glue\(\s*f?[\"']([^\"']+)[\"']", source)]
+                glued = glued_name_patterns(source)
                 assert any(re.fullmatch(g, name) for g in glued), \
                     f"{path.name}: {{glue}}`{doc + '::' if doc else ''}{name}` is used in the prose but no cell glues it"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import glued_name_patterns
 from iaiabl_lib import verdicts
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
@@ -99,11 +100,10 @@ def test_every_declaration_in_the_book_names_keys_its_page_glues():
             continue
         code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
                        if c["cell_type"] == "code")
-        glued = set(re.findall(r"glue\(\s*f?[\"']([^\"'{]+)", code))
-        prefixes = set(re.findall(r"glue\(\s*f[\"']([^\"'{]+)\{", code))
+        glued = glued_name_patterns(code)
         for d in decls:
             names = {n.id for n in ast.walk(ast.parse(d.expr, mode="eval")) if isinstance(n, ast.Name)}
             for name in names:
-                assert name in glued or any(name.startswith(p) for p in prefixes), (path.name, d)
+                assert any(re.fullmatch(g, name) for g in glued), (path.name, d)
             found += 1
     assert found >= 5
