@@ -10,7 +10,7 @@ from the files of a CBIS-DDSM-shaped tree (iaiabl_lib.data.synthetic.realism).
 Prints, per full image, the exponent beta of the background's radial power spectrum
 (P(f) ~ 1/f^beta fitted between 1/32 and 1/4 cycles per pixel on 64-px patches inside the breast
 and off the lesions; target 2.5-3.5: Burgess et al. 2001, Heine & Velthuizen 2002) as median and
-interquartile range; the lesion contrast ((mean inside the ROI mask - mean of the surround) /
+interquartile range, and the same over a lower and a higher band (1/64-1/8, 1/10-2/5); the lesion contrast ((mean inside the ROI mask - mean of the surround) /
 standard deviation of the surround) per CSV subtlety level; and the lesions' equivalent diameters.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iaiabl_lib.data.synthetic import make_synthetic  # noqa: E402
-from iaiabl_lib.data.synthetic.realism import BAND, PATCH, measure_tree  # noqa: E402
+from iaiabl_lib.data.synthetic.realism import BAND, CHECK_BANDS, PATCH, measure_tree  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -54,6 +54,12 @@ def main(argv=None) -> int:
     print(f"\nbackground spectrum: beta median {b['median']:.2f} (IQR {b['q25']:.2f}-{b['q75']:.2f})"
           f" over {b['images']} images, {b['patches']} patches of {PATCH} px; "
           f"fit {BAND[0]:.4f}-{BAND[1]:.2f} cycles/px; target 2.5-3.5")
+    print("the same spectra fitted over other bands (a power law gives the same beta in each):")
+    for band in CHECK_BANDS:
+        c = report.beta_summary(band)
+        mark = " (the band of record)" if band == BAND else ""
+        print(f"  {band[0]:.4f}-{band[1]:.3f} cycles/px: median {c['median']:.2f} "
+              f"(IQR {c['q25']:.2f}-{c['q75']:.2f}){mark}")
     print("\nlesion contrast (CNR vs the surround's std) per CSV subtlety:")
     print(f"{'subtlety':>8} {'rows':>5} {'median':>7} {'IQR':>13}")
     for level, c in report.contrast_by_subtlety().items():
