@@ -58,6 +58,7 @@ __all__ = [
     "DATASETS", "SPLIT_MODES", "RUN_KINDS", "BOOK_OVERRIDES", "NOT_INPUTS", "package_sources",
     "repo_root", "book_dir", "preset_for",
     "ensure_synth", "ensure_data", "dataset", "ensure_run", "ensure_metrics", "load", "glue", "clear",
+    "start_clock", "glue_run_time", "RUN_TIME_KEYS",
 ]
 
 PACKAGE = Path(__file__).resolve().parent
@@ -93,6 +94,10 @@ BOOK_OVERRIDES: dict[str, dict[str, Any]] = {
 """Overrides of the preset per run kind (``train.train(..., overrides=...)``)."""
 
 SEED = 0
+
+_BUILT_SECONDS = [0.0]
+"""Seconds this process has spent building cache entries (generating data sets, training runs):
+what a chapter's run time mostly is the first time it needs them, and not at all later."""
 
 NOT_INPUTS = ("science_runs",)
 """Package folders that no cached computation reads: the recorded results of ``iaiabl science``."""
@@ -199,9 +204,10 @@ def _build_once(target: Path, build: Callable[[Path], Any], params: dict[str, An
         build(tmp)
         if not tmp.is_dir():
             raise RuntimeError(f"bookcache: building {target.name} wrote nothing at {tmp}")
+        seconds = time.perf_counter() - start
+        _BUILT_SECONDS[0] += seconds
         (tmp / "bookcache.json").write_text(json.dumps(
-            {"params": params, "seconds": round(time.perf_counter() - start, 1)},
-            indent=2, default=str))
+            {"params": params, "seconds": round(seconds, 1)}, indent=2, default=str))
         try:
             tmp.rename(target)
         except OSError:
@@ -355,6 +361,36 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
         return value
     _glue(name, value, display=display)
     return value
+
+
+RUN_TIME_KEYS = ("chapter_seconds", "chapter_building_seconds", "chapter_machine")
+"""The glue keys :func:`glue_run_time` sets."""
+
+
+def start_clock(since: float | None = None) -> tuple[float, float]:
+    """A chapter's clock, started by its setup cell: (``since``, a ``time.perf_counter()`` reading
+    taken before the setup cell's imports, or now; cache-building seconds so far)."""
+    return (time.perf_counter() if since is None else since), _BUILT_SECONDS[0]
+
+
+def glue_run_time(clock: tuple[float, float], device: Any = None) -> dict[str, Any]:
+    """The chapter's run time since :func:`start_clock`, glued for its prose: ``chapter_seconds``
+    (all of it), ``chapter_building_seconds`` (the part spent generating data or training models
+    for the cache, which later chapters and builds load instead) and ``chapter_machine`` (the
+    device and how many threads torch used). Printed as well, for readers without the book."""
+    import torch
+
+    from .fastpath import device_name
+
+    seconds = time.perf_counter() - clock[0]
+    building = _BUILT_SECONDS[0] - clock[1]
+    dev = torch.device(device if device is not None else "cpu")
+    out = dict(zip(RUN_TIME_KEYS, (round(seconds, 1), round(building, 1), device_name(dev))))
+    for name, value in out.items():
+        glue(name, value)
+    print(f"this chapter ran in {seconds:.0f} s on {out['chapter_machine']}, {building:.0f} s of it "
+          "generating data or training models for the book's cache")
+    return out
 
 
 def clear() -> None:

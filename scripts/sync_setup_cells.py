@@ -11,7 +11,10 @@ read from ``_config.yml`` (``repository.url`` and ``repository.branch``), the on
     python scripts/sync_setup_cells.py --check    # exit 1 if a chapter differs (used by the tests)
 
 The setup cell is the first code cell tagged ``setup``; a chapter without one gets it inserted after
-its first Markdown cell.
+its first Markdown cell. The setup cell also starts the chapter's clock; a Markdown cell tagged
+``run-time`` right after it states the chapter's run time, which the chapter's last cell (also
+tagged ``run-time``) measures and glues (``bookcache.glue_run_time``; issue 25: each chapter states
+its measured time).
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ SETUP_TAG = "setup"
 TEMPLATE = '''\
 # Setup: the same cell in every chapter (written by scripts/sync_setup_cells.py; edit it there).
 # Installs the book's library only where it is missing (e.g. on Colab), then picks the device.
-import os, sys
+import os, sys, time
+chapter_start = time.perf_counter()          # the chapter's run time is printed by its last cell
 try:
     import iaiabl_lib
 except ImportError:
@@ -44,8 +48,9 @@ except ImportError:
 %matplotlib inline
 import torch
 from iaiabl_lib import config, train
-from iaiabl_lib.bookcache import book_dir
+from iaiabl_lib.bookcache import book_dir, start_clock
 
+chapter_clock = start_clock(chapter_start)
 device = train.pick_device()                 # "cuda" when a GPU is there, else "cpu"; never hard-coded
 preset = config.default_preset_for(device)   # "tiny" unless you opt into "paper" (below)
 torch.manual_seed(0)
@@ -57,6 +62,21 @@ if preset == "tiny":
           "run  os.environ['IAIABL_BOOK_PRESET'] = 'paper'  first, then this cell again.\\n"
           "On Colab, keep trained models across notebooks: from google.colab import drive;\\n"
           "drive.mount('/content/drive'); os.environ['IAIABL_BOOK_CACHE'] = '/content/drive/MyDrive/iaiabl-book'")'''
+
+
+RUN_TIME_TAG = "run-time"
+
+RUN_TIME_NOTE = """\
+**Run time.** This chapter's cells ran in {glue:text}`chapter_seconds:.0f` s on
+{glue:text}`chapter_machine` in the build that made this page, {glue:text}`chapter_building_seconds:.0f` s
+of it generating data or training models for the book's cache (later chapters and later builds load
+them instead). Every chapter's time: {doc}`run_times`."""
+
+RUN_TIME_CELL = """\
+# Run time of this chapter (written by scripts/sync_setup_cells.py), quoted under its title
+from iaiabl_lib.bookcache import glue_run_time
+
+glue_run_time(chapter_clock, device);"""
 
 
 def read_repository(config_path: Path = CONFIG) -> tuple[str, str]:
@@ -111,6 +131,32 @@ def strip(nb) -> bool:
     return changed
 
 
+def tagged(nb, kind: str) -> list[int]:
+    """Indices of the cells of ``kind`` tagged :data:`RUN_TIME_TAG`."""
+    return [i for i, c in enumerate(nb.cells)
+            if c.cell_type == kind and RUN_TIME_TAG in c.get("metadata", {}).get("tags", [])]
+
+
+def sync_run_time(nb) -> list[str]:
+    """The run-time note right after the setup cell, the cell that measures it last of all."""
+    problems = []
+    note, code = tagged(nb, "markdown"), tagged(nb, "code")
+    setup = find_setup_cell(nb)
+    if note != [setup + 1] or nb.cells[setup + 1].source != RUN_TIME_NOTE:
+        problems.append("run-time note missing or out of place")
+        for i in reversed(note):
+            del nb.cells[i]
+        nb.cells.insert(find_setup_cell(nb) + 1, nbformat.v4.new_markdown_cell(
+            RUN_TIME_NOTE, metadata={"tags": [RUN_TIME_TAG]}))
+        code = tagged(nb, "code")
+    if code != [len(nb.cells) - 1] or nb.cells[-1].source != RUN_TIME_CELL:
+        problems.append("run-time cell missing or not last")
+        for i in reversed(code):
+            del nb.cells[i]
+        nb.cells.append(nbformat.v4.new_code_cell(RUN_TIME_CELL, metadata={"tags": [RUN_TIME_TAG]}))
+    return problems
+
+
 def sync(path: Path, source: str, write: bool = True) -> list[str]:
     """Bring one chapter in line; returns what was (or would be) changed."""
     nb = nbformat.read(path, as_version=4)
@@ -124,6 +170,7 @@ def sync(path: Path, source: str, write: bool = True) -> list[str]:
     elif nb.cells[i].source != source:
         problems.append("setup cell differs from the template")
         nb.cells[i].source = source
+    problems += sync_run_time(nb)
     if strip(nb):
         problems.append("outputs or execution counts present")
     if problems and write:

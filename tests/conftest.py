@@ -198,8 +198,12 @@ def wait_change(page, fn, before, timeout_ms: int = 10_000):
 
 def glued_name_patterns(code: str) -> list[str]:
     """Regular expressions for the glue keys a chapter's code glues: ``glue("ap", ...)`` -> ``ap``,
-    ``glue(f"ap_{key}", ...)`` -> ``ap_\\w+`` (tests/test_book.py and tests/test_verdicts.py)."""
+    ``glue(f"ap_{key}", ...)`` -> ``ap_\\w+``, and the keys of ``bookcache.glue_run_time(...)``
+    (tests/test_book.py and tests/test_verdicts.py)."""
     import re
 
-    return [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n))
+    from iaiabl_lib.bookcache import RUN_TIME_KEYS
+
+    library = list(RUN_TIME_KEYS) if "glue_run_time(" in code else []   # keys the library glues
+    return library + [re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(n))
             for n in re.findall(r"glue\(\s*f?[\"']([^\"']+)[\"']", code)]

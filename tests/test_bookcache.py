@@ -52,3 +52,24 @@ def test_an_unknown_keyword_argument_fails_loudly():
     with pytest.raises(TypeError, match="takes no keyword argument 'confounder'"):
         bookcache._call(make, "x", seed=1, confounder=0.9)
     assert bookcache._call(lambda *a, **k: k, confounder=0.9) == {"confounder": 0.9}
+
+
+def test_a_chapters_run_time_counts_what_it_built_for_the_cache(tmp_path):
+    """bookcache.glue_run_time: the whole time since the clock started, and the part spent building
+    cache entries (a second call finds the entry and builds nothing)."""
+    import time
+
+    def build(path):
+        time.sleep(0.2)
+        path.mkdir()
+
+    clock = bookcache.start_clock()
+    bookcache._build_once(tmp_path / "entry-abc", build, {"what": "test"})
+    first = bookcache.glue_run_time(clock)
+    assert set(first) == set(bookcache.RUN_TIME_KEYS)
+    assert first["chapter_building_seconds"] >= 0.2
+    assert first["chapter_seconds"] >= first["chapter_building_seconds"]
+    again = bookcache.start_clock()
+    bookcache._build_once(tmp_path / "entry-abc", build, {"what": "test"})
+    assert bookcache.glue_run_time(again)["chapter_building_seconds"] == 0.0
+    assert "CPU" in first["chapter_machine"]
