@@ -66,7 +66,7 @@ prototype). ``losses.fine_annotation_loss`` says why the default is the code's."
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture (paper §3, Fig. 2)."""
+    """Architecture (paper Fig. 2)."""
 
     backbone: str = "vgg16"            # "vgg16" | "tiny"
     pretrained: str = "imagenet"       # vgg16: "imagenet" | "none" | a state dict file; tiny: "synthetic" | "none" | a file

@@ -1,6 +1,6 @@
 """Eq. 9 (activation precision) on a model's similarity maps: the maps the paper evaluates, the
 per-case summary of the (case, map) pairs, and the ceiling a latent grid allows (Barnett et al. 2021,
-§4). Pure functions of arrays, shared by the trainer's validation and ``evaluate``.
+Eq. 9). Pure functions of arrays, shared by the trainer's validation and ``evaluate``.
 
     true_class_pams(...)           Eq. 9's maps as the paper evaluates them: every prototype of the TRUE class
     pair_activation_precision(...) Eq. 9 per (case, map) pair, summarised per case

@@ -1,4 +1,4 @@
-"""The IAIA-BL network (Barnett et al. 2021, §3 and Fig. 2).
+"""The IAIA-BL network (Barnett et al. 2021, Fig. 2; Eq. 1-2).
 
     image x (B, 3, S, S)
       └─ backbone f          VGG-16 conv layers, last max-pool removed   (B, 512, S/16, S/16)

@@ -1,7 +1,7 @@
 """The pretrained tiny backbone: the CPU preset's analogue of ImageNet VGG-16.
 
-IAIA-BL starts from VGG-16 trained on ImageNet (Barnett et al. 2021, §3.3): features learnt on other
-data, for another task. Trained from scratch instead, the tiny backbone's latent patches are nearly
+IAIA-BL starts from VGG-16 trained on ImageNet (Barnett et al. 2021, §2.3): features learnt on
+other data, for another task. Trained from scratch instead, the tiny backbone's latent patches are nearly
 identical at initialisation; one prototype per class wins the cluster cost for every image and
 Eq. 7 drives the others off every patch (chapter 7, "A backbone from scratch"). This module trains
 the tiny backbone once, on data and a task that the experiments never see, and ships the weights

@@ -1,4 +1,4 @@
-"""Duplicate-prototype pruning after the last push (Barnett et al. 2021 §3.3; ProtoPNet's pruning
+"""Duplicate-prototype pruning after the last push (Barnett et al. 2021, after the last push; ProtoPNet's pruning
 step, reduced to exact duplicates).
 
 Two prototypes of the same class are duplicates when the push projected them onto the same latent

@@ -1,4 +1,4 @@
-"""Stage A2, prototype projection ("push"), Barnett et al. 2021 §3.3 (after ProtoPNet, Chen et al.
+"""Stage A2, prototype projection ("push"), Barnett et al. 2021 §2.3 (after ProtoPNet, Chen et al.
 2019).
 
 Each prototype p_j is replaced by the latent patch nearest to it among the un-augmented training
@@ -43,7 +43,7 @@ __all__ = ["HIGH_ACTIVATION_PERCENTILE", "ReceptiveField", "receptive_field", "r
            "push_diagnostics", "grey_uint8", "PushResult", "push_prototypes", "select"]
 
 HIGH_ACTIVATION_PERCENTILE = 95.0
-"""The self-activation box holds the pixels at or above this percentile of the PAM (paper §3.3)."""
+"""The self-activation box holds the pixels at or above this percentile of the PAM (the paper's projection step, §2.3)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The paper's baselines (Barnett et al. 2021, §4 and Table 1; Fig. 5).
+"""The paper's baselines (Barnett et al. 2021, Table 1; Fig. 5).
 
 One file per idea: ``blackbox`` (the network), ``gradcam`` (its saliency and predictions),
 ``training`` (train and load a black-box run), ``protopnet``, ``radiologists``, ``cli``.

@@ -11,7 +11,7 @@ One file per idea:
     evaluate_run(RUN)  ->  RUN/metrics.json, RUN/metrics.md, RUN/predictions.npz
     compare_runs([RUN, ...])  ->  Markdown tables in the layout of the paper's Tables 1-3
 
-What is measured (Barnett et al. 2021, §4 and Tables 1-3), on the test split of the prepared data:
+What is measured (Barnett et al. 2021, Tables 1-3, Eq. 9), on the test split of the prepared data:
 
 * ``margin_auroc``: one-vs-rest AUROC of each margin class; ``average``: their mean weighted by the
   test class counts with the paper's interval (the paper's Table 1); ``macro``: the unweighted

@@ -1,5 +1,5 @@
 """The paper's evaluation protocol on predictions (no model, no files): Eq. 9's maps and pairs, and
-every metric of Tables 1-3 from a run's outputs on N cases (Barnett et al. 2021, §4).
+every metric of Tables 1-3 from a run's outputs on N cases (Barnett et al. 2021, Tables 1-3).
 
     Predictions                    a run's outputs in the form the metrics need
     metrics_from_predictions(...)  the metrics.json dictionary (docs/DESIGN.md §5)

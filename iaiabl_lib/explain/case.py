@@ -1,4 +1,4 @@
-"""One case, "this looks like that" (paper §3, Fig. 3): the prototypes that drive the margin call,
+"""One case, "this looks like that" (paper Fig. 3): the prototypes that drive the margin call,
 each with its similarity, weight and contribution, from one forward pass."""
 from __future__ import annotations
 

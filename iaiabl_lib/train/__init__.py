@@ -1,7 +1,7 @@
-"""Training IAIA-BL (Barnett et al. 2021 §3.3-3.4): one file per stage, one for the schedule, one
-for the loop.
+"""Training IAIA-BL (Barnett et al. 2021 §2.3: Eq. 3 for A1, Eq. 8 for A3, Eq. 10 for B): one file
+per stage, one for the schedule, one for the loop.
 
-    stage_a1.py    A1: warm-up and joint epochs, CE + λc·Clst − λs·Sep + λf·Fine (Eq. 3-8)
+    stage_a1.py    A1: warm-up and joint epochs, CE + λc·Clst − λs·Sep + λf·Fine (Eq. 3-7)
     ../push.py     A2: project each prototype onto its nearest training patch of its class
     stage_a3.py    A3: the last layer h1, CE + λ1·L1(off-class h1), on cached similarities
     ../prune.py    merge prototypes that were pushed onto the same patch

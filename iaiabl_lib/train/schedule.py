@@ -1,4 +1,4 @@
-"""The training schedule (Barnett et al. 2021 §3.3): which stage runs after which epoch, and how many
+"""The training schedule (Barnett et al. 2021 §2.3): which stage runs after which epoch, and how many
 optimiser steps each stage takes.
 
     for epoch in 1..E:                              (the first warm_epochs are warm-up)
@@ -89,7 +89,7 @@ AUTHORS_CODE = {
 """The schedule of the authors' published code, read from its settings.py, main.py and train.sh."""
 
 PAPER_TEXT = {
-    "source": "Barnett et al. 2021, §3.3 and Methods",
+    "source": "Barnett et al. 2021, §2.3",
     "epochs": 50,
     "epoch_images": 15000,          # 5000 augmented images per class
     "batch": "75 + 10",

@@ -1,4 +1,4 @@
-"""Stage A1 (Barnett et al. 2021 §3.3): train the backbone f, the add-on layers and the prototypes
+"""Stage A1 (Barnett et al. 2021 §2.3, Eq. 3): train the backbone f, the add-on layers and the prototypes
 with h1 fixed, minimising (the paper's Eq. 3)
 
     CE + λc·Clst − λs·Sep + λf·Fine        (Eq. 3-7, ``losses``)

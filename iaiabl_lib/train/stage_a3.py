@@ -1,4 +1,4 @@
-"""Stage A3 (Barnett et al. 2021 §3.3): after each push, train the margin head h1 alone with
+"""Stage A3 (Barnett et al. 2021 §2.3, Eq. 8): after each push, train the margin head h1 alone with
 
     CE + λ1·L1(off-class weights of h1)        (λ1 = 1e-4; ``losses.l1_off_class``)
 

@@ -1,4 +1,4 @@
-"""Stage B (Barnett et al. 2021 §3.4, Eq. 10): the malignancy head h2, a logistic regression of
+"""Stage B (Barnett et al. 2021, Eq. 10): the malignancy head h2, a logistic regression of
 the pathology on the three margin logits of h1, fitted alone (scikit-learn) with everything else
 frozen. Stage B never returns to stage A.
 """
