@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import matplotlib.patheffects
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -38,7 +39,7 @@ __all__ = [
     "fit_heat_scale", "similarity_rgb", "heat_rgba", "draw_heat", "heat_colourbar", "CLASS_COLOURS",
     "plot_case_explanation", "plot_prototype_gallery",
     "plot_cam_comparison", "plot_activation_precision", "plot_fine_vs_nofine", "plot_roc",
-    "plot_history", "figure_png",
+    "plot_history", "figure_png", "plot_whole_view", "scale_bar_mm",
 ]
 
 SIMILARITY_CMAP = "jet"
@@ -296,6 +297,60 @@ def plot_case_explanation(expl, max_rows: int | None = None) -> Figure:
                            "similarity to the prototype,\nits own source case", location="bottom")
         else:
             fig.add_axes([0.98, 0.1, 0.01, 0.8]).set_axis_off()
+    return fig
+
+
+SCALE_BARS_MM = (5, 10, 20, 50, 100, 200)
+"""The lengths a whole view's scale bar can take: the longest that spans at most a third of the image."""
+
+
+def scale_bar_mm(view) -> float | None:
+    """The length in millimetres of the scale bar of ``view`` (``explain.context.WholeView``), or
+    None without a pixel spacing."""
+    if view.spacing_mm is None or view.image is None:
+        return None
+    width_mm = view.full_shape[1] * float(view.spacing_mm[1])
+    fits = [b for b in SCALE_BARS_MM if b <= width_mm / 3]
+    return float(fits[-1] if fits else SCALE_BARS_MM[0])
+
+
+def plot_whole_view(view) -> Figure:
+    """The whole mammogram of a case (``explain.context.WholeView``), shrunk, at one figure pixel
+    per image pixel at 100 dpi: the region of interest boxed in ``BOX_COLOUR``, a white scale bar
+    in millimetres (from the DICOM pixel spacing; none without one) in the bottom corner on the
+    darker side (the background, away from the breast). Without an image (``view.missing``), a
+    small figure that says why, in words."""
+    if view.image is None:
+        import textwrap
+
+        with _style():
+            fig = Figure(figsize=(3.2, 1.0), dpi=100)
+            fig.text(0.02, 0.5, textwrap.fill(view.missing, 52), fontsize=7, va="center", ha="left")
+        return fig
+    img = np.asarray(view.image)
+    h, w = img.shape
+    with _style():
+        fig = Figure(figsize=(w / 100, h / 100), dpi=100)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_axis_off()
+        f = view.scale
+        if view.crop_box is not None:
+            top, left, side = (float(v) / f for v in view.crop_box)
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, edgecolor=BOX_COLOUR, lw=1.5))
+        bar = scale_bar_mm(view)
+        if bar is not None:
+            length = bar / float(view.spacing_mm[1]) / f            # shrunken pixels
+            bottom = img[int(0.8 * h):]
+            left_side = bottom[:, : w // 2].mean() <= bottom[:, w // 2:].mean()
+            x0 = 0.06 * w if left_side else 0.94 * w - length
+            y = 0.93 * h
+            outline = [matplotlib.patheffects.withStroke(linewidth=3, foreground="black")]
+            ax.plot([x0, x0 + length], [y, y], color="white", lw=2, solid_capstyle="butt", path_effects=outline)
+            ax.text(x0 + length / 2, y - 0.025 * h, f"{bar:g} mm", color="white", ha="center", va="bottom",
+                    fontsize=7, path_effects=outline)
     return fig
 
 

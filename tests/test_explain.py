@@ -342,3 +342,37 @@ def test_prototype_health_measures_each_prototype_against_a_direct_computation(r
     assert any("against every margin" in f for f in flags[0])
     assert any("against its own class" in f for f in flags[1])
     assert not any("against its own class" in f for f in flags[0])   # one reason, the stronger
+
+
+def test_the_report_shows_the_whole_mammogram_with_the_region_and_a_scale_bar(tiny_run, prepared, synth_tree, tmp_path):
+    """Issue 22, item 8: ``iaiabl explain`` shows the case's whole mammogram, shrunk, the region of
+    interest boxed and a scale bar from the DICOM pixel spacing (the case reader's drawing,
+    ``explain.whole_view_html``), for a prepared case and a raw DICOM alike; where the full image
+    is gone, a sentence says so."""
+    import shutil
+
+    from iaiabl_lib.explain.report import explain_to_html
+
+    row = next(r for r in manifest_rows(prepared) if r["split"] == "test")
+    alt = re.compile(r"<img src='data:image/png;base64,[^']+' alt='([^']*the whole mammogram[^']*)'>")
+    by_id = assert_self_contained(explain_to_html(tiny_run, row["id"], out=tmp_path / "id.html"))
+    dicom = Path(synth_tree) / row["image_path"]
+    raw = assert_self_contained(explain_to_html(tiny_run, str(dicom), box=",".join(row["bbox"].split()),
+                                                out=tmp_path / "raw.html"))
+    for text in (by_id, raw):
+        assert "<h2>Where the region lies in the mammogram</h2>" in text
+        found = alt.search(text)
+        assert found and "boxed in yellow" in found.group(1) and "scale bar is" in found.group(1), text[:200]
+    assert alt.search(raw).group(1) == alt.search(by_id).group(1).replace(row["id"] + ", ", raw_name(raw) + ", ")
+    # the tree the data were prepared from, gone: the report still comes, and says why
+    moved = tmp_path / "data"
+    shutil.copytree(prepared, moved)
+    summary = (moved / "summary.json").read_text().replace(str(synth_tree), str(tmp_path / "gone"))
+    (moved / "summary.json").write_text(summary)
+    text = explain_to_html(tiny_run, row["id"], data=moved, out=tmp_path / "gone.html").read_text()
+    assert "The whole mammogram cannot be shown: its file is not on this machine" in text
+    assert not alt.search(text)
+
+
+def raw_name(report: str) -> str:
+    return re.search(r"<title>IAIA-BL explanation: ([^<]+)</title>", report).group(1)

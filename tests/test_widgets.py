@@ -9,6 +9,7 @@ is tested on the built book in test_widgets_browser.py.
 from __future__ import annotations
 
 import base64
+import html as html_mod
 import io
 import re
 import types
@@ -21,6 +22,9 @@ import ipywidgets as W
 
 from iaiabl_lib import explain, metrics, plots, widgets
 from iaiabl_lib.config import MARGINS
+from iaiabl_lib.errors import InputError
+from iaiabl_lib.explain import context as X
+from iaiabl_lib.widgets import access as A
 from iaiabl_lib.widgets import cases as C
 from iaiabl_lib.widgets import images as I
 from iaiabl_lib.widgets import words as T
@@ -845,3 +849,104 @@ def test_the_sphinx_extension_imports_light():
             "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# clinical context (issue 22, items 4 and 8): the whole mammogram, the matched part boxed, the
+# other view of a lesion, one chosen case shared by the explorers
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair_and_one(ds) -> list[int]:
+    """A test case whose other view is a test case too, that view, and a case of another lesion."""
+    tests = [int(i) for i in np.flatnonzero(ds.split == "test")]
+    a = next(i for i in tests if X.other_views(ds, i))
+    b = X.other_views(ds, a)[0]
+    c = next(i for i in tests if i not in (a, b) and b not in X.other_views(ds, i)
+             and a not in X.other_views(ds, i))
+    return [a, b, c]
+
+
+def test_the_case_view_shows_the_whole_mammogram_beside_the_region(run, ds):
+    rows = _pair_and_one(ds)
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    html = ex.current_html()
+    image = re.search(r"<div class='iaiabl-read-image'>(.*?)<div class='iaiabl-read-side'>", html, re.S).group(1)
+    roi = image.index("class='iaiabl-reader'")
+    whole = re.search(r"<figure class='iaiabl-whole'><img src='data:image/png;base64,([^']+)' alt='([^']+)'>", image)
+    assert whole and whole.start() > roi, "no whole mammogram beside the region of interest"
+    alt = html_mod.unescape(whole.group(2))
+    assert alt.startswith(C.case_number(ds, rows[0]).capitalize() + ", ")
+    assert "boxed in yellow" in alt and re.search(r"scale bar is \d+ mm, from the DICOM PixelSpacing", alt)
+    from PIL import Image
+
+    png = Image.open(io.BytesIO(base64.b64decode(whole.group(1))))
+    assert png.size[1] == X.WHOLE_PX                 # a small picture, not the mammogram
+    assert ex.reading(0).whole.crop_box == tuple(int(v) for v in ds.manifest[rows[0]]["crop_box"].split())
+
+
+def test_each_heat_map_boxes_the_part_of_the_case_it_matches(run, ds):
+    rows = _test_cases(ds, 1)
+    ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    html = ex.current_html()
+    reading = ex.reading(0)
+    side = reading.expl.image.shape[-1]
+    listed = reading.evidence_for + reading.evidence_against
+    boxes = re.findall(r"<span class='iaiabl-box iaiabl-match iaiabl-layer-(\d+)' data-layer='(\d+)' "
+                       r"style='left:([\d.]+)%;top:([\d.]+)%;width:([\d.]+)%;height:([\d.]+)%'>", html)
+    assert len(boxes) == len(listed) >= 1
+    for (k, key, left, top, width, height), p in zip(boxes, listed):
+        y0, x0, y1, x1 = p.case_box
+        assert int(key) == p.index and int(k) == listed.index(p) + 1
+        assert [float(v) for v in (left, top, width, height)] == pytest.approx(
+            [100 * x0 / side, 100 * y0 / side, 100 * (x1 - x0) / side, 100 * (y1 - y0) / side], abs=0.01)
+    css = widgets.style_sheet()
+    assert ".iaiabl-frame>.iaiabl-match{display:none" in css                       # hidden ...
+    assert "input.iaiabl-pick-1:checked~.iaiabl-frame>.iaiabl-layer-1{display:block}" in css   # ... shown with its map
+    alts = re.findall(r"<img class='iaiabl-layer iaiabl-heat[^>]* alt='([^']+)'", html)
+    assert alts and all("a yellow box marks the part that matches most closely" in a for a in alts)
+
+
+def test_the_other_view_of_a_lesion_is_a_button_when_listed(run, ds):
+    a, b, c = _pair_and_one(ds)
+    ex = widgets.case_explorer(run, ds, mode="static", cases=[a, b, c])
+    first = widgets.visible_html(ex.views[0])
+    button = re.search(r"<button type='button' class='iaiabl-choose-case' data-case='([^']+)' onclick=\"([^\"]+)\">([^<]+)</button>", first)
+    assert button, "no button to the other view"
+    assert button.group(1) == C.case_number(ds, b).capitalize()
+    assert ds.manifest[b]["view"] in button.group(3)
+    assert html_mod.unescape(button.group(2)) == A.CHOOSE_CASE_JS
+    third = widgets.visible_html(ex.views[2])
+    assert "iaiabl-choose-case" not in third
+    # a lesion whose other view is not listed: named, with where it is, no button
+    alone = widgets.case_explorer(run, ds, mode="static", cases=[a])
+    text = alone.current_html()
+    assert "iaiabl-choose-case" not in text
+    assert f"is {C.case_number(ds, b)}, not among the cases of this explorer" in text
+
+
+def test_share_case_gives_the_explorers_one_chosen_case(run, ds):
+    rows = _pair_and_one(ds)
+    reader = widgets.case_explorer(run, ds, mode="static", cases=rows)
+    precision = widgets.activation_precision_explorer(run, ds, mode="static", cases=rows, max_cases=3, percent=2, max_percent=3)
+    compare = widgets.fine_annotation_comparison(run, run, ds, mode="static", cases=rows)
+    links = widgets.share_case(reader, precision, compare)
+    from ipywidgets.widgets.widget_link import Link
+
+    assert len(links) == 2 and all(isinstance(ln, Link) for ln in links)        # in the browser: jslink
+    chained = [(ln.source[0], ln.source[1], ln.target[0], ln.target[1]) for ln in links]
+    assert chained == [(reader.controls["case"], "index", precision.controls["case"], "index"),
+                       (precision.controls["case"], "index", compare.controls["case"], "index")]
+    assert all(ln in ex.links for ex in (reader, precision, compare) for ln in links)
+    assert all("chosen in the other 2 explorers of this page" in ex.mode_line.value for ex in (reader, precision, compare))
+    with pytest.raises(InputError, match="different cases"):
+        widgets.share_case(reader, widgets.fine_annotation_comparison(run, run, ds, mode="static", cases=rows[:2]))
+    # live: the kernel links the values (the case's position), whatever order a list shows
+    live_a = widgets.case_explorer(run, ds, mode="live", cases=rows)
+    live_b = widgets.fine_annotation_comparison(run, run, ds, mode="live", cases=rows)
+    widgets.share_case(live_a, live_b)
+    live_a.controls["order"].index = 1                              # reorder the reader's list
+    live_a.controls["case"].value = 2
+    assert f"data-row='{rows[2]}'" in live_b.current_html()
+    live_b.controls["case"].value = 1
+    assert f"data-row='{rows[1]}'" in live_a.current_html()

@@ -38,18 +38,27 @@ def explorers(tiny_run, prepared):
     from iaiabl_lib.train import load_run
     from iaiabl_lib.widgets import cases as C
 
+    from iaiabl_lib.explain.context import other_views
+
     run = load_run(tiny_run, device="cpu")
     ds = C.dataset(run, prepared)
-    rows = widgets.pick_cases(ds, "test", 3)
-    fine = widgets.pick_cases(ds, "test", 2, prefer_fine=True)
-    return {
+    # three cases: a lesion's two views (CC and MLO: the first's other view is the second) and one
+    # more; the case reader, the precision explorer and the comparison share the chosen case
+    picked = widgets.pick_cases(ds, "test", 4)
+    tests = [int(i) for i in np.flatnonzero(ds.split == "test")]
+    a = next(i for i in picked + tests if other_views(ds, i))
+    b = other_views(ds, a)[0]
+    rows = [a, b, next(i for i in picked + tests if i not in (a, b) and a not in other_views(ds, i))]
+    exs = {
         "run": run, "ds": ds,
         "case": widgets.case_explorer(run, ds, mode="static", cases=rows),
         "gallery": widgets.prototype_gallery(run, ds, n_nearest=1, mode="static"),
-        "precision": widgets.activation_precision_explorer(run, ds, mode="static", cases=fine,
+        "precision": widgets.activation_precision_explorer(run, ds, mode="static", cases=rows,
                                                            max_percent=MAX_PERCENT),
-        "compare": widgets.fine_annotation_comparison(run, run, ds, mode="static", cases=fine),
+        "compare": widgets.fine_annotation_comparison(run, run, ds, mode="static", cases=rows),
     }
+    widgets.share_case(exs["case"], exs["precision"], exs["compare"])
+    return exs
 
 
 def _page(explorers: dict) -> str:
@@ -435,3 +444,74 @@ def test_the_case_list_is_ordered_by_keyboard(page, explorers):
     _tab_to(page, "a => a.matches('label.iaiabl-pick-1') && a.offsetParent !== null")
     page.keyboard.press("Enter")
     assert _wait_change(page, heats, []) == [page.evaluate("() => document.activeElement.dataset.layer")]
+
+
+# ---------------------------------------------------------------------------------------------
+# clinical context (issue 22, items 4 and 8)
+# ---------------------------------------------------------------------------------------------
+
+_SHARED = ("Case reader", "Where does the model look", "Two models, one case")
+
+
+def _shown_rows(page) -> list[list[str]]:
+    return [_visible_attr(_explorer(page, t), ".iaiabl-case", "data-row") for t in _SHARED]
+
+
+def test_the_other_view_and_the_shared_case_work_by_keyboard(page, explorers):
+    """Keyboard only: Enter on the case reader's button to the other view of the lesion shows that
+    view, the focus on the case list, and the two explorers that share the case show it too; Space
+    on the button there goes back; a case chosen in the comparison's list is chosen in the reader."""
+    a, b, c = (str(r) for r in explorers["case"].rows)
+    assert _shown_rows(page) == [[a]] * 3
+    _tab_to(page, "a => a.matches('button.iaiabl-choose-case') && a.offsetParent !== null")
+    page.keyboard.press("Enter")
+    assert _wait_change(page, lambda: _shown_rows(page), [[a]] * 3) == [[b]] * 3
+    assert page.evaluate("() => document.activeElement.tagName") == "SELECT"
+    _tab_to(page, "a => a.matches('button.iaiabl-choose-case') && a.offsetParent !== null")
+    page.keyboard.press(" ")
+    assert _wait_change(page, lambda: _shown_rows(page), [[b]] * 3) == [[a]] * 3
+    compare = _explorer(page, "Two models, one case")
+    compare.locator("select").first.focus()
+    page.keyboard.press("End")
+    assert _wait_change(page, lambda: _shown_rows(page), [[a]] * 3) == [[c]] * 3
+
+
+def test_the_other_view_button_works_in_every_order_of_the_list(page, explorers):
+    """With the case list ordered otherwise (the order picker), the button still shows the other
+    view: it chooses the case in the list the reader sees."""
+    a, b = (str(r) for r in explorers["case"].rows[:2])
+    ex = _explorer(page, "Case reader")
+    shown = lambda: _visible_attr(ex, ".iaiabl-case", "data-row")
+    ex.locator("select").first.select_option(index=3)
+    page.wait_for_timeout(300)
+    first = shown()
+    if first != [a]:                                                # choose the first view in this order
+        labels = ex.evaluate("(root) => Array.from(root.querySelectorAll('.iaiabl-case-picker select'))"
+                             ".filter(s => s.offsetParent !== null)[0].options.length")
+        for k in range(labels):
+            ex.locator(".iaiabl-case-picker select:visible").first.select_option(index=k)
+            page.wait_for_timeout(200)
+            if shown() == [a]:
+                break
+    assert shown() == [a]
+    ex.locator("button.iaiabl-choose-case:visible").first.focus()
+    page.keyboard.press("Enter")
+    assert _wait_change(page, shown, [a]) == [b]
+
+
+def test_the_whole_mammogram_is_beside_the_region(page):
+    """The whole mammogram, shrunk, is drawn beside the region of interest (to its right, its top
+    within the frame's height) with an alt text that names the scale bar."""
+    ex = _explorer(page, "Case reader")
+    at = ex.evaluate("""(root) => {
+        const shown = e => e.getClientRects().length > 0;
+        const f = Array.from(root.querySelectorAll('.iaiabl-frame')).find(shown).getBoundingClientRect();
+        const w = Array.from(root.querySelectorAll('.iaiabl-whole img')).find(shown);
+        const r = w.getBoundingClientRect();
+        return {frame: [f.left, f.top, f.right, f.bottom], whole: [r.left, r.top, r.right, r.bottom],
+                alt: w.getAttribute('alt'), natural: [w.naturalWidth, w.naturalHeight]};
+    }""")
+    frame, whole = at["frame"], at["whole"]
+    assert whole[0] >= frame[2] and frame[1] - 60 <= whole[1] <= frame[3], at
+    assert at["natural"][1] > 100 and whole[3] - whole[1] == pytest.approx(at["natural"][1], abs=1)
+    assert "scale bar is" in at["alt"] and "boxed in yellow" in at["alt"]

@@ -2,7 +2,9 @@
 
 One file per idea: ``inputs`` (a run's dataset, an ROI crop, a push record), ``case`` (one case),
 ``cam`` (Eq. 11), ``gallery`` (nearest training patches), ``health`` (where each prototype looks),
-``dismiss`` (Fig. 1e), ``text`` (the case in words), ``report`` (``iaiabl explain``: one case,
+``dismiss`` (Fig. 1e), ``text`` (the case in words), ``context`` (the whole mammogram around
+the region of interest, with a scale bar; the other views of the same lesion; imported on use,
+not here, since it draws figures), ``report`` (``iaiabl explain``: one case,
 DICOM or prepared, to a self-contained HTML report; imported on use, not here, since it draws
 figures).
 

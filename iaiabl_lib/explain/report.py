@@ -11,7 +11,9 @@ region of interest is then cut exactly as ``iaiabl prepare`` cuts it (``data.cbi
 the prepared dataset's size, then resized to the model's as the loader does.
 
 The report is a single self-contained HTML file (figures embedded as base64 PNG, inline CSS, no
-scripts, no external links): margin probabilities, malignancy probability, the reasoning in words
+scripts, no external links): margin probabilities, malignancy probability, the whole mammogram
+with the region of interest boxed and a scale bar in millimetres (``context.whole_view_html``, as
+in the case reader), the reasoning in words
 (``explain.case_text``), the Fig. 3-style figure and the class activation map. Default output:
 ``RUN/explanations/<case>.html``, written atomically. It is a research tool, not a medical device,
 and says so.
@@ -94,13 +96,15 @@ def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | No
     mammogram, resize to ``size``, the prepared dataset's size) → resized to ``model_size`` like
     ``dataset.load_prepared``.
 
-    Returns {"image": uint8 (S, S), "lesion_mask": uint8 (S, S), "bbox", "crop_box", "shape"}.
+    Returns {"image": uint8 (S, S), "lesion_mask": uint8 (S, S), "bbox", "crop_box", "shape",
+    "whole": the whole mammogram, shrunk, with the crop (``context.whole_view_of``)}.
     Raises ValueError with what to fix for a bad box, a mask of another size, an empty or
     non-binary mask, or neither/both of box and mask.
     """
     from ..data.cbis_ddsm.importer import cut_roi
     from ..data.dataset import resize_images, resize_masks
     from ..data.dicom import read_dicom
+    from .context import whole_view_of
 
     path = Path(dicom_path)
     if (box is None) == (mask_path is None):
@@ -138,7 +142,7 @@ def crop_dicom_case(dicom_path: str | Path, box=None, mask_path: str | Path | No
         image = resize_images(image[None], model_size)[0]
         lesion_roi = resize_masks(lesion_roi[None], model_size)[0]
     return {"image": image, "lesion_mask": lesion_roi, "bbox": bbox, "crop_box": crop_box,
-            "shape": shape, "file": path.name}
+            "shape": shape, "file": path.name, "whole": whole_view_of(pixels, info, crop_box)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +160,8 @@ table{border-collapse:collapse;margin:8px 0} td,th{padding:4px 12px;border-botto
 .big{font-size:1.25em;font-weight:600}
 img{max-width:100%;height:auto;border:1px solid #eee}
 .reason{background:#f7f9fc;border-left:4px solid #4a78b5;padding:10px 14px}
+figure.whole{display:flex;gap:12px;align-items:flex-start;margin:8px 0} figure.whole img{max-width:none}
+figure.whole figcaption{font-size:.9em;color:#444}
 small{color:#666}
 """
 
@@ -190,9 +196,12 @@ def _distrust_html(expl, health) -> str:
 
 
 def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict | None = None,
-                health: list | None = None) -> str:
+                health: list | None = None, whole=None) -> str:
     """The report for an explanation ``expl`` (``explain.explain_case``) as one HTML string;
-    ``health``: ``explain.prototype_health(run)``, or None where the run's data is not at hand."""
+    ``health``: ``explain.prototype_health(run)``, or None where the run's data is not at hand;
+    ``whole``: the case's whole mammogram (``context.WholeView``), shown with the region boxed and
+    a scale bar, or the sentence saying why it cannot be."""
+    from .context import whole_view_html
     from . import case_text
     from ..plots import plot_case_explanation
 
@@ -231,6 +240,8 @@ def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict 
     details.update(extra or {})
     meta = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in details.items())
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    whole_html = ("" if whole is None else
+                  "<h2>Where the region lies in the mammogram</h2>" + whole_view_html(whole, title, cls="whole"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -246,6 +257,7 @@ def render_html(expl, run, source: str, cam_png: str | None = None, extra: dict 
 {mal}
 {eq_html}
 {truth}
+{whole_html}
 <h2>Reasoning</h2>
 <p class="reason">{esc(case_text(expl))}</p>
 <h2>This looks like that</h2>
@@ -334,6 +346,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
     """The whole ``iaiabl explain`` command as a function; returns the written HTML path."""
     from ..data.dataset import normalise_patient_id
     from . import dataset_for, explain_case
+    from .context import whole_view
     from ..rundir import load_run, read_config, recorded_split_of
 
     run_dir = Path(run_dir)
@@ -354,6 +367,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
         roi = crop_dicom_case(case_path, box=box, mask_path=mask, size=prep_size, model_size=size)
         name = _dicom_case_name(case_path)
         expl = explain_case(run, roi["image"], case_id=name, lesion_mask=roi["lesion_mask"], top=top)
+        whole = roi["whole"]
         source = f"DICOM file {case_path.name}"
         extra = {"lesion box (y0, x0, y1, x1)": roi["bbox"], "crop (top, left, side)": roi["crop_box"],
                  "image size": f"{roi['shape'][0]} × {roi['shape'][1]} px",
@@ -373,6 +387,7 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
             raise InputError(f"{case!r} is neither a DICOM file nor a case id of the prepared "
                              f"dataset {data_dir}.{hint}")
         expl = explain_case(run, case, data=ds, top=top)
+        whole = whole_view(ds, ds.ids.index(case))
         name = case
         split = ds.split[ds.ids.index(case)]
         source = f"prepared dataset {Path(data_dir).name}, case {case} ({split} split)"
@@ -391,7 +406,8 @@ def explain_to_html(run_dir: str | Path, case: str, data: str | Path | None = No
         from . import prototype_health
 
         health = prototype_health(run, data)         # the library's one distrust rule
-    text = render_html(expl, run, source, cam_png=_cam_figure_html(run, expl), extra=extra, health=health)
+    text = render_html(expl, run, source, cam_png=_cam_figure_html(run, expl), extra=extra, health=health,
+                       whole=whole)
     target = Path(out) if out is not None else run_dir / "explanations" / f"{_safe_name(name)}.html"
     return write_report(target, text)
 

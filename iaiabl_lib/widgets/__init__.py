@@ -12,7 +12,8 @@ Four explorers, each a function that returns an :class:`Explorer` (an ``ipywidge
     prototype_gallery(run, data)                      each prototype, its source case, its health
                                                       check (distrusted ones first), its nearest cases
 
-(``dismiss_reasoning(run, data, case)`` is the case reader on one case.)
+(``dismiss_reasoning(run, data, case)`` is the case reader on one case.) ``share_case(a, b, ...)``
+gives explorers of the same cases one chosen case: choosing it in one chooses it in the others.
 
 Nothing is computed here that the library computes elsewhere: explanations, dismissals and
 prototype health come from :mod:`iaiabl_lib.explain`, activation precision from
@@ -38,7 +39,7 @@ from __future__ import annotations
 from .case import MAX_DISMISS, CaseReading, case_explorer, dismiss_reasoning, read_case, whatif_html
 from .cases import MAX_CASES, case_number, pick_cases, relevant, show_ids
 from .compare import fine_annotation_comparison
-from .frame import Explorer, style_sheet, visible_html
+from .frame import Explorer, share_case, style_sheet, visible_html
 from .gallery import health_order, prototype_gallery
 from .images import READING_PX, colour_legend, png_uri, reading_frame
 from .mode import LIVE_LINE, MODES, STATIC_ENV, STATIC_LINE, resolve_mode
@@ -53,7 +54,7 @@ __all__ = [
     "prototype_gallery", "dismissed_probabilities", "pick_cases", "case_number", "show_ids",
     "relevant", "read_case", "CaseReading", "whatif_html", "top_pixels", "distrust_sentence",
     "health_order", "colour_legend", "png_uri", "reading_frame", "visible_html", "margin_lines",
-    "malignancy_line", "pct", "setup",
+    "malignancy_line", "pct", "setup", "share_case",
 ]
 
 

@@ -18,12 +18,21 @@ HTML works in a live notebook, on the static book page and in a plain HTML file)
   enlarged view on Escape (wherever the focus is), and removes itself when the view closes.
 
 Without JavaScript the labels still work with the mouse (the CSS needs none).
+
+A button that chooses another case of the same explorer (:func:`case_button`, e.g. the other view
+of the same lesion) is a native ``<button>`` (Tab, Enter and Space for free) whose inline click
+handler (:data:`CHOOSE_CASE_JS`) picks that case in the explorer's visible case list (the option
+whose text is the case's name, or starts with it and a space; the widget manager writes the
+options' spaces as no-break spaces, read as spaces) and tells the list it changed, as a reader's
+choice would: the widget's own view then updates its model, and whatever follows the list (the
+precomputed views through ``jslink``, a live kernel's callbacks, the other explorers sharing the
+case) follows; the focus moves to the list.
 """
 from __future__ import annotations
 
 import html
 
-__all__ = ["KEYDOWN_JS", "CHANGE_JS", "handlers", "toggle_label"]
+__all__ = ["KEYDOWN_JS", "CHANGE_JS", "CHOOSE_CASE_JS", "handlers", "toggle_label", "case_button"]
 
 KEYDOWN_JS = ("var t=event.target,k=event.key;"
               "if(t.tagName=='LABEL'&&t.getAttribute('role')=='button'&&(k=='Enter'||k==' '||k=='Spacebar'))"
@@ -46,7 +55,22 @@ def handlers() -> str:
             f'onchange="{html.escape(CHANGE_JS, quote=False)}"')
 
 
-assert '"' not in KEYDOWN_JS + CHANGE_JS
+CHOOSE_CASE_JS = ("var x=this.closest('.iaiabl-explorer'),n=this.getAttribute('data-case');if(!x)return;"
+                  "var s=Array.prototype.filter.call(x.querySelectorAll('.iaiabl-case-picker select'),"
+                  "function(e){return e.offsetParent!==null;})[0];if(!s)return;"
+                  "for(var k=0;k<s.options.length;k++){var t=s.options[k].text.replace(/\\u00a0/g,' ');"
+                  "if(t==n||t.indexOf(n+' ')==0){s.selectedIndex=k;"
+                  "s.dispatchEvent(new Event('change',{bubbles:true}));s.focus();return;}}")
+"""Choose the case named ``data-case`` in the visible case list of the enclosing explorer."""
+
+assert '"' not in KEYDOWN_JS + CHANGE_JS + CHOOSE_CASE_JS
+
+
+def case_button(case_name: str, text: str) -> str:
+    """A button that chooses the case ``case_name`` ("Test case 2", as the case list names it) in
+    its explorer's case list (:data:`CHOOSE_CASE_JS`); ``text`` (plain) what it says."""
+    return (f"<button type='button' class='iaiabl-choose-case' data-case='{html.escape(case_name, quote=True)}' "
+            f'onclick="{html.escape(CHOOSE_CASE_JS, quote=False)}">{html.escape(text)}</button>')
 
 
 def toggle_label(for_id: str, content: str, pressed: bool, cls: str = "", attrs: str = "",

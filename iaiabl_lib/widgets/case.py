@@ -4,7 +4,11 @@ what looks wrong (the paper's Fig. 3 and Fig. 1e, together, for every case).
 For each case:
 
 * the region of interest, large and without overlay; buttons over it show the heat map of any
-  prototype listed below; a click enlarges it (:func:`images.reading_frame`);
+  prototype listed below, the part of this case it matches most closely boxed; a click enlarges it
+  (:func:`images.reading_frame`); under it the whole mammogram, shrunk, the region boxed, with a
+  scale bar in millimetres (``explain.context.whole_view``, or a sentence saying why it is not there);
+* under the case's number, the other views of the same lesion (CC, MLO), a button for each that
+  the explorer offers (:func:`cases.other_views_html`);
 * beside it (under it where the page is narrow), the model's reading (margin probabilities in
   words, the malignancy estimate) and what if: dismiss prototypes and read the model again, the
   result shown there, next to the image;
@@ -53,6 +57,7 @@ class CaseReading:
     singles: dict = field(default_factory=dict)           # prototype -> explain.Dismissal of it alone
     inert: list[int] = field(default_factory=list)        # its dismissal alone changes nothing visible
     elsewhere: list[int] = field(default_factory=list)    # not listed, but its dismissal alone changes the reading
+    whole: Any = None                                     # explain.context.WholeView: the whole mammogram, shrunk
 
     @property
     def call(self) -> str:
@@ -78,6 +83,7 @@ def read_case(run, ds, i: int, top: int = 3) -> CaseReading:
     """Explain case ``i`` with every prototype, sort its evidence for and against the model's call
     (at most ``top`` each, by points), and dismiss each prototype alone."""
     from .. import explain
+    from ..explain.context import whole_view
 
     m = int(run.model.num_prototypes)
     expl = explain.explain_case(run, i, data=ds, top=m)
@@ -91,7 +97,7 @@ def read_case(run, ds, i: int, top: int = 3) -> CaseReading:
     inert = [j for j in range(m) if not _changes_reading(singles[j])]
     elsewhere = [j for j in range(m) if j not in listed and j not in inert]
     elsewhere.sort(key=lambda j: (-singles[j].call_changes, -singles[j].largest_change, j))
-    return CaseReading(i, expl, pos, neg, singles, inert, elsewhere)
+    return CaseReading(i, expl, pos, neg, singles, inert, elsewhere, whole_view(ds, i))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,23 +181,32 @@ class CaseParts:
 
 
 def case_parts(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None,
-               quality: str = "") -> CaseParts:
-    """The header (the recorded margin behind a click, with whether the model's call agrees), the
-    large region of interest with its heat maps, the model's reading (``quality``, the line on how
-    good the model is, first), and the evidence for and against its call."""
+               quality: str = "", shown: Sequence[int] | None = None) -> CaseParts:
+    """The header (the recorded margin behind a click, with whether the model's call agrees; the
+    other views of the lesion, buttons for those among ``shown``, the rows the explorer offers), the
+    large region of interest with its heat maps (each boxing the part it matches) and the whole
+    mammogram under it, the model's reading (``quality``, the line on how good the model is,
+    first), and the evidence for and against its call."""
+    from ..explain.context import whole_view, whole_view_html
+
     expl = reading.expl
     side = int(expl.image.shape[-1])
     scale = I.READING_PX / side
     listed = reading.evidence_for + reading.evidence_against
     number = C.case_number(ds, reading.row)
     layers = [I.heat_layer(f"heat map: prototype {p.index}", p.activation, key=str(p.index),
-                           what=f"where prototype {p.index} ({p.class_name}) matches {number}") for p in listed]
+                           what=f"where prototype {p.index} ({p.class_name}) matches {number}", box=p.case_box)
+              for p in listed]
     frame = I.reading_frame(
         expl.image, layers,
         alt=f"{number.capitalize()}: the region of interest around the mass, {side} × {side} pixels",
         caption=(f"The region of interest as the model sees it ({side} × {side} pixels), shown "
-                 f"{scale:g} times enlarged. Click the image (or press Enter on it) to enlarge it to "
+                 f"{scale:g} times enlarged; with a heat map, a yellow box marks the part that matches "
+                 "the prototype most closely. Click the image (or press Enter on it) to enlarge it to "
                  "the window; Escape shrinks it."))
+    whole = reading.whole if reading.whole is not None else whole_view(ds, reading.row)
+    frame = (f"<div class='iaiabl-read-roi' style='width:{I.READING_PX}px'>{frame}</div>"
+             + whole_view_html(whole, number.capitalize()))
     call = html.escape(reading.call)
     model = (quality + "<div><b>The model's reading</b></div>"
              + T.margin_lines(expl.margin_prob, expl.predicted_class) + T.malignancy_line(expl.malignancy_prob))
@@ -203,7 +218,8 @@ def case_parts(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | 
     if reading.evidence_against:
         parts.append(f"<div style='margin-top:8px'><b>Evidence against {call}</b></div>")
         parts += [_evidence_row(reading, p, "against", ds, health, scale) for p in reading.evidence_against]
-    header = C.case_header(ds, reading.row, show_dataset_ids, call=expl.predicted_class)
+    header = (C.case_header(ds, reading.row, show_dataset_ids, call=expl.predicted_class)
+              + C.other_views_html(ds, reading.row, shown))
     return CaseParts(header, frame, model, "".join(parts))
 
 
@@ -220,9 +236,9 @@ def side_by_side(parts: CaseParts, whatif: str) -> str:
 
 
 def case_html(ds, reading: CaseReading, health: dict, show_dataset_ids: bool | None = None,
-              whatif: str = "", quality: str = "") -> str:
+              whatif: str = "", quality: str = "", shown: Sequence[int] | None = None) -> str:
     """A whole case view (:func:`case_parts` laid out by :func:`side_by_side`)."""
-    return side_by_side(case_parts(ds, reading, health, show_dataset_ids, quality), whatif)
+    return side_by_side(case_parts(ds, reading, health, show_dataset_ids, quality, shown), whatif)
 
 
 def whatif_html(reading: CaseReading, dismissal) -> str:
@@ -410,13 +426,16 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
              "or Space presses one, Escape shrinks the enlarged image. Points: each prototype adds to (or takes from) the model's score for each "
              "margin; the highest score is the model's call. If a prototype matches the wrong thing "
              "(background, a marker, the image border), dismiss it: the model then reads the case "
-             "without it. The recorded margin and pathology stay hidden until you ask.")
+             "without it. The recorded margin and pathology stay hidden until you ask. Under the "
+             "image, the whole mammogram shows where the region lies (boxed, with a scale bar in "
+             "millimetres); under the case's number, a button opens the other view (CC or MLO) of "
+             "the same lesion when this list holds it.")
     if mode == "static":
         per_case, whatifs = [], []
         for k in range(len(rows)):
             r = reading(k)
             wi = static_whatif_html(run, r, health)
-            per_case.append(html_view(case_html(ds, r, health, show_dataset_ids, wi.html, quality)))
+            per_case.append(html_view(case_html(ds, r, health, show_dataset_ids, wi.html, quality, rows)))
             whatifs.append(wi)
         outer = stack(per_case)
         links = [link(control, "index", outer)]
@@ -459,7 +478,7 @@ def case_explorer(run, data=None, split: str = "test", mode: str = "auto", top: 
 
         def show_case(_change=None):
             r = reading(int(control.value or 0))
-            parts = case_parts(ds, r, health, show_dataset_ids, quality)
+            parts = case_parts(ds, r, health, show_dataset_ids, quality, rows)
             head_w.value, frame_w.value, model_w.value = parts.header, parts.frame, parts.reading
             evidence_w.value = parts.evidence
             notes_w.value = _whatif_notes(r, health)

@@ -6,6 +6,9 @@
 * What a reader may see at once: the view and the laterality. What the reader sees only on request
   (an HTML ``<details>``, closed): the recorded margin and the pathology, so that they do not bias
   the reading of the model's answer.
+* The other views of the same lesion (``explain.other_views``: CC and MLO of one mass) are named
+  under the header; one that the explorer shows is a button that chooses it
+  (:func:`other_views_html`).
 * The annotated region a view compares with (the fine annotation where there is one, else the
   lesion), the prototypes' health (``explain.prototype_health``, computed once per run and
   dataset), and the note that says what kind of model and data the reader is looking at.
@@ -22,7 +25,7 @@ from ..config import MARGINS
 from ..errors import InputError
 
 __all__ = ["MAX_CASES", "dataset", "pick_cases", "case_number", "is_synthetic", "show_ids",
-           "case_header", "truth_reveal", "agreement_sentence", "source_row", "source_caption", "relevant", "health",
+           "case_header", "other_views_html", "truth_reveal", "agreement_sentence", "source_row", "source_caption", "relevant", "health",
            "demo_note"]
 
 MAX_CASES = 8
@@ -124,6 +127,29 @@ def case_header(ds, i: int, show_dataset_ids: bool | None = None, truth: bool = 
             f"<b>{html.escape(case_number(ds, i).capitalize())}</b>"
             + (f" · {html.escape(facts)}" if facts else "") + "</div>" + details
             + (truth_reveal(ds, i, call) if truth else ""))
+
+
+def other_views_html(ds, i: int, shown: Sequence[int] | None = None) -> str:
+    """The other views of case ``i``'s lesion (``explain.other_views``), one line: each that is
+    among ``shown`` (the rows the explorer offers) a button that chooses it in the case list
+    (``access.case_button``), each other named with where it is; "" when there is none."""
+    from ..explain.context import other_views
+    from . import access as A
+
+    parts = []
+    for j in other_views(ds, i):
+        view = str(ds.manifest[j].get("view", "") or "").strip().upper() or "other"
+        name = case_number(ds, j).capitalize()
+        if shown is not None and j in shown:
+            parts.append(f"the {html.escape(view)} view is " + A.case_button(name, f"{name} ({view} view)"))
+        else:
+            parts.append(f"the {html.escape(view)} view is {html.escape(case_number(ds, j))}, not among the "
+                         "cases of this explorer")
+    if not parts:
+        return ""
+    rows = " ".join(str(j) for j in other_views(ds, i))
+    return (f"<div class='iaiabl-views' data-rows='{rows}'>The same lesion in another view (same patient, "
+            f"breast and abnormality number): {'; '.join(parts)}.</div>")
 
 
 def source_row(ds, source_id: str | None, source_index: int | None) -> int | None:

@@ -9,9 +9,11 @@ from typing import Any, Sequence
 
 import ipywidgets as W
 
+from ..errors import InputError
 from .mode import LIVE_LINE, STATIC_LINE
 
-__all__ = ["MAX_DISMISS", "style_sheet", "Explorer", "labelled", "stack", "html_view", "dropdown", "link", "visible_html"]
+__all__ = ["MAX_DISMISS", "style_sheet", "Explorer", "labelled", "stack", "html_view", "dropdown", "link", "visible_html",
+           "share_case"]
 
 MAX_DISMISS = 6
 """A static case reader has a dismiss button for each prototype of its evidence rows, at most this
@@ -73,7 +75,7 @@ def style_sheet() -> str:
 .iaiabl-explorer label[role=button]:focus-visible{{outline:3px solid #e0a000;outline-offset:2px}}
 .iaiabl-wi-views>.iaiabl-wi{{display:none}}
 .iaiabl-read-row{{display:flex;flex-wrap:wrap;gap:4px 18px;align-items:flex-start}}
-.iaiabl-read-image{{flex:0 1 auto;max-width:100%}}
+.iaiabl-read-image{{flex:0 1 auto;max-width:100%;display:flex;flex-wrap:wrap;gap:0 12px;align-items:flex-start}}
 .iaiabl-read-side{{flex:1 1 24em;min-width:18em}}
 .iaiabl-whatif-title{{margin-top:8px}}
 .iaiabl-quality{{font-size:.85em;background:#eef4fb;border-left:3px solid #2b6cb0;padding:2px 8px;margin:0 0 6px;line-height:1.4}}
@@ -107,6 +109,15 @@ def style_sheet() -> str:
 .iaiabl-thumb-frame{{display:block;position:relative;width:var(--px);height:var(--px)}}
 .iaiabl-thumb-frame>img{{position:absolute;left:0;top:0;width:100%;height:100%;max-width:none;margin:0}}
 .iaiabl-box{{position:absolute;border:2px solid #ffd92f;box-sizing:border-box}}
+.iaiabl-frame>.iaiabl-match{{display:none;outline:1px solid #000}}
+.iaiabl-read-roi{{flex:0 1 auto;max-width:100%}}
+.iaiabl-whole{{flex:0 0 auto;width:min-content;margin:34px 0 6px}}
+.iaiabl-whole img{{display:block;max-width:none;margin:0;border:0}}
+.iaiabl-whole figcaption{{font-size:.8em;color:#333;line-height:1.35;margin-top:3px}}
+p.iaiabl-whole{{flex:0 1 12em;width:auto;font-size:.85em;color:#444}}
+.iaiabl-views{{margin:2px 0;font-size:.9em}}
+.iaiabl-views button{{font:inherit;font-size:.95em;border:1px solid #2b6cb0;color:#2b6cb0;background:#fff;border-radius:3px;padding:0 7px;cursor:pointer}}
+.iaiabl-views button:focus-visible{{outline:3px solid #e0a000;outline-offset:2px}}
 .iaiabl-table{{font-size:.9em;border-collapse:collapse;margin:4px 0}}
 .iaiabl-table td,.iaiabl-table th{{padding:1px 8px;border-bottom:1px solid #e4e4e4;text-align:left}}
 .iaiabl-table td.num{{text-align:right;white-space:nowrap}}
@@ -194,3 +205,36 @@ def link(control: W.Widget, trait: str, target: W.Stack):
     """Tie ``control.<trait>`` (an index) to ``target.selected_index`` in the browser (one way:
     the control drives the view)."""
     return W.jsdlink((control, trait), (target, "selected_index"))
+
+
+def share_case(*explorers: Explorer) -> list:
+    """One chosen case for ``explorers`` (each with a ``"case"`` control and ``rows``, the same
+    rows in the same order: build the others with ``cases=first.rows``): choosing a case in any of
+    them chooses it in all. All static: the case lists' ``index`` linked in the browser
+    (``ipywidgets.jslink``, no kernel needed; in the case reader, its list in case-number order);
+    otherwise the lists' ``value`` (the case's position in ``rows``, whatever the order shown)
+    linked by the kernel. Each explorer's mode line says so. Returns the links (also added to each
+    explorer's ``links``)."""
+    if len(explorers) < 2:
+        raise InputError("share_case: give at least two explorers")
+    for ex in explorers:
+        if "case" not in getattr(ex, "controls", {}) or getattr(ex, "rows", None) is None:
+            raise InputError(f"share_case: {type(ex).__name__} has no case list to share")
+    first = list(explorers[0].rows)
+    for ex in explorers[1:]:
+        if list(ex.rows) != first:
+            raise InputError("share_case: the explorers show different cases; build them with the same "
+                             f"cases (cases=first.rows): {first} against {list(ex.rows)}")
+    static = all(ex.mode == "static" for ex in explorers)
+    links = []
+    for a, b in zip(explorers, explorers[1:]):
+        ca, cb = a.controls["case"], b.controls["case"]
+        links.append(W.jslink((ca, "index"), (cb, "index")) if static else W.link((ca, "value"), (cb, "value")))
+    where = " (in the case reader, its list in case-number order)" if static else ""
+    others = "the other explorer" if len(explorers) == 2 else f"the other {len(explorers) - 1} explorers"
+    line = f"<div class='iaiabl-shared'>The case chosen here is chosen in {others} of this page too{where}.</div>"
+    for ex in explorers:
+        ex.links = list(ex.links) + links
+        ex.shared = list(explorers)
+        ex.mode_line.value = ex.mode_line.value + line
+    return links

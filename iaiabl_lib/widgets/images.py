@@ -4,7 +4,8 @@ Every image is a PNG data URI of the array itself (8-bit grey, RGB or RGBA, neve
 the colours of a heat map are the colours of the scale and nothing bands). A view stacks layers in
 a *reading frame*: the region of interest, large (``READING_PX`` CSS pixels) and without overlay
 unless the reader asks, over it the heat maps (one at a time, chosen by the buttons above the
-image) and optional marks (e.g. the annotated region); a click on the image enlarges it to the
+image, each with a box around the part that matches most closely) and optional marks (e.g. the
+annotated region); a click on the image enlarges it to the
 window and a second click shrinks it back. The interaction is HTML and CSS only (radio buttons,
 check boxes, ``:checked`` selectors; the rules are in :func:`iaiabl_lib.widgets.frame.style_sheet`), so
 it works the same with a kernel, in the static page, and with no widget code at all.
@@ -189,14 +190,19 @@ def heat_alt(what: str, scale) -> str:
 
 
 def heat_layer(label: str, similarity_map: np.ndarray, key: str = "", on: bool = False,
-               what: str = "") -> "Layer":
+               what: str = "", box: tuple[int, int, int, int] | None = None) -> "Layer":
     """A heat-map layer of a reading frame: the map on its own fitted scale, with its legend and an
-    alt text saying what it shows (``what``; default, where the prototype matches this image)."""
+    alt text saying what it shows (``what``; default, where the prototype matches this image).
+    ``box`` (y0, x0, y1, x1, image pixels): the part that matches most closely, boxed on the image
+    while the layer is shown."""
     from ..plots import fit_heat_scale
 
     scale = fit_heat_scale(similarity_map)
+    alt = heat_alt(what or f"where {label.removeprefix('heat map: ')} matches this image", scale)
+    if box is not None:
+        alt += "; a yellow box marks the part that matches most closely"
     return Layer(label, similarity_uri(similarity_map, scale), key=key, on=on, scale=scale,
-                 legend=colour_legend(scale), alt=heat_alt(what or f"where {label.removeprefix('heat map: ')} matches this image", scale))
+                 legend=colour_legend(scale), alt=alt, box=None if box is None else tuple(int(v) for v in box))
 
 
 @dataclass
@@ -212,6 +218,7 @@ class Layer:
     scale: object = None   # heat: its plots.HeatScale (the numbers of its legend)
     legend: str = ""       # heat: its legend (HTML), shown while the layer is
     alt: str = ""          # what the layer shows, for screen readers (default: its label)
+    box: tuple | None = None   # heat: (y0, x0, y1, x1) image pixels, boxed while the layer is shown
 
 
 def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = READING_PX,
@@ -245,6 +252,9 @@ def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = REA
                 attrs = _heat_attrs(ly.scale) if ly.scale is not None else ""
                 imgs.append(f"<img class='iaiabl-layer iaiabl-heat iaiabl-layer-{k}' src='{ly.uri}' "
                             f"data-layer='{key}' {attrs} alt='{html.escape(ly.alt or ly.label, quote=True)}'>")
+                if ly.box is not None:
+                    imgs.append(_box_span(ly.box, np.asarray(image).shape[:2],
+                                          f"iaiabl-box iaiabl-match iaiabl-layer-{k}", f"data-layer='{key}'"))
                 if ly.legend:
                     legends.append(f"<div class='iaiabl-layer-legend iaiabl-legend-{k}' "
                                    f"data-layer='{key}'>{ly.legend}</div>")
@@ -268,6 +278,15 @@ def reading_frame(image: np.ndarray, layers: Sequence[Layer] = (), px: int = REA
             + f"<div class='iaiabl-picks'>{''.join(labels)}</div>" + frame
             + (f"<div class='iaiabl-legends'>{''.join(legends)}</div>" if legends else "")
             + (f"<div class='iaiabl-caption'>{caption}</div>" if caption else "") + "</div>")
+
+
+def _box_span(box: Sequence[float], shape: tuple[int, int], cls: str = "iaiabl-box", attrs: str = "") -> str:
+    """An outline of ``box`` (y0, x0, y1, x1, ends exclusive, pixels of an image of ``shape``) over
+    that image, in percentages of its frame (it scales with the frame, enlarged or not)."""
+    y0, x0, y1, x1 = (float(v) for v in box)
+    h, w = shape
+    return (f"<span class='{cls}' {attrs} style='left:{100 * x0 / w:.2f}%;top:{100 * y0 / h:.2f}%;"
+            f"width:{100 * (x1 - x0) / w:.2f}%;height:{100 * (y1 - y0) / h:.2f}%'></span>")
 
 
 def _plain(caption: str) -> str:
@@ -321,11 +340,7 @@ def thumbnail(image: np.ndarray, box: tuple[int, int, int, int] | None, caption:
         over = (f"<img class='iaiabl-heat iaiabl-on' src='{similarity_uri(heat, scale)}' {_heat_attrs(scale)} "
                 f"alt='{what}'>")
         legend = colour_legend(scale)
-    outline = ""
-    if box is not None:
-        y0, x0, y1, x1 = (float(v) for v in box)
-        outline = (f"<span class='iaiabl-box' style='left:{100 * x0 / w:.2f}%;top:{100 * y0 / h:.2f}%;"
-                   f"width:{100 * (x1 - x0) / w:.2f}%;height:{100 * (y1 - y0) / h:.2f}%'></span>")
+    outline = "" if box is None else _box_span(box, (h, w))
     return (f"<figure class='iaiabl-thumb'><span class='iaiabl-thumb-frame' style='--px:{px}px'>"
             f"<img class='iaiabl-roi' src='{grey_uri(image, px)}' alt='{html.escape(alt, quote=True)}'>"
             f"{over}{outline}</span><figcaption>{caption}{legend}</figcaption></figure>")
