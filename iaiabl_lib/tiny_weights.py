@@ -15,7 +15,7 @@ from .errors import UserError
 __all__ = ["TINY_WEIGHTS", "shipped_weights_dir", "load_tiny_weights"]
 
 TINY_WEIGHTS = {
-    "synthetic": ("tiny_synthetic.pt", "5196e067ed4ae03c2ea43f7232cfa56411d76b2bed156de809ccf1dbd3312eb2"),
+    "synthetic": ("tiny_synthetic.pt", "7b8e1686a8734a447820e36e63f7b5a7bc846a217d2ed85a0d89eea204f70963"),
 }
 """The shipped tiny-backbone weights by ``model.pretrained`` name: (file in ``iaiabl_lib/pretrained/``,
 its SHA-256). Each file's JSON twin records the command, seeds, time and scores that made it."""
