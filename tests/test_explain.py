@@ -146,6 +146,12 @@ def test_case_text_reads_like_a_report(run):
     assert f"{e.prototypes[0].similarity:.2f} × weight" in text
     assert "malignancy" in text
     assert "tensor" not in text and "[" not in text
+    # a data set ID only labelled as one (the explorers' rule, explain.text.dataset_id_words)
+    assert e.case_id not in text
+    ids = re.findall(r"\S*P_\d{5}\S*", text)
+    assert all(re.search(r"data set ID " + re.escape(i), text) for i in ids), ids
+    assert len(ids) == sum(1 for p in e.prototypes if p.source_id and p.source_id != e.case_id)
+    assert "previous case" not in text
 
 
 # --- the `explain` command (report.py) ----------------------------------------------------------

@@ -208,6 +208,10 @@ def test_cases_are_numbered_and_ground_truth_waits_for_a_click(run, ds, monkeypa
     outside = re.sub(r"<div class='iaiabl-details'>.*?</div>", "", html)
     assert ds.ids[rows[0]] in html and ds.ids[rows[0]] not in outside
     assert not re.search(r"P_\d{5}", outside)
+    # ... and labelled as what it is: the data set's de-identified code, never a patient's identity
+    line = re.search(r"<div class='iaiabl-details'>(.*?)</div>", html).group(1)
+    assert line.startswith(f"Data set ID {ds.ids[rows[0]]} (synthetic data, made up in CBIS-DDSM's de-identified form")
+    assert "no patient's identity is shown" in line and "Dataset ID" not in html
     hidden = widgets.case_explorer(run, ds, mode="static", cases=rows, show_dataset_ids=False)
     assert not re.search(r"P_\d{5}", hidden.current_html())
     monkeypatch.setattr(C, "is_synthetic", lambda _ds: False)      # real data: hidden by default
@@ -510,7 +514,7 @@ def test_every_reading_says_how_good_the_model_is_from_its_evaluation(tiny_run, 
         assert q["n"] == metrics["n_test"] == len(test) and q["agree"] == agree
         assert float(q["margin"]) == metrics["margin_auroc"]["average"]["value"]
         assert float(q["malignancy"]) == metrics["malignancy_auroc"]["value"]
-        assert f"agrees with the radiologist's record on {agree} ({T.pct(agree / len(test))})" in q["text"]
+        assert f"agrees with the recorded margin on {agree} ({T.pct(agree / len(test))})" in q["text"]
         assert f"{metrics['margin_auroc']['average']['value']:.2f}" in q["text"]
         assert f"{metrics['margin_auroc']['average']['ci_low']:.2f} to" in q["text"]
     live = widgets.case_explorer(run, ds, mode="live", cases=rows)
@@ -534,8 +538,9 @@ def test_the_revealed_truth_says_when_the_model_disagrees(run, ds):
         if call == recorded:
             assert said == f"The model's call agrees with the record: {call}."
         else:
-            assert said == (f"⚠ The model reads this margin as {call}; the radiologist's record says "
-                                  f"{recorded}.")
+            assert said == f"⚠ The model reads this margin as {call}; the record says {recorded}."
+        # whose record it is, beside it: on synthetic data the data generator's, not a radiologist's
+        assert "the record is what the data generator drew, not a radiologist's reading" in H.unescape(body)
         kinds.add(call == recorded)
     assert False in kinds, "no precomputed case where the model disagrees with the record"
 
@@ -939,12 +944,19 @@ def test_share_case_gives_the_explorers_one_chosen_case(run, ds):
                        (precision.controls["case"], "index", compare.controls["case"], "index")]
     assert all(ln in ex.links for ex in (reader, precision, compare) for ln in links)
     assert all("chosen in the other 2 explorers of this page" in ex.mode_line.value for ex in (reader, precision, compare))
+    # the browser's handler for the reader's ordered lists (access.SHOWN_JS) is enabled by one group
+    groups = {re.search(r"class='iaiabl-shared' data-group='(\w+)'", ex.mode_line.value).group(1)
+              for ex in (reader, precision, compare)}
+    assert len(groups) == 1 and all("iaiabl-case-picker" in ex.controls["case"]._dom_classes
+                                    for ex in (reader, precision, compare))
+    assert "class='iaiabl-shown' data-case='" in reader.current_html()
     with pytest.raises(InputError, match="different cases"):
         widgets.share_case(reader, widgets.fine_annotation_comparison(run, run, ds, mode="static", cases=rows[:2]))
     # live: the kernel links the values (the case's position), whatever order a list shows
     live_a = widgets.case_explorer(run, ds, mode="live", cases=rows)
     live_b = widgets.fine_annotation_comparison(run, run, ds, mode="live", cases=rows)
     widgets.share_case(live_a, live_b)
+    assert "data-group" not in live_a.mode_line.value                   # the kernel shares the case
     live_a.controls["order"].index = 1                              # reorder the reader's list
     live_a.controls["case"].value = 2
     assert f"data-row='{rows[2]}'" in live_b.current_html()

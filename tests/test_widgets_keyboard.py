@@ -346,7 +346,7 @@ def test_overlay_toggles_and_the_truth_work_by_keyboard_alone(page):
     assert said.count() == 1, "the recorded margin opened without saying whether the model agrees"
     text, agrees = said.inner_text(), said.get_attribute("data-agrees")
     assert ("agrees with the record" in text) == (agrees == "1")
-    assert ("the radiologist's record says" in text) == (agrees == "0")
+    assert ("the record says" in text) == (agrees == "0")
 
 
 def test_every_image_says_what_it_shows(page):
@@ -416,28 +416,43 @@ def test_what_if_is_read_next_to_the_image(browser, served, width):
 # ---------------------------------------------------------------------------------------------
 
 
+def _wait_for(page, fn, want, timeout_ms: int = 5_000):
+    """Poll ``fn`` until it returns ``want`` (its last value after ``timeout_ms``)."""
+    for _ in range(timeout_ms // 50):
+        got = fn()
+        if got == want:
+            return got
+        page.wait_for_timeout(50)
+    return fn()
+
+
+_SELECTED = "() => document.activeElement.selectedOptions[0].textContent.replace(/\\u00a0/g, ' ')"
+
+
 def test_the_case_list_is_ordered_by_keyboard(page, explorers):
-    """Keyboard only: the order picker set to "the model's call" shows that order's first case; the
-    next case in that list is the order's second; a view drawn again through another order still
-    works (its heat-map button) and no element id is on the page twice."""
+    """Keyboard only: the order picker set to "the model's call" keeps the chosen case, its list
+    showing that order (the case chosen in it); the next case in that list is the order's next; a
+    view drawn again through another order still works (its heat-map button) and no element id is
+    on the page twice."""
     ex = _explorer(page, "Case reader")
     case = explorers["case"]
     name, perm, labels = case.orders[1]
     rows = lambda: _visible_attr(ex, ".iaiabl-case", "data-row")
-    assert rows() == [str(case.rows[0])]
+    first = [str(case.rows[0])]
+    assert rows() == first
     _tab_to(page, "a => a.tagName === 'SELECT' && !!a.closest('.iaiabl-explorer') "
                   "&& a.closest('.iaiabl-explorer').textContent.includes('Case reader')")
-    assert page.evaluate("() => document.activeElement.selectedOptions[0].textContent.replace(/\\u00a0/g, ' ')") == case.orders[0][0]
+    assert page.evaluate(_SELECTED) == case.orders[0][0]
     page.keyboard.press("ArrowDown")                                  # the order: the model's call
-    assert page.evaluate("() => document.activeElement.selectedOptions[0].textContent.replace(/\\u00a0/g, ' ')") == name
-    if perm[0] != 0:
-        _wait_change(page, rows, [str(case.rows[0])])
-    assert rows() == [str(case.rows[perm[0]])]
+    assert page.evaluate(_SELECTED) == name
     page.keyboard.press("Tab")                                        # its case list
     shown = page.evaluate("() => Array.from(document.activeElement.options).map(o => o.textContent.replace(/\\u00a0/g, ' '))")
     assert shown == labels
-    page.keyboard.press("ArrowDown")
-    assert _wait_change(page, rows, [str(case.rows[perm[0]])]) == [str(case.rows[perm[1]])]
+    k = perm.index(0)                                                 # the chosen case, kept
+    assert _wait_for(page, lambda: (rows(), page.evaluate(_SELECTED)), (first, labels[k])) == (first, labels[k])
+    nxt = k + 1 if k + 1 < len(perm) else k - 1
+    page.keyboard.press("ArrowDown" if nxt > k else "ArrowUp")
+    assert _wait_change(page, rows, first) == [str(case.rows[perm[nxt]])]
     ids = page.evaluate("() => Array.from(document.querySelectorAll('[id]')).map(e => e.id)")
     assert len(ids) == len(set(ids)), "an element id is on the page twice"
     heats = lambda: _visible_attr(ex, "img.iaiabl-heat", "data-layer")
@@ -474,6 +489,43 @@ def test_the_other_view_and_the_shared_case_work_by_keyboard(page, explorers):
     compare.locator("select").first.focus()
     page.keyboard.press("End")
     assert _wait_change(page, lambda: _shown_rows(page), [[a]] * 3) == [[c]] * 3
+
+
+def test_a_case_chosen_in_an_ordered_list_is_shared_by_keyboard(page, explorers):
+    """Keyboard only, on the static page: with the case reader's list ordered by disagreement with
+    the record (a separate list, whose positions are other cases), a case chosen there is chosen in
+    the two explorers that share the case; a case chosen in the comparison is then chosen in the
+    reader's ordered list (the list says so, and the reader shows it); back in case-number order,
+    the reader keeps it."""
+    case = explorers["case"]
+    rows = [str(r) for r in case.rows]
+    name, perm, labels = case.orders[3]
+    ex = _explorer(page, "Case reader")
+    reader_list = lambda: ex.evaluate("(root) => { const s = Array.from(root.querySelectorAll("
+                                      "'.iaiabl-case-picker select')).filter(e => e.offsetParent !== null)[0];"
+                                      " return s ? s.selectedOptions[0].textContent.replace(/\\u00a0/g, ' ') : null; }")
+    assert _shown_rows(page) == [[rows[0]]] * 3
+    ex.locator(".iaiabl-order-picker select").focus()
+    page.keyboard.press("End")                                        # the order: disagreement first
+    assert page.evaluate(_SELECTED) == name
+    k = perm.index(0)
+    assert _wait_for(page, reader_list, labels[k]) == labels[k]       # the case kept, in the new list
+    page.keyboard.press("Tab")                                        # the ordered case list
+    assert page.evaluate(_SELECTED) == labels[k]
+    key, target = ("End", perm[-1]) if k != len(perm) - 1 else ("Home", perm[0])
+    page.keyboard.press(key)
+    assert _wait_for(page, lambda: _shown_rows(page), [[rows[target]]] * 3) == [[rows[target]]] * 3, \
+        "a case chosen in the reader's ordered list is not chosen in the explorers that share it"
+    compare = _explorer(page, "Two models, one case")
+    compare.locator("select").first.focus()
+    other = next(j for j in (0, len(rows) - 1) if j != target)
+    page.keyboard.press("Home" if other == 0 else "End")
+    assert _wait_for(page, lambda: _shown_rows(page), [[rows[other]]] * 3) == [[rows[other]]] * 3
+    assert reader_list() == labels[perm.index(other)]
+    ex.locator(".iaiabl-order-picker select").focus()
+    page.keyboard.press("Home")                                       # back to case-number order
+    assert _wait_for(page, reader_list, case.orders[0][2][other]) == case.orders[0][2][other]
+    assert _shown_rows(page) == [[rows[other]]] * 3
 
 
 def test_the_other_view_button_works_in_every_order_of_the_list(page, explorers):

@@ -1,4 +1,4 @@
-"""Explanations of IAIA-BL (Barnett et al. 2021, §3, Fig. 3 and Appendix A).
+"""Explanations of IAIA-BL (Barnett et al. 2021, Fig. 3 and Appendix A).
 
 One file per idea: ``inputs`` (a run's dataset, an ROI crop, a push record), ``case`` (one case),
 ``cam`` (Eq. 11), ``gallery`` (nearest training patches), ``health`` (where each prototype looks),

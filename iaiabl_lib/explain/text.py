@@ -1,4 +1,10 @@
-"""A case explanation in the words a radiologist reads."""
+"""A case explanation in the words a radiologist reads.
+
+How cases are named: by what the reader was given (the report's title, the explorers' case numbers);
+a data set's own case ID is written only labelled as one, "data set ID P_00001_LEFT_CC_1"
+(:func:`dataset_id_words`, the explorers' wording too): CBIS-DDSM's de-identified code (an anonymous
+patient number given by the data set, the breast, the view, the abnormality number), never a
+patient's identity, which the prepared data do not hold."""
 from __future__ import annotations
 
 
@@ -6,7 +12,12 @@ from ..config import MARGIN_WORDS, MARGINS
 from ..words import article, for_against, pct
 from .case import CaseExplanation
 
-__all__ = ["case_text"]
+__all__ = ["case_text", "dataset_id_words"]
+
+
+def dataset_id_words(case_id: str) -> str:
+    """"data set ID P_00001_LEFT_CC_1": a data set's own case ID, always labelled as one."""
+    return f"data set ID {case_id}"
 
 
 def _margin_phrase(cls: int) -> str:
@@ -18,13 +29,13 @@ def _margin_phrase(cls: int) -> str:
 
 def case_text(expl: CaseExplanation) -> str:
     """A paragraph for a clinician: the margin call with its probabilities, the prototypes that
-    drove it (what they are and where they come from, with similarity × weight = points), the
-    malignancy estimate and what to check on the images."""
+    drove it (what they are and where they come from, their training case by its data set ID, with
+    similarity × weight = points), the malignancy estimate and what to check on the images. The case
+    itself is not named: the caller names it (the report's title, the explorer's case number)."""
     probs = expl.margin_prob
     pred = expl.predicted_class
     others = ", ".join(f"{MARGINS[c]} {pct(probs[c])}" for c in range(len(MARGINS)) if c != pred)
-    subject = "This mass" if expl.case_id is None else f"This mass ({expl.case_id})"
-    parts = [f"{subject}: the model reads the margin as {MARGIN_WORDS[MARGINS[pred]]}, with "
+    parts = [f"This mass: the model reads the margin as {MARGIN_WORDS[MARGINS[pred]]}, with "
              f"probability {pct(probs[pred])} ({others})."]
     c = expl.explained_class
     if c != pred:
@@ -34,7 +45,7 @@ def case_text(expl: CaseExplanation) -> str:
         if expl.case_id is not None and p.source_id == expl.case_id:
             origin = "from this very case (it is one of the training cases)"
         elif p.source_id:
-            origin = f"from a previous case ({p.source_id})"
+            origin = f"from a training case ({dataset_id_words(p.source_id)})"
         else:
             origin = "from a training case"
         lead = ("This mass's margin looks most like" if r == 0 else

@@ -1,8 +1,17 @@
 """The cases an explorer shows, and how it names them.
 
-* A case is named by a **case number** within its split ("test case 12", "training case 87"):
-  never a patient ID. The dataset's own ID (CBIS-DDSM's ``P_00001_LEFT_CC_1`` form) appears only
-  in a details line, and only for synthetic data unless the caller asks (``show_dataset_ids``).
+* A case is named by a **case number** within its split ("test case 12", "training case 87"), in
+  every list, button and caption. The data set's own case ID appears only in a small-print line,
+  labelled "data set ID" (``explain.text.dataset_id_words``, the one wording, which
+  ``explain.case_text`` uses too): CBIS-DDSM's de-identified code ``P_00001_LEFT_CC_1`` (an
+  anonymous patient number given by the data set, the breast, the view, the abnormality number;
+  synthetic data make up codes of the same form). Nothing that identifies a person (a name, a birth
+  date, a hospital's patient ID, anything else in a DICOM header) is read into the prepared data,
+  so none is ever shown. The data set ID is shown by default for synthetic data only; a page made
+  from real data leaves even the anonymous number out unless the caller asks (``show_dataset_ids``).
+* The record (the recorded margin and pathology, the annotated lesion and margin) is, for synthetic
+  data, what the data generator drew, not a radiologist's reading: :func:`record_source` says
+  which, wherever the record is shown.
 * What a reader may see at once: the view and the laterality. What the reader sees only on request
   (an HTML ``<details>``, closed): the recorded margin and the pathology, so that they do not bias
   the reading of the model's answer.
@@ -25,7 +34,7 @@ from ..config import MARGINS
 from ..errors import InputError
 
 __all__ = ["MAX_CASES", "dataset", "pick_cases", "case_number", "is_synthetic", "show_ids",
-           "case_header", "other_views_html", "truth_reveal", "agreement_sentence", "source_row", "source_caption", "relevant", "health",
+           "case_header", "other_views_html", "truth_reveal", "record_source", "dataset_id_line", "agreement_sentence", "source_row", "source_caption", "relevant", "health",
            "demo_note"]
 
 MAX_CASES = 8
@@ -79,9 +88,30 @@ def is_synthetic(ds) -> bool:
 
 
 def show_ids(ds, show_dataset_ids: bool | None) -> bool:
-    """Dataset IDs are shown when asked (True), never when refused (False), and by default only for
-    synthetic data (real IDs can be patient IDs)."""
+    """Data set IDs are shown when asked (True), never when refused (False), and by default only for
+    synthetic data (a real case's ID holds CBIS-DDSM's anonymous patient number: de-identified, but
+    a page made from real data leaves it out unless asked)."""
     return is_synthetic(ds) if show_dataset_ids is None else bool(show_dataset_ids)
+
+
+def dataset_id_line(ds, i: int, whose: str = "") -> str:
+    """The small-print line naming case ``i`` by its data set ID (``whose``: e.g. "its training
+    case's "), saying where the ID comes from."""
+    from ..explain.text import dataset_id_words
+
+    kind = ("synthetic data, made up in CBIS-DDSM's de-identified form" if is_synthetic(ds)
+            else "CBIS-DDSM's de-identified code")
+    words = dataset_id_words(ds.ids[i])
+    return (f"<div class='iaiabl-details'>{html.escape(whose + words if whose else words[0].upper() + words[1:])} "
+            f"({kind}; no patient's identity is shown)</div>")
+
+
+def record_source(ds) -> str:
+    """Where the record (recorded margin, pathology, annotated lesion and margin) comes from, as a
+    clause: the data generator for synthetic data, the data set's radiologists otherwise."""
+    if is_synthetic(ds):
+        return "on this synthetic data, the record is what the data generator drew, not a radiologist's reading"
+    return "the record is the data set's (CBIS-DDSM: written by its radiologists)"
 
 
 def _side_view(row: dict) -> str:
@@ -91,10 +121,11 @@ def _side_view(row: dict) -> str:
 
 
 def agreement_sentence(call: int, recorded: int) -> str:
-    """One plain sentence on the model's margin call against the radiologist's record."""
+    """One plain sentence on the model's margin call against the recorded margin (whose record it
+    is, :func:`record_source`, is said beside it)."""
     if int(call) == int(recorded):
         return f"The model's call agrees with the record: {MARGINS[int(call)]}."
-    return (f"The model reads this margin as {MARGINS[int(call)]}; the radiologist's record says "
+    return (f"The model reads this margin as {MARGINS[int(call)]}; the record says "
             f"{MARGINS[int(recorded)]}.")
 
 
@@ -108,22 +139,25 @@ def truth_reveal(ds, i: int, call: int | None = None) -> str:
         agrees = int(call) == recorded
         said = (f"<div class='iaiabl-agreement{'' if agrees else ' iaiabl-flag'}' data-agrees='{int(agrees)}'>"
                 f"{'' if agrees else '⚠ '}{html.escape(agreement_sentence(call, recorded))}</div>")
+    source = record_source(ds)
     return ("<details class='iaiabl-truth'><summary>Show the recorded margin and pathology</summary>"
             f"<div class='iaiabl-truth-body'>Recorded margin: <b>{html.escape(MARGINS[recorded])}</b>; "
-            f"pathology: <b>{pathology}</b>.{said}</div></details>")
+            f"pathology: <b>{pathology}</b> <span class='iaiabl-record-source'>({html.escape(source)})</span>."
+            f"{said}</div></details>")
 
 
 def case_header(ds, i: int, show_dataset_ids: bool | None = None, truth: bool = True,
                 call: int | None = None) -> str:
-    """The case's number, view and laterality; the dataset ID in a details line (see
+    """The case's number, view and laterality; the data set ID in a details line (see
     :func:`show_ids`); the ground truth behind a click (``truth``), with whether the model's margin
-    ``call`` agrees with it."""
+    ``call`` agrees with it; the hook that shares the case with the explorers of its page
+    (``access.shown_hook``: in a static page, after ``frame.share_case``)."""
+    from . import access as A
+
     facts = _side_view(ds.manifest[i]) if getattr(ds, "manifest", None) else ""
-    details = ""
-    if show_ids(ds, show_dataset_ids):
-        kind = " (synthetic data)" if is_synthetic(ds) else ""
-        details = (f"<div class='iaiabl-details'>Dataset ID: {html.escape(ds.ids[i])}{kind}</div>")
-    return (f"<div class='iaiabl-case' data-row='{int(i)}' data-number='{html.escape(case_number(ds, i), quote=True)}'>"
+    details = dataset_id_line(ds, i) if show_ids(ds, show_dataset_ids) else ""
+    return (A.shown_hook(case_number(ds, i).capitalize())
+            + f"<div class='iaiabl-case' data-row='{int(i)}' data-number='{html.escape(case_number(ds, i), quote=True)}'>"
             f"<b>{html.escape(case_number(ds, i).capitalize())}</b>"
             + (f" · {html.escape(facts)}" if facts else "") + "</div>" + details
             + (truth_reveal(ds, i, call) if truth else ""))
@@ -214,7 +248,9 @@ def demo_note(run, ds) -> str:
             what.append(f"a model of preset “{html.escape(preset)}” ({m} prototypes)")
         what.append("trained on synthetic mammograms" if synthetic else "trained on the data set it was given")
         text = ("This build shows " + " ".join(what) + ". It illustrates how the method reasons; "
-                "its readings are not medical findings.")
+                "its readings are not medical findings."
+                + (" Its record (recorded margins and pathology, annotated lesions and margins) is what "
+                   "the data generator drew, not a radiologist's reading." if synthetic else ""))
     else:
         text = (f"A research model (preset “{html.escape(preset)}”, {m} prototypes); its readings are "
                 "not medical findings and it is not a medical device.")

@@ -211,10 +211,12 @@ def share_case(*explorers: Explorer) -> list:
     """One chosen case for ``explorers`` (each with a ``"case"`` control and ``rows``, the same
     rows in the same order: build the others with ``cases=first.rows``): choosing a case in any of
     them chooses it in all. All static: the case lists' ``index`` linked in the browser
-    (``ipywidgets.jslink``, no kernel needed; in the case reader, its list in case-number order);
-    otherwise the lists' ``value`` (the case's position in ``rows``, whatever the order shown)
-    linked by the kernel. Each explorer's mode line says so. Returns the links (also added to each
-    explorer's ``links``)."""
+    (``ipywidgets.jslink``, no kernel needed), and, for a list ordered otherwise (the case reader's
+    lists by call, by flagged evidence, by disagreement), whose positions are other cases, the
+    small handler every case view carries (``access.SHOWN_JS``), enabled by the share group written
+    in each explorer's mode line (``data-group``); otherwise the lists' ``value`` (the case's
+    position in ``rows``, whatever the order shown) linked by the kernel. Each explorer's mode line
+    says so. Returns the links (also added to each explorer's ``links``)."""
     if len(explorers) < 2:
         raise InputError("share_case: give at least two explorers")
     for ex in explorers:
@@ -230,10 +232,12 @@ def share_case(*explorers: Explorer) -> list:
     for a, b in zip(explorers, explorers[1:]):
         ca, cb = a.controls["case"], b.controls["case"]
         links.append(W.jslink((ca, "index"), (cb, "index")) if static else W.link((ca, "value"), (cb, "value")))
-    where = " (in the case reader, its list in case-number order)" if static else ""
+    group = f" data-group='{explorers[0].model_id}'" if static else ""
     others = "the other explorer" if len(explorers) == 2 else f"the other {len(explorers) - 1} explorers"
-    line = f"<div class='iaiabl-shared'>The case chosen here is chosen in {others} of this page too{where}.</div>"
+    line = (f"<div class='iaiabl-shared'{group}>The case chosen here, in any order of the list, is chosen "
+            f"in {others} of this page too.</div>")
     for ex in explorers:
+        ex.controls["case"].add_class("iaiabl-case-picker")
         ex.links = list(ex.links) + links
         ex.shared = list(explorers)
         ex.mode_line.value = ex.mode_line.value + line

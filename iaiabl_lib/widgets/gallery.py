@@ -1,10 +1,11 @@
 """The prototype gallery: what each prototype is, where it comes from, whether to trust it, and
 which training cases it matches best.
 
-Prototypes that fail their health check (``explain.prototype_health``: most of their strongest
-activation lies off the mass and its margin in the training cases of their class, or their patch was taken from
-the image border) are marked and listed first, each with one sentence on why a reader should
-distrust it; an overview table above the picker lists every prototype in that order.
+Prototypes that fail their health check (``explain.prototype_health``, the library's one rule: most
+of their strongest activation lies off the mass and its margin in the training cases of their
+class, their patch was taken from the image border, or the model counts them against their own
+margin or against every margin) are marked and listed first, each with one sentence on why a reader
+should distrust it; an overview table above the picker lists every prototype in that order.
 """
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def _threshold_words() -> str:
     from ..explain import OFF_LESION_THRESHOLD
 
     return (f"flagged when less than {T.pct(OFF_LESION_THRESHOLD)} of its most active 5 % lies on the "
-            "mass or along its edge (the margin) in the training cases of its class, or when its patch "
-            "lies on the image border")
+            "mass or along its edge (the margin) in the training cases of its class, when its patch "
+            "lies on the image border, or when the model counts a match with it against its own margin "
+            "or against every margin")
 
 
 def health_table(order: Sequence) -> str:
@@ -92,7 +94,7 @@ def _view(ds, e, h, weights, show_dataset_ids) -> str:
                                   px=2 * I.THUMB_PX))
     details = ""
     if src_row is not None and C.show_ids(ds, show_dataset_ids):
-        details = f"<div class='iaiabl-details'>Dataset ID of its training case: {html.escape(ds.ids[src_row])}</div>"
+        details = C.dataset_id_line(ds, src_row, "its training case's ")
     near = []
     for k, n in enumerate(e.neighbours, 1):
         facts = C.source_caption(ds, n.index)

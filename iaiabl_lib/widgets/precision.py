@@ -1,6 +1,6 @@
 """Where does the model look? The most active part of the map of the prototype a reader sees first
 (the most activated prototype of the model's call, ``explain.leading_prototype``) against the
-region a radiologist annotated: the paper's activation precision (Eq. 9, Fig. 6), in a reader's
+annotated region (on synthetic data, drawn by the data generator): the paper's activation precision (Eq. 9, Fig. 6), in a reader's
 words: "show the most active 5 % of the map: 60 % of it lies inside the annotated region".
 
 The reader sets the percentage with a slider; its value is written beside it. Static: every whole
@@ -121,7 +121,8 @@ def precision_html(ds, i: int, expl, percent: float, show_dataset_ids: bool | No
             f"{lead.index} ({T.article(cls)} {html.escape(cls)} prototype, the most active one of the "
             f"model's call, {html.escape(expl.predicted_margin)}): {n} pixels, of which {inside} "
             f"(<b>{T.pct(inside / n if n else 0.0)}</b>) lie inside {html.escape(what)}. The more of "
-            "them inside, the more the model looks where the radiologist looked.</div>")
+            f"them inside, the more the model looks where the annotation lies "
+            f"({html.escape(C.record_source(ds))}).</div>")
     return "<div class='iaiabl-view'>" + C.case_header(ds, i, show_dataset_ids) + text + frame + marks_legend() + "</div>"
 
 

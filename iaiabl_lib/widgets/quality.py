@@ -2,7 +2,7 @@
 ``iaiabl_lib.evaluate`` wrote for the run (``evaluate_run``: RUN/metrics.json and
 RUN/predictions.npz of its test split; the book makes them with ``bookcache.ensure_metrics``):
 
-* how often its margin call agrees with the radiologist's recorded margin: the test cases whose most
+* how often its margin call agrees with the recorded margin (on synthetic data, the data generator's): the test cases whose most
   probable margin in ``predictions.npz`` is the recorded one, out of all of them;
 * its margin AUROC (the average one-vs-rest AUROC, with its confidence interval) and its malignancy
   AUROC, as ``metrics.json`` holds them.
@@ -78,6 +78,6 @@ def quality_html(q: ModelQuality) -> str:
             f"data-margin-auroc='{(q.margin_auroc or {}).get('value')}' "
             f"data-malignancy-auroc='{(q.malignancy_auroc or {}).get('value')}'>"
             f"<b>How good is this model?</b> On its {q.n} test cases its margin call agrees with the "
-            f"radiologist's record on {q.agree} (<b>{pct(q.agree / q.n if q.n else 0.0)}</b>). How well "
+            f"recorded margin on {q.agree} (<b>{pct(q.agree / q.n if q.n else 0.0)}</b>). How well "
             f"it ranks the margins (AUROC, 1 is perfect, 0.5 is chance): {_auroc(q.margin_auroc, q.alpha)}; "
             f"malignant against benign: {_auroc(q.malignancy_auroc, q.alpha)}.</div>")
