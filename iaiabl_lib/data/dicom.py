@@ -28,7 +28,8 @@ refused with reason ``image too large`` before any large allocation.
 
 Nothing here keeps a pydicom ``Dataset`` around: the prepared dataset stores pixel arrays and a
 manifest only. Code that must keep one (a report of a user's own DICOM file) passes it through
-:func:`strip_phi` first.
+:func:`strip_phi` first. The PHI rules live in :mod:`.phi` and the display windows in :mod:`.window`
+(both re-exported here, the names callers use).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 import pydicom
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
@@ -51,6 +52,8 @@ from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..errors import InputError
+from .phi import PHI_KEYWORDS, PHI_VRS, strip_phi
+from .window import robust_window, window_to_uint8
 
 __all__ = [
     "DicomError", "read_dicom", "check_header", "window_to_uint8", "robust_window", "strip_phi",
@@ -99,39 +102,6 @@ class DicomError(InputError):
         super().__init__(f"{path}: {message}")
 
 
-# --- PHI -----------------------------------------------------------------------------------------
-
-PHI_KEYWORDS = (
-    # patient
-    "PatientName", "PatientID", "IssuerOfPatientID", "OtherPatientIDs", "OtherPatientIDsSequence",
-    "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName", "PatientBirthDate",
-    "PatientBirthTime", "PatientAge", "PatientSex", "PatientSize", "PatientWeight",
-    "PatientAddress", "PatientTelephoneNumbers", "PatientTelecomInformation", "MilitaryRank",
-    "BranchOfService", "MedicalRecordLocator", "EthnicGroup", "Occupation", "PatientReligiousPreference",
-    "CountryOfResidence", "RegionOfResidence", "PatientComments", "AdditionalPatientHistory",
-    "PatientInsurancePlanCodeSequence", "ResponsiblePerson", "ResponsibleOrganization",
-    "MedicalAlerts", "Allergies", "PregnancyStatus", "LastMenstrualDate", "SmokingStatus",
-    # study / visit
-    "AccessionNumber", "StudyID", "StudyDate", "StudyTime", "SeriesDate", "SeriesTime",
-    "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime", "ContentDate", "ContentTime",
-    "InstanceCreationDate", "InstanceCreationTime", "StudyDescription", "AdmissionID",
-    "AdmittingDiagnosesDescription", "RequestAttributesSequence", "RequestingPhysician",
-    "ReferencedPatientSequence", "ReferencedStudySequence",
-    # people and places
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianName", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "PerformingPhysicianName", "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord",
-    "OperatorsName", "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime",
-    "PerformedProcedureStepID", "PerformedProcedureStepDescription",
-    "StationName", "DeviceSerialNumber", "PlateID", "DetectorID",
-    # free text that often carries names
-    "ImageComments", "DerivationDescription", "TextValue",
-)
-"""Keywords :func:`strip_phi` removes (DICOM PS3.15 basic profile, the parts that occur in MG)."""
-
-PHI_VRS = ("PN", "DA", "DT", "TM")
-"""Value representations removed wherever they occur: person names, dates, date-times, times."""
-
 INFO_KEYWORDS = (
     "Modality", "SeriesDescription", "PhotometricInterpretation", "Rows", "Columns",
     "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
@@ -140,36 +110,6 @@ INFO_KEYWORDS = (
     "BodyPartExamined", "PresentationIntentType", "SOPClassUID",
 )
 """The only tags :func:`read_dicom` copies into ``info`` (none identifies a patient)."""
-
-
-def _dictionary_vr(tag) -> str | None:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return None
-
-
-def strip_phi(ds: pydicom.Dataset) -> pydicom.Dataset:
-    """Remove identifying elements from ``ds`` in place (and return it).
-
-    Removes every keyword in :data:`PHI_KEYWORDS`, every element whose VR is in :data:`PHI_VRS`
-    (names, dates, times), and all private tags, recursing into sequences. Pixel data and the
-    geometry/grey-level tags are kept. Elements are inspected without decoding their values.
-    """
-    for tag in list(ds.keys()):
-        if tag.is_private:
-            del ds[tag]
-            continue
-        vr = getattr(ds.get_item(tag), "VR", None) or _dictionary_vr(tag)
-        if keyword_for_tag(tag) in _PHI_SET or vr in PHI_VRS:
-            del ds[tag]
-        elif vr == "SQ":
-            for item in ds[tag].value:
-                strip_phi(item)
-    return ds
-
-
-_PHI_SET = frozenset(PHI_KEYWORDS)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -658,58 +598,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     return str(value)
-
-
-# --- windowing -----------------------------------------------------------------------------------
-
-def robust_window(pixels: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5),
-                  max_samples: int = 4_000_000) -> tuple[float, float]:
-    """``(low, high)`` percentiles of the non-background pixels (background: the minimum value,
-    e.g. the air around the breast). Falls back to all pixels when the background dominates.
-    Images above ``max_samples`` pixels are subsampled on a regular grid (same percentiles
-    within noise, several times faster on full-field mammograms)."""
-    step = int(np.ceil(np.sqrt(pixels.size / max_samples))) if pixels.size > max_samples else 1
-    pixels = pixels[::step, ::step]
-    lowest = float(pixels.min())
-    foreground = pixels[pixels > lowest]
-    values = foreground if foreground.size >= 0.01 * pixels.size else pixels.ravel()
-    low, high = np.percentile(values, percentiles)
-    return float(low), float(high)
-
-
-def _apply_voi(pixels: np.ndarray, voi: dict) -> np.ndarray:
-    """VOI transform -> [0, 1] with high = bright (float64)."""
-    offset = voi.get("inverted_offset")
-    x = pixels.astype(np.float64)
-    if offset is not None:  # the VOI is defined on the stored (MONOCHROME1) values
-        x = offset - x
-    if voi["kind"] == "lut":
-        index = np.clip(np.rint(x - voi["first"]), 0, len(voi["data"]) - 1).astype(np.int64)
-        y = voi["data"][index] / max(voi["max"], 1.0)
-    else:
-        c, w = voi["center"], voi["width"]
-        if voi["function"] == "SIGMOID":
-            y = 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
-        elif voi["function"] == "LINEAR_EXACT":
-            y = (x - (c - w / 2)) / w
-        else:  # LINEAR (PS3.3 C.11.2.1.2.1)
-            y = ((x - (c - 0.5)) / (w - 1) + 0.5) if w > 1 else (x >= c).astype(np.float64)
-    y = np.clip(y, 0.0, 1.0)
-    return 1.0 - y if offset is not None else y
-
-
-def window_to_uint8(pixels: np.ndarray, info: dict | None = None,
-                    percentiles: tuple[float, float] = (0.5, 99.5),
-                    window: tuple[float, float] | None = None) -> np.ndarray:
-    """Display values, uint8 (H, W), 0 = black: the file's VOI LUT or window when ``info['voi']``
-    holds one, else ``window = (low, high)`` when given (e.g. computed on the whole mammogram and
-    applied to a part of it), else the robust ``percentiles`` window of :func:`robust_window`."""
-    voi = (info or {}).get("voi")
-    if voi is not None:
-        y = _apply_voi(pixels, voi)
-    else:
-        low, high = window if window is not None else robust_window(pixels, percentiles)
-        if high <= low:
-            return np.zeros(pixels.shape, dtype=np.uint8)
-        y = np.clip((pixels.astype(np.float32) - np.float32(low)) * np.float32(1.0 / (high - low)), 0.0, 1.0)
-    return np.rint(y * 255.0).astype(np.uint8)

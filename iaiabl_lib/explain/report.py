@@ -281,7 +281,8 @@ def _cam_figure_html(run, expl) -> str:
     from matplotlib.figure import Figure
 
     from . import class_activation_map
-    from ..plots import ACTIVATION_CMAP, OVERLAY_ALPHA, STYLE, _clean, _contour
+    from ..plots import ACTIVATION_CMAP, OVERLAY_ALPHA, STYLE
+    from ..plots.style import _clean, _contour
 
     import matplotlib
 
