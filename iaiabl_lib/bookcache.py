@@ -377,7 +377,7 @@ def glue_run_time(clock: tuple[float, float], device: Any = None) -> dict[str, A
     """The chapter's run time since :func:`start_clock`, glued for its prose: ``chapter_seconds``
     (all of it), ``chapter_building_seconds`` (the part spent generating data or training models
     for the cache, which later chapters and builds load instead) and ``chapter_machine`` (the
-    device and how many threads torch used). Printed as well, for readers without the book."""
+    device and, on a CPU, how many threads torch used). Printed as well, for readers without the book."""
     import torch
 
     from .fastpath import device_name

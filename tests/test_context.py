@@ -84,10 +84,18 @@ def test_alt_text_says_what_the_picture_shows():
     assert f"scale bar is {plots.scale_bar_mm(view):g} mm, from the DICOM PixelSpacing" in alt
     html = X.whole_view_html(view, "Test case 3")
     assert re.search(r"<img src='data:image/png;base64,[^']+' alt='Test case 3, left breast", html)
+    assert "shrunk" in alt and "mm per pixel of the full image" in alt and ", shrunk;" in html
+    # an image no larger than the drawing is shown as it is, and the words do not say "shrunk"
+    small = X.WholeView(view.image, view.image.shape, (10, 10, 20), (0.5, 0.5), "PixelSpacing", "left", "CC")
+    assert small.scale == 1.0
+    alt_small, html_small = X.whole_view_alt(small), X.whole_view_html(small)
+    assert "shrunk" not in alt_small and "shrunk" not in html_small
+    assert f"the whole mammogram, {view.image.shape[1]} × {view.image.shape[0]} pixels" in alt_small
 
 
 def test_a_missing_image_is_said_in_words_and_drawn_as_words():
     view = X.WholeView(None, missing="The whole mammogram cannot be shown: because.")
+    assert X.whole_view_alt(view, "Test case 3") == view.missing
     html = X.whole_view_html(view)
     assert "<img" not in html and "cannot be shown: because." in html
     fig = plots.plot_whole_view(view)                        # no failure: a figure that says why
@@ -156,7 +164,7 @@ def test_whole_view_says_why_when_the_image_is_not_at_hand(data, tmp_path):
     moved = copy.copy(data)
     moved.summary = dict(data.summary, source=str(tmp_path / "gone"))
     view = X.whole_view(moved, i)
-    assert view.image is None and "not on this machine" in view.missing and str(tmp_path / "gone") in view.missing
+    assert view.image is None and "file was not found at " + str(tmp_path / "gone") in view.missing
     crops = copy.copy(data)
     crops.manifest = [dict(r, crop_box="", image_path="") for r in data.manifest]
     view = X.whole_view(crops, i)

@@ -376,7 +376,7 @@ def test_the_report_shows_the_whole_mammogram_with_the_region_and_a_scale_bar(ti
     summary = (moved / "summary.json").read_text().replace(str(synth_tree), str(tmp_path / "gone"))
     (moved / "summary.json").write_text(summary)
     text = explain_to_html(tiny_run, row["id"], data=moved, out=tmp_path / "gone.html").read_text()
-    assert "The whole mammogram cannot be shown: its file is not on this machine" in text
+    assert f"The whole mammogram cannot be shown: its file was not found at {tmp_path / 'gone'}" in text
     assert not alt.search(text)
 
 

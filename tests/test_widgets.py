@@ -950,6 +950,11 @@ def test_share_case_gives_the_explorers_one_chosen_case(run, ds):
     assert len(groups) == 1 and all("iaiabl-case-picker" in ex.controls["case"]._dom_classes
                                     for ex in (reader, precision, compare))
     assert "class='iaiabl-shown' data-case='" in reader.current_html()
+    # sharing the same explorers again links nothing more and says it once
+    line_before, links_before = reader.mode_line.value, list(reader.links)
+    assert widgets.share_case(reader, precision, compare) == links
+    assert reader.mode_line.value == line_before and reader.links == links_before
+    assert reader.mode_line.value.count("iaiabl-shared") == 1
     with pytest.raises(InputError, match="different cases"):
         widgets.share_case(reader, widgets.fine_annotation_comparison(run, run, ds, mode="static", cases=rows[:2]))
     # live: the kernel links the values (the case's position), whatever order a list shows

@@ -130,9 +130,9 @@ def whole_view(ds, i: int, px: int = WHOLE_PX) -> WholeView:
     source = (getattr(ds, "summary", None) or {}).get("source")
     path = Path(rel) if Path(rel).is_absolute() else (Path(source) / rel if source else None)
     if path is None or not path.is_file():
-        where = f" (it was read from {source})" if source else ""
-        return _missing("The whole mammogram cannot be shown: its file is not on this machine"
-                        f"{where}; the region of interest alone is shown.", row)
+        where = f" at {path}" if path is not None else ""
+        return _missing(f"The whole mammogram cannot be shown: its file was not found{where}; "
+                        "the region of interest alone is shown.", row)
     try:
         box = [int(v) for v in box_text.split()]
         if len(box) != 3:
@@ -154,16 +154,19 @@ def whole_view_alt(view: WholeView, what: str = "") -> str:
     region of interest boxed, the scale bar's length and where the spacing comes from."""
     from ..plots import scale_bar_mm
 
+    if view.image is None:
+        return view.missing
     head = ", ".join(p for p in (what, view_words(view)) if p)
     h, w = view.image.shape
-    text = (f"{head + ': ' if head else ''}the whole mammogram, shrunk to {w} × {h} pixels from "
-            f"{view.full_shape[1]} × {view.full_shape[0]}")
+    text = f"{head + ': ' if head else ''}the whole mammogram"
+    text += (f", shrunk to {w} × {h} pixels from {view.full_shape[1]} × {view.full_shape[0]}"
+             if view.scale > 1 else f", {w} × {h} pixels")
     if view.crop_box is not None:
         size = f" ({view.roi_mm:.0f} mm square)" if view.roi_mm is not None else ""
         text += f", the region of interest{size} boxed in yellow"
     if view.spacing_mm is not None:
         text += (f"; the white scale bar is {scale_bar_mm(view):g} mm, from the DICOM {view.spacing_tag} "
-                 f"({view.spacing_mm[0]:.3g} mm per pixel)")
+                 f"({view.spacing_mm[0]:.3g} mm per pixel of the full image)")
     else:
         text += "; no scale bar: the file records no pixel spacing"
     return text
@@ -181,7 +184,7 @@ def whole_view_html(view: WholeView, what: str = "", cls: str = "iaiabl-whole") 
     fig = plot_whole_view(view)
     data = base64.b64encode(figure_png(fig, dpi=100)).decode("ascii")
     caption = ("The whole mammogram" + (f" ({esc(view_words(view))})" if view_words(view) else "")
-               + ", shrunk; the yellow box is the region of interest shown large.")
+               + (", shrunk" if view.scale > 1 else "") + "; the yellow box is the region of interest shown large.")
     if view.spacing_mm is None:
         caption += " No scale bar: the file records no pixel spacing."
     elif view.spacing_tag != "PixelSpacing":

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
-import matplotlib.patheffects
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D

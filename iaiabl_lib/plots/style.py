@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import matplotlib
-import matplotlib.patheffects
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle

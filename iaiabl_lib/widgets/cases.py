@@ -170,8 +170,8 @@ def other_views_html(ds, i: int, shown: Sequence[int] | None = None) -> str:
     from ..explain.context import other_views
     from . import access as A
 
-    parts = []
-    for j in other_views(ds, i):
+    parts, others = [], other_views(ds, i)
+    for j in others:
         view = str(ds.manifest[j].get("view", "") or "").strip().upper() or "other"
         name = case_number(ds, j).capitalize()
         if shown is not None and j in shown:
@@ -181,7 +181,7 @@ def other_views_html(ds, i: int, shown: Sequence[int] | None = None) -> str:
                          "cases of this explorer")
     if not parts:
         return ""
-    rows = " ".join(str(j) for j in other_views(ds, i))
+    rows = " ".join(str(j) for j in others)
     return (f"<div class='iaiabl-views' data-rows='{rows}'>The same lesion in another view (same patient, "
             f"breast and abnormality number): {'; '.join(parts)}.</div>")
 

@@ -216,12 +216,15 @@ def share_case(*explorers: Explorer) -> list:
     small handler every case view carries (``access.SHOWN_JS``), enabled by the share group written
     in each explorer's mode line (``data-group``); otherwise the lists' ``value`` (the case's
     position in ``rows``, whatever the order shown) linked by the kernel. Each explorer's mode line
-    says so. Returns the links (also added to each explorer's ``links``)."""
+    says so. Returns the links (also added to each explorer's ``links``); sharing the same explorers
+    again changes nothing and returns the same links."""
     if len(explorers) < 2:
         raise InputError("share_case: give at least two explorers")
     for ex in explorers:
         if "case" not in getattr(ex, "controls", {}) or getattr(ex, "rows", None) is None:
             raise InputError(f"share_case: {type(ex).__name__} has no case list to share")
+    if all(getattr(ex, "shared", None) == list(explorers) for ex in explorers):
+        return list(explorers[0].shared_links)      # shared already: no second link, no second line
     first = list(explorers[0].rows)
     for ex in explorers[1:]:
         if list(ex.rows) != first:
@@ -239,6 +242,6 @@ def share_case(*explorers: Explorer) -> list:
     for ex in explorers:
         ex.controls["case"].add_class("iaiabl-case-picker")
         ex.links = list(ex.links) + links
-        ex.shared = list(explorers)
+        ex.shared, ex.shared_links = list(explorers), links
         ex.mode_line.value = ex.mode_line.value + line
     return links

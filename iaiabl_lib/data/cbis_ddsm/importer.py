@@ -115,7 +115,8 @@ def _summary(cbis_dir: Path, size: int, split: str, seed: int, n_rows: int,
         malignant[s] += int(r["malignant"])
         fine[s] += int(r["has_fine"])
         seen[s].add(r["patient_id"])
-    return {"source": str(cbis_dir), "size": size, "split_mode": split, "seed": seed,
+    return {"source": os.path.abspath(cbis_dir),   # absolute: readers may run from another folder
+            "size": size, "split_mode": split, "seed": seed,
             "n_csv_rows": n_rows, "n_included": len(manifest), "counts": counts,
             "malignant": malignant, "fine": fine, "patients": {s: len(seen[s]) for s in SPLITS},
             "excluded": dict(sorted(Counter(s["reason"] for s in skipped).items())),

@@ -150,6 +150,8 @@ class RealismReport:
     def beta_summary(self, band: tuple[float, float] = BAND) -> dict:
         """Median and quartiles of the per-image exponent fitted over ``band`` (one of
         :data:`CHECK_BANDS`; default the band of record), images and patches measured."""
+        if band not in self.band_betas:
+            raise ValueError(f"no exponent was fitted over the band {band}; choose one of {CHECK_BANDS}")
         b = np.array([x for x in self.band_betas[band] if np.isfinite(x)])
         q = np.percentile(b, [25, 50, 75]) if len(b) else [np.nan] * 3
         return {"images": len(b), "median": float(q[1]), "q25": float(q[0]), "q75": float(q[2]),
