@@ -34,8 +34,8 @@ from ..config import MARGINS
 from ..errors import InputError
 
 __all__ = ["MAX_CASES", "dataset", "pick_cases", "case_number", "is_synthetic", "show_ids",
-           "case_header", "other_views_html", "truth_reveal", "record_source", "dataset_id_line", "agreement_sentence", "source_row", "source_caption", "relevant", "health",
-           "demo_note"]
+           "case_header", "other_views_html", "truth_reveal", "record_source", "dataset_id_line",
+           "agreement_sentence", "source_row", "source_caption", "relevant", "health", "demo_note"]
 
 MAX_CASES = 8
 """At most this many cases per explorer (static views are embedded in the page)."""
