@@ -193,9 +193,13 @@ def _tiny() -> Preset:
         # the paper's prototype depth C = 512 (the add-on layers map the tiny backbone's 64 channels
         # to it): with sigmoid latent patches an unrelated patch lies at d ≈ C / 6 and has a similarity
         # (Eq. 1) of about 6 / C, the background that makes up most of Eq. 7 (chapter 7).
-        # The backbone starts from the shipped pretrained weights ("synthetic", ``pretrain``), the
-        # CPU analogue of the paper's ImageNet VGG-16; "none" (from scratch) is the ablation.
-        model=ModelConfig(backbone="tiny", pretrained="synthetic", image_size=64,
+        # The backbone starts from random weights ("none"). The shipped pretrained weights
+        # ("synthetic", ``pretrain``, the CPU analogue of the paper's ImageNet VGG-16) are the
+        # ablation: on the four tuning seeds 100-103, with the lesion pull and the distinct push in
+        # place, the preset from scratch reached the higher average AUROC on every seed
+        # (0.84 / 0.87 / 0.88 / 0.88 against 0.77 / 0.85 / 0.87 / 0.84 at 80 epochs) at a similar
+        # lesion precision (README, "How the tiny preset was chosen"; chapter 7).
+        model=ModelConfig(backbone="tiny", pretrained="none", image_size=64,
                           prototype_channels=512, topk=3),
         # Two departures from the paper, both measured (README, "The science check": tuning seeds
         # 100 and 101, never the reported ones): the lesion pull (loss.remember, losses.lesion_pull;
@@ -210,17 +214,21 @@ def _tiny() -> Preset:
         # The paper's regime in short epochs of 24 + 8 (one pass over the training split, 11 steps
         # on the book's data): 10 warm-up epochs with the backbone frozen (the authors: 10 epochs of
         # 200 steps on frozen ImageNet features), then joint training, and the authors' step decay
-        # (x0.1, never reset) after 50 joint epochs, so that the last push happens at a tenth of the
-        # rate. The backbone's joint rate is a third of the add-on layers' (the paper's is a
-        # fifteenth, 2e-4 : 3e-3, for ImageNet features that need little change): at 2e-4 the
-        # average AUROC on the tuning seeds was 0.70 / 0.81 against 0.80 / 0.89 at 1e-3. About
-        # 1.5 min per run on 2 CPU cores.
-        train=TrainConfig(epochs=80, epoch_images=0, warm_epochs=10, push_start=20, push_every=20,
+        # (x0.1, never reset) after 60 joint epochs, so that the last two pushes (epochs 80 and 100)
+        # happen at a tenth of the rate. From scratch the validation lesion precision still rose at
+        # epoch 80's push; against 80 epochs with the decay after 50 joint ones, this schedule kept
+        # the mean average AUROC of tuning seeds 100-103 (0.87) and raised its lowest from 0.84 to
+        # 0.86 (0.86 / 0.87 / 0.88 / 0.86 against 0.84 / 0.87 / 0.88 / 0.88; lesion precision
+        # 0.88 / 0.87 / 0.87 / 0.86 against 0.87 / 0.87 / 0.87 / 0.85). The backbone's joint rate is a third of the add-on layers' (the
+        # paper's is a fifteenth, 2e-4 : 3e-3, for ImageNet features that need little change): at
+        # 2e-4 the average AUROC on the tuning seeds was 0.70 / 0.81 against 0.80 / 0.89 at 1e-3
+        # (with the pretrained backbone). About 1.5-2 min per run on 2 CPU cores.
+        train=TrainConfig(epochs=100, epoch_images=0, warm_epochs=10, push_start=20, push_every=20,
                           last_layer_epochs=10, batch_size=24, fine_batch_size=8,
                           lr_warm_add_on=3e-3, lr_warm_prototypes=3e-3,
                           lr_joint_backbone=1e-3, lr_joint_add_on=3e-3,
                           lr_joint_prototypes=3e-3, lr_last_layer=1e-2,
-                          lr_step_size=50, push_set="lesion", push_distinct="image",
+                          lr_step_size=60, push_set="lesion", push_distinct="image",
                           amp=False, channels_last=False,
                           eval_batch_size=512),
     )
@@ -247,14 +255,16 @@ def _protopnet(base: Preset) -> Preset:
 
 
 def _blackbox(base: Preset) -> Preset:
-    """The black box's recipe at tiny scale: the same pretrained backbone, and what it takes to fit
-    its training split (average AUROC ≥ 0.95 on the un-augmented split, on the confounded and the
-    default set: README, "The science check"), since a comparison of explanations is only fair
-    against a black box that has learned what it can: all layers at 2e-3, decay x0.1 after 100 of
-    150 epochs, dropout 0.1, weight decay 1e-4, and the selection on the validation AUROC among the
-    settled epochs after the decay only (on tuning seed 100's default set the best validation
-    AUROC of all epochs fell at epoch 70, where the training AUROC was 0.94; it reached 0.97 by
-    the end)."""
+    """The black box's recipe at tiny scale: the tiny preset's backbone (from scratch, as the
+    prototype models'), and what it takes to fit its training split (average AUROC ≥ 0.95 on the
+    un-augmented split, on the confounded and the default set: README, "The science check"), since
+    a comparison of explanations is only fair against a black box that has learned what it can:
+    all layers at 2e-3, decay x0.1 after 100 of 150 epochs, dropout 0.1, weight decay 1e-4, and the
+    selection on the validation AUROC among the settled epochs after the decay only (on tuning seed
+    100's default set the best validation AUROC of all epochs fell at epoch 70, where the training
+    AUROC was 0.94; it reached 0.97 by the end). The recipe was chosen with the pretrained backbone;
+    from scratch it fits as well (tuning seed 100, ``benchmarks/blackbox_fit.py``: training AUROC
+    0.97 on the confounded set and 0.96 on the default set at the selected epoch)."""
     return base.replace({"train.epochs": 150, "train.lr_joint_backbone": 2e-3, "train.lr_joint_add_on": 2e-3,
                          "train.lr_step_size": 100, "train.weight_decay": 1e-4, "model.head_dropout": 0.1,
                          "train.select_from_epoch": 101},

@@ -340,7 +340,7 @@ def test_bookcache_keys_follow_code_and_parameters(monkeypatch):
     # no annotation at all: no Eq. 7, no lesion masks (so no lesion pull), no push onto lesion cells
     assert bookcache.BOOK_OVERRIDES["nofine"] == {"train.use_fine_loss": False, "train.use_lesion_masks": False,
                                                   "train.push_set": "all"}
-    assert bookcache.BOOK_OVERRIDES["scratch"] == {"model.pretrained": "none"}
+    assert bookcache.BOOK_OVERRIDES["pretrained"] == {"model.pretrained": "synthetic"}   # the ablation
     assert bookcache.preset_for("cpu") == "tiny" and bookcache.preset_for("cpu", "protopnet") == "tiny-protopnet"
     # a GPU alone does not switch to the paper's scale (hours per model): the reader opts in
     monkeypatch.delenv("IAIABL_BOOK_PRESET", raising=False)
