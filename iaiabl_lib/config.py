@@ -255,19 +255,26 @@ def _protopnet(base: Preset) -> Preset:
 
 
 def _blackbox(base: Preset) -> Preset:
-    """The black box's recipe at tiny scale: the tiny preset's backbone (from scratch, as the
-    prototype models'), and what it takes to fit its training split (average AUROC ≥ 0.95 on the
-    un-augmented split, on the confounded and the default set: README, "The science check"), since
-    a comparison of explanations is only fair against a black box that has learned what it can:
-    all layers at 2e-3, decay x0.1 after 100 of 150 epochs, dropout 0.1, weight decay 1e-4, and the
-    selection on the validation AUROC among the settled epochs after the decay only (on tuning seed
-    100's default set the best validation AUROC of all epochs fell at epoch 70, where the training
-    AUROC was 0.94; it reached 0.97 by the end). The recipe was chosen with the pretrained backbone;
-    from scratch it fits as well (tuning seed 100, ``benchmarks/blackbox_fit.py``: training AUROC
-    0.97 on the confounded set and 0.96 on the default set at the selected epoch)."""
-    return base.replace({"train.epochs": 150, "train.lr_joint_backbone": 2e-3, "train.lr_joint_add_on": 2e-3,
-                         "train.lr_step_size": 100, "train.weight_decay": 1e-4, "model.head_dropout": 0.1,
-                         "train.select_from_epoch": 101},
+    """The black box's recipe at tiny scale: what it takes to fit its training split (average AUROC
+    ≥ 0.95 on the un-augmented split, on the confounded and the default set: README, "The science
+    check"), since a comparison of explanations is only fair against a black box that has learned
+    what it can: the shipped pretrained tiny backbone ("synthetic"), all layers at 2e-3, decay x0.1
+    after 100 of 150 epochs, dropout 0.1, weight decay 1e-4, and the selection on the validation
+    AUROC among the settled epochs after the decay only (on tuning seed 100's default set the best
+    validation AUROC of all epochs fell at epoch 70, where the training AUROC was 0.94; it reached
+    0.97 by the end).
+
+    Unlike the prototype models, the black box keeps the pretrained backbone, as the paper's
+    black box starts from ImageNet's VGG-16. From scratch it fitted the tuning seeds too
+    (``benchmarks/blackbox_fit.py``, best training AUROC on the confounded / default set: 0.98 /
+    0.97 on seed 100, 0.99 / 0.98 on 101; 0.99 and 0.98 on the confounded sets of 102 and 103) but
+    lower than pretrained where both were measured (seed 100: 0.99 / 0.98), and on the
+    confounded set of reported seed 1 it did not (0.90 at epoch 150: it stayed near what the marker
+    alone gives for 100 epochs, issue 21's shortcut). The head start goes to the baseline, so it
+    makes the comparison harder for IAIA-BL, not easier (README, "How the tiny preset was chosen")."""
+    return base.replace({"model.pretrained": "synthetic", "train.epochs": 150, "train.lr_joint_backbone": 2e-3,
+                         "train.lr_joint_add_on": 2e-3, "train.lr_step_size": 100, "train.weight_decay": 1e-4,
+                         "model.head_dropout": 0.1, "train.select_from_epoch": 101},
                         name=f"{base.name}-blackbox")
 
 

@@ -8,10 +8,11 @@ leave every patch"). This module trains the tiny backbone once, on data and a ta
 experiments never see, and ships the weights with the library (``pretrained/``, ``model.pretrained
 = "synthetic"``), as every paper-scale model starts from ImageNet's.
 
-The tiny preset does not use them by default: once the lesion pull and the one-image-per-prototype
-push keep the prototypes on the lesion (config.py), the backbone from scratch reached the higher
-average AUROC on every tuning seed (100-103). They are the science check's ablation row
-("IAIA-BL, pretrained backbone") and chapter 7's section "The pretrained backbone".
+The tiny prototype presets (IAIA-BL, ProtoPNet) do not use them by default: once the lesion pull
+and the one-image-per-prototype push keep the prototypes on the lesion (config.py), the backbone
+from scratch reached the higher average AUROC on every tuning seed (100-103). The black box starts
+from them (config._blackbox), and so does the science check's ablation row ("IAIA-BL, pretrained
+backbone", chapter 7's section "The pretrained backbone").
 
 The corpus. Four synthetic CBIS-DDSM-shaped trees (``iaiabl synth``) drawn with seeds reserved for
 it, :data:`CORPUS_SEEDS` for training and :data:`PROBE_SEED` held out for the scores; no book

@@ -10,10 +10,11 @@ mean [min, max], then the claims checked on every seed. A seed draws the data se
 the training: each seed is an independent repetition of the whole experiment. The runs are the
 book's cached runs (``bookcache``; the book itself uses seed 0), so the book and this command agree.
 
-Every tiny model starts from a backbone drawn at random (the tiny preset: on the tuning seeds it
-did better than the shipped pretrained backbone, ``pretrain``, config.py), where every paper-scale
-model starts from ImageNet's VGG-16; one more IAIA-BL row starts from the pretrained tiny backbone
-(the ablation that measures what pretraining does at this scale). The sanity control runs ProtoPNet and the black box on the unconfounded
+The tiny prototype models (IAIA-BL with and without Eq. 7, ProtoPNet) start from a backbone drawn
+at random (on the tuning seeds IAIA-BL did better so than from the shipped pretrained backbone,
+``pretrain``; config.py) and the black box from the pretrained one (config._blackbox), where every
+paper-scale model starts from ImageNet's VGG-16; one more IAIA-BL row starts from the pretrained
+tiny backbone (the ablation that measures what pretraining does at this scale). The sanity control runs ProtoPNet and the black box on the unconfounded
 default set of the same seed too: there the black box must match ProtoPNet's accuracy (the paper's
 accuracy-parity setting) before its failure on the confounded set can be put on the marker.
 

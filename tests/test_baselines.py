@@ -81,7 +81,7 @@ def test_blackbox_run_files_and_reload(tiny_blackbox, prepared):
     cfg = json.loads((run_dir / "config.json").read_text())
     # "tiny" trains with the black box's tiny recipe (config._blackbox)
     assert cfg["kind"] == "blackbox" and cfg["task"] == "margin" and cfg["preset_name"] == "tiny-blackbox"
-    assert cfg["preset"]["model"]["head_dropout"] == 0.1 and cfg["preset"]["model"]["pretrained"] == "none"
+    assert cfg["preset"]["model"]["head_dropout"] == 0.1 and cfg["preset"]["model"]["pretrained"] == "synthetic"
     # a run shortened below the recipe's selection window (epochs 101-150) selects from its last epoch
     assert cfg["selected_epoch"] == 2 and cfg["selection"].endswith("among epochs 2-2")
     assert cfg["preset"]["model"]["backbone"] == "tiny"

@@ -200,7 +200,8 @@ def test_readme_science_table_is_the_recorded_run():
     section = readme[readme.index("## The science check"):]
     assert recorded["command"] in section and recorded["date"] in section
     rows = {"IAIA-BL": "IAIA-BL", "IAIA-BL without the fine-annotation loss": "IAIA-BL without fine-annotation loss",
-            "ProtoPNet": "ProtoPNet", "black-box CNN + Grad-CAM": "black-box VGG-style CNN + Grad-CAM"}
+            "ProtoPNet": "ProtoPNet", "black-box CNN + Grad-CAM": "black-box VGG-style CNN + Grad-CAM",
+            dict(science.ROWS)["pretrained"]: dict(science.ROWS)["pretrained"]}
     seeds = sorted(per_seed)
     for label, name in rows.items():
         line = next(ln for ln in section.splitlines() if ln.startswith(f"| {label} |"))

@@ -52,24 +52,24 @@ def test_lesion_targets_are_area_fractions():
 
 
 def test_shipped_weights_load_with_their_hash_and_the_ablation_uses_them():
-    """The tiny presets (IAIA-BL, ProtoPNet, the black box) start from scratch (config.py: on the
-    tuning seeds that did better); the shipped weights are the "pretrained" ablation, and the
-    SHA-256 in TINY_WEIGHTS matches the file."""
+    """The tiny prototype presets (IAIA-BL, ProtoPNet) start from scratch (config.py: on the tuning
+    seeds that did better); the black box and the "pretrained" ablation start from the shipped
+    weights, whose SHA-256 in TINY_WEIGHTS matches the file."""
     from iaiabl_lib import bookcache
     from iaiabl_lib.baselines import build_blackbox
 
     name, sha = pretrain.TINY_WEIGHTS["synthetic"]
     assert sha is not None and len(sha) == 64
     state = pretrain.load_tiny_weights("synthetic")
-    for preset in ("tiny", "tiny-protopnet", "tiny-blackbox"):
+    for preset in ("tiny", "tiny-protopnet"):
         assert get_preset(preset).model.pretrained == "none"
+    assert get_preset("tiny-blackbox").model.pretrained == "synthetic"
     ablation = get_preset("tiny").replace(bookcache.BOOK_OVERRIDES["pretrained"])
-    got = build_model(ablation).backbone.state_dict()
-    assert all(torch.equal(got[k], state[k]) for k in state)
-    bb = build_blackbox("tiny", pretrained="synthetic").backbone.state_dict()
-    assert all(torch.equal(bb[k], state[k]) for k in state)
+    for backbone in (build_model(ablation).backbone, build_blackbox("tiny").backbone):
+        got = backbone.state_dict()
+        assert all(torch.equal(got[k], state[k]) for k in state)
     for scratch in (tiny_backbone("none").state_dict(), build_model(get_preset("tiny")).backbone.state_dict(),
-                    build_blackbox("tiny").backbone.state_dict()):
+                    build_blackbox("tiny", pretrained="none").backbone.state_dict()):
         assert not any(torch.equal(scratch[k], state[k]) for k in state if state[k].numel() > 1)
 
 
