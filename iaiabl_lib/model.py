@@ -204,9 +204,10 @@ def vgg16_features(pretrained: str) -> nn.Sequential:
 
 
 def tiny_backbone(pretrained: str) -> TinyBackbone:
-    """The tiny backbone, at random initialisation (``pretrained="none"``, the ablation) or with
-    pretrained weights: a name shipped with the library ("synthetic", the CPU analogue of ImageNet
-    VGG-16: ``pretrain``; SHA-256 checked, offline) or the path of a file ``iaiabl pretrain``
+    """The tiny backbone, at random initialisation (``pretrained="none"``, the default of the tiny
+    IAIA-BL and ProtoPNet presets) or with pretrained weights: a name shipped with the library
+    ("synthetic", the CPU analogue of ImageNet VGG-16: ``pretrain``; SHA-256 checked, offline; the
+    tiny black box and the science check's ablation) or the path of a file ``iaiabl pretrain``
     wrote."""
     backbone = TinyBackbone()
     if pretrained != "none":

@@ -11,7 +11,7 @@ the training: each seed is an independent repetition of the whole experiment. Th
 book's cached runs (``bookcache``; the book itself uses seed 0), so the book and this command agree.
 
 The tiny prototype models (IAIA-BL with and without Eq. 7, ProtoPNet) start from a backbone drawn
-at random (on the tuning seeds IAIA-BL did better so than from the shipped pretrained backbone,
+at random (on the tuning seeds IAIA-BL did better than from the shipped pretrained backbone,
 ``pretrain``; config.py) and the black box from the pretrained one (config._blackbox), where every
 paper-scale model starts from ImageNet's VGG-16; one more IAIA-BL row starts from the pretrained
 tiny backbone (the ablation that measures what pretraining does at this scale). The sanity control runs ProtoPNet and the black box on the unconfounded

@@ -1,5 +1,6 @@
-"""The pretrained tiny backbone: its targets, the shipped weights and their hash, and that every
-tiny model starts from them."""
+"""The pretrained tiny backbone: its targets, the shipped weights and their hash, and which tiny
+models start from them (the black box and the "pretrained" ablation; IAIA-BL and ProtoPNet start
+from scratch)."""
 from __future__ import annotations
 
 import dataclasses
