@@ -116,8 +116,12 @@ def test_presets_refuse_weights_of_the_other_backbone_and_a_certain_dropout():
 
     with pytest.raises(ValueError, match="names the vgg16 backbone's weights"):
         resolve_preset("paper", {"model.backbone": "tiny"})
+    # the tiny black box starts from the tiny weights; IAIA-BL's tiny preset only in the ablation
     with pytest.raises(ValueError, match="names the tiny backbone's weights"):
-        resolve_preset("tiny", {"model.backbone": "vgg16"})
+        resolve_preset("tiny-blackbox", {"model.backbone": "vgg16"})
+    with pytest.raises(ValueError, match="names the tiny backbone's weights"):
+        resolve_preset("tiny", {"model.backbone": "vgg16", "model.pretrained": "synthetic"})
+    assert resolve_preset("tiny", {"model.backbone": "vgg16"}).model.pretrained == "none"
     with pytest.raises(ValueError, match="below 1"):
         resolve_preset("tiny", {"model.head_dropout": "1"})
     assert resolve_preset("tiny", {"model.pretrained": "none"}).model.pretrained == "none"

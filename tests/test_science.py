@@ -54,3 +54,16 @@ def test_report_states_the_mean_claim_from_the_numbers():
     assert "averages 0.84 over the 2 seeds" in text and "does not hold" in text.split("averages")[-1]
     per_seed[1] = _rows(**{"IAIA-BL:lesion_ap": 0.86})
     assert "averages 0.87 over the 2 seeds: the claim \"at least 0.85 on average\" holds." in science.format_report(per_seed)
+
+
+def test_a_failed_threshold_claim_shows_the_unrounded_figure():
+    """0.848 prints as 0.85 in the figure tables; the claims table shows why "≥ 0.85" failed."""
+    per_seed = {0: _rows(), 1: _rows(**{"IAIA-BL:lesion_ap": 0.848})}
+    line = next(ln for ln in science.format_report(per_seed).splitlines()
+                if ln.startswith("| IAIA-BL lesion activation precision ≥ 0.85 |"))
+    assert line.split("|")[2:4] == [" yes ", " **no** (0.848) "]
+    assert science.claim_figure(per_seed[1], "lesion_ap_at_least_0.85") == 0.848
+    # a comparison between models has no single figure to show
+    assert science.claim_figure(per_seed[1], "lesion_ap_0.2_above_protopnet") is None
+    assert science.claim_mark(per_seed[1], "lesion_ap_0.2_above_protopnet", False) == "**no**"
+    assert science.claim_mark(per_seed[1], "auroc_at_least_0.85", None) == "—"
