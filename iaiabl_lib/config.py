@@ -220,10 +220,11 @@ def _tiny() -> Preset:
         # epoch 80's push; against 80 epochs with the decay after 50 joint ones, this schedule kept
         # the mean average AUROC of tuning seeds 100-103 (0.87) and raised its lowest from 0.84 to
         # 0.86 (0.86 / 0.87 / 0.88 / 0.86 against 0.84 / 0.87 / 0.88 / 0.88; lesion precision
-        # 0.88 / 0.87 / 0.87 / 0.86 against 0.87 / 0.87 / 0.87 / 0.85). The backbone's joint rate is a third of the add-on layers' (the
-        # paper's is a fifteenth, 2e-4 : 3e-3, for ImageNet features that need little change): at
-        # 2e-4 the average AUROC on the tuning seeds was 0.70 / 0.81 against 0.80 / 0.89 at 1e-3
-        # (with the pretrained backbone). About 1.5-2 min per run on 2 CPU cores.
+        # 0.88 / 0.87 / 0.87 / 0.86 against 0.87 / 0.87 / 0.87 / 0.85). The backbone's joint rate
+        # is a third of the add-on layers' (the paper's is a fifteenth, 2e-4 : 3e-3, for ImageNet
+        # features that need little change): at 2e-4 the average AUROC on the tuning seeds was
+        # 0.70 / 0.81 against 0.80 / 0.89 at 1e-3 (with the pretrained backbone). About 1.5 min per
+        # run on 2 CPU cores (88 s in a fresh `make book`).
         train=TrainConfig(epochs=100, epoch_images=0, warm_epochs=10, push_start=20, push_every=20,
                           last_layer_epochs=10, batch_size=24, fine_batch_size=8,
                           lr_warm_add_on=3e-3, lr_warm_prototypes=3e-3,

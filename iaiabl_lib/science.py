@@ -14,9 +14,10 @@ The tiny prototype models (IAIA-BL with and without Eq. 7, ProtoPNet) start from
 at random (on the tuning seeds IAIA-BL did better than from the shipped pretrained backbone,
 ``pretrain``; config.py) and the black box from the pretrained one (config._blackbox), where every
 paper-scale model starts from ImageNet's VGG-16; one more IAIA-BL row starts from the pretrained
-tiny backbone (the ablation that measures what pretraining does at this scale). The sanity control runs ProtoPNet and the black box on the unconfounded
-default set of the same seed too: there the black box must match ProtoPNet's accuracy (the paper's
-accuracy-parity setting) before its failure on the confounded set can be put on the marker.
+tiny backbone (the ablation that measures what pretraining does at this scale). The sanity
+control runs ProtoPNet and the black box on the unconfounded default set of the same seed too:
+there the black box must match ProtoPNet's accuracy (the paper's accuracy-parity setting) before
+its failure on the confounded set can be put on the marker.
 
     iaiabl science [--seeds 0 1 2 3 4] [--device D] [--out FILE.md] [--json FILE.json]
 """
