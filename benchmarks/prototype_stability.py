@@ -4,7 +4,8 @@ Trains IAIA-BL (tiny preset unless --preset) on the book's confounded data set o
 data ``iaiabl science --seeds`` uses: ``bookcache.ensure_data("confounded", seed=S)``) with the
 given overrides, evaluates it on the marker-free test split with the paper's protocols, and prints
 one JSON line per seed: average AUROC, lesion and fine activation precision (Eq. 9, every prototype
-of the true class), malignancy AUROC, κ, prototypes left per class after pruning, and the
+of the true class), malignancy AUROC, κ, the reliance on the marker (``evaluate.marker_reliance``:
+the validation cases with and without it), prototypes left per class after pruning, and the
 trajectory of the validation lesion precision and of the distinct pushed patches
 (history.csv's diagnostics), then mean [min, max] over the seeds.
 
@@ -31,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iaiabl_lib import bookcache  # noqa: E402
-from iaiabl_lib.evaluate import evaluate_run  # noqa: E402
+from iaiabl_lib.evaluate import evaluate_run, marker_reliance  # noqa: E402
 from iaiabl_lib import science  # noqa: E402
 from iaiabl_lib.train import train  # noqa: E402
 
@@ -43,6 +44,7 @@ def one_seed(seed: int, preset: str, overrides: dict, out: Path, device: str, va
     run = train(data, preset, out, seed=seed, device=device, progress=False, overrides=overrides, resume=False,
                 val_data=val)
     m = evaluate_run(out, n_boot=1000, device=device)
+    marker = marker_reliance(out, data, bookcache.ensure_data("unmarked", device, seed=seed), device=device)
     per_class = np.bincount(np.asarray(run.config["prototype_class"]), minlength=3).tolist()
     off_patch = science._off_patch(out)          # the science table's own count (OFF_PATCH_SQ_DISTANCE)
     traj = [{"epoch": h["epoch"], "stage": h["stage"], "val_lesion_ap": h.get("val_lesion_ap"),
@@ -53,6 +55,7 @@ def one_seed(seed: int, preset: str, overrides: dict, out: Path, device: str, va
             "fine_ap": m["activation_precision"]["fine"]["value"],
             "malignancy_auroc": m["malignancy_auroc"]["value"], "kappa": m["kappa"]["value"],
             "lesion_ap_ceiling": m.get("activation_precision_ceiling", {}).get("lesion", {}).get("value"),
+            "marker_probability_drop": marker["probability_drop"], "marker_auroc_drop": marker["auroc_drop"],
             "prototypes_per_class": per_class, "off_patch": off_patch, "best_epoch": run.config["best_epoch"],
             "pushes": traj, "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(json.dumps({"tag": args.tag, "overrides": overrides, "val_data": args.val_data, **row}), flush=True)
     summary = {}
-    for key in ("average_auroc", "lesion_ap", "fine_ap", "malignancy_auroc", "kappa"):
+    for key in ("average_auroc", "lesion_ap", "fine_ap", "malignancy_auroc", "kappa", "marker_probability_drop"):
         vals = [r[key] for r in rows if r[key] is not None]
         if vals:
             summary[key] = f"{np.mean(vals):.2f} [{np.min(vals):.2f}, {np.max(vals):.2f}]"

@@ -129,6 +129,9 @@ class TrainConfig:
     weight_decay: float = 1e-3
     push_set: str = "all"              # A2 projects onto: "all" cells of own-class images (paper) | "lesion" cells
     push_distinct: str = "none"        # "none": any image (paper) | "image": one training image per prototype
+    context_swap: float = 0.0          # NOT the paper: per A1 row, probability that the context around the mass
+                                       # comes from another case (data.dataset.swap_context; needs lesion masks)
+    context_dilation: int = 2          # pixels of margin kept around the lesion mask by context_swap
     prune_duplicates: bool = True
     prune_tolerance: float = 1e-3      # prototypes closer than this (sq. L2) count as duplicates
     # fast path (GPU): bf16/fp16 autocast, channels_last, fused optimiser, optional compile
@@ -363,6 +366,8 @@ def _check_values(p: "Preset") -> None:
                 raise InputError(f"{key}={value!r}: must be a finite number" + (f" ≥ {low}" if low > -math.inf else ""))
     if p.model.head_dropout >= 1:
         raise InputError(f"model.head_dropout={p.model.head_dropout!r}: a dropout probability must be below 1")
+    if p.train.context_swap > 1:
+        raise InputError(f"train.context_swap={p.train.context_swap!r}: a probability must be at most 1")
     shipped = {"vgg16": ("imagenet",), "tiny": ("synthetic",)}
     other = {"vgg16": "tiny", "tiny": "vgg16"}[p.model.backbone]
     if p.model.pretrained in shipped[other]:

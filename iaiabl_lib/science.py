@@ -52,6 +52,9 @@ FIGURES = (("average_auroc", "average AUROC (weighted)"), ("macro_auroc", "macro
            ("lesion_ap_ceiling", "activation precision a one-cell map can reach, lesion"),
            ("kappa", "Cohen's κ"), ("malignancy_auroc", "malignancy AUROC"),
            ("train_auroc", "average AUROC on the un-augmented training split"),
+           ("marker_probability_drop", "validation cases that carry the marker: drop in the probability of their "
+            "class when the marker is removed"),
+           ("marker_auroc_drop", "validation average AUROC with the marker minus without it (the same cases)"),
            ("min_prototypes_per_class", "fewest prototypes of a class after pruning"),
            ("prototypes_off_patch", "prototypes that had left every training patch before the last push"))
 """Per-model figures of one seed (key, label)."""
@@ -75,6 +78,8 @@ CLAIMS = (
     ("auroc_at_least_0.85", "IAIA-BL average AUROC ≥ 0.85"),
     ("three_prototypes_per_class", "IAIA-BL keeps ≥ 3 prototypes of every class after pruning"),
     ("at_most_3_off_patch", "at most 3 of IAIA-BL's prototypes had left every patch before the selected push"),
+    ("marker_reliance_below_without", "removing the marker lowers IAIA-BL's probability of the marked cases' class "
+     "less than without Eq. 7"),
     ("blackbox_fits", "the black box fits its training split (AUROC ≥ 0.95) on both sets"),
     ("blackbox_parity_unconfounded", "unconfounded set: black-box AUROC ≥ ProtoPNet's − 0.02"),
 )
@@ -117,6 +122,19 @@ def _train_auroc(run_dir: Path, kind: str) -> float | None:
     return None if value in (None, "") else float(value)
 
 
+def _marker_reliance(run_dir: Path, seed: int, device, data: str) -> dict:
+    """``evaluate.marker_reliance`` of a run trained on the confounded set, on the validation
+    cases with and without the marker (the "unmarked" twin of the same seed); {} on other sets."""
+    from . import bookcache
+    from .evaluate.marker import marker_reliance
+
+    if data != "confounded":
+        return {}
+    r = marker_reliance(run_dir, bookcache.ensure_data(data, device, seed=seed),
+                        bookcache.ensure_data("unmarked", device, seed=seed), device=device)
+    return {"marker_probability_drop": r["probability_drop"], "marker_auroc_drop": r["auroc_drop"]}
+
+
 def _rows_for(kinds, seed: int, device, data: str, suffix: str = "") -> dict[str, dict]:
     from . import bookcache
     from .evaluate import CEILING_KEY, GRADCAMPP_KEY
@@ -133,6 +151,7 @@ def _rows_for(kinds, seed: int, device, data: str, suffix: str = "") -> dict[str
                 "prototypes_off_patch": _off_patch(run_dir) if prototypes else None,
                 "lesion_ap_ceiling": _value(m.get(CEILING_KEY, {}).get("lesion")),
                 "train_auroc": _train_auroc(run_dir, kind),
+                **_marker_reliance(run_dir, seed, device, data),
                 "run": str(run_dir)}
         maps = [("activation_precision", "")]
         if kind == "blackbox":
@@ -193,6 +212,8 @@ def claims(rows: dict[str, dict]) -> dict[str, bool | None]:
         return ok(iaiabl[figure], bound, 0.0)
 
     off = iaiabl.get("prototypes_off_patch")
+    without = rows.get(ROWS[1][1], {})
+    drop, drop_without = iaiabl.get("marker_probability_drop"), without.get("marker_probability_drop")
     fits = [ok(r.get("train_auroc"), 0.95, 0.0) for r in (cam, cam_clean)]
     return {
         "lesion_ap_at_least_0.80": at_least("lesion_ap_at_least_0.80"),
@@ -204,6 +225,7 @@ def claims(rows: dict[str, dict]) -> dict[str, bool | None]:
         "auroc_at_least_0.85": at_least("auroc_at_least_0.85"),
         "three_prototypes_per_class": ok(iaiabl["min_prototypes_per_class"], 3, 0.0),
         "at_most_3_off_patch": None if off is None else bool(off <= 3),
+        "marker_reliance_below_without": None if drop is None or drop_without is None else bool(drop < drop_without),
         "blackbox_fits": None if None in fits else all(fits),
         "blackbox_parity_unconfounded": ok(cam_clean.get("average_auroc"), proto_clean.get("average_auroc"), -0.02),
     }

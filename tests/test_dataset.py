@@ -7,7 +7,7 @@ import torch
 
 from iaiabl_lib.config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
 from iaiabl_lib.data.dataset import (MANIFEST_COLUMNS, BatchPlan, MissingClassError, PreparedDatasetError,
-                                     TensorSet, augment_batch, check_classes, load_prepared, pre_augment,
+                                     TensorSet, augment_batch, check_classes, load_prepared, pre_augment, swap_context,
                                      balanced_order, save_prepared, to_tensors)
 
 
@@ -260,3 +260,38 @@ def test_unmarked_copy_holds_the_same_cases_without_the_marker(tmp_path):
     train_set, val_set, _, _ = load_splits(tmp_path / "confounded", get_preset("tiny"), torch.device("cpu"),
                                            val_data=tmp_path / "unmarked")
     assert len(val_set) == int((a.split == "val").sum())
+
+
+def test_swap_context_keeps_each_lesion_and_takes_the_rest_from_another_case():
+    b, s = 6, 16
+    images = torch.arange(b, dtype=torch.float32)[:, None, None, None].expand(b, 3, s, s).clone()  # row i = i
+    masks = torch.zeros(b, 1, s, s)
+    masks[:, :, 6:10, 6:10] = 1                                  # every lesion in the centre
+    masks[0, :, 1:3, 1:3] = 1                                    # row 0 has a second blob in a corner
+    before = images.clone()
+    out = swap_context(images, masks, torch.Generator().manual_seed(3), p=1.0, dilation=1)
+    assert torch.equal(images, before)                           # the input is left alone
+    kept = torch.nn.functional.max_pool2d(masks, 3, stride=1, padding=1) > 0   # the lesion and 1 px around
+    for i in range(b):
+        assert torch.equal(out[i][:, kept[i, 0]], images[i][:, kept[i, 0]])      # own lesion and margin kept
+        far = out[i, 0, 12:, 12:]                                 # far from every lesion: one other row's value
+        assert far.unique().numel() == 1
+        j = int(far[0, 0])
+        # where the partner has its own lesion (row 0's corner blob), row i keeps its own pixels
+        if j == 0 and i != 0:
+            assert torch.all(out[i, 0, 1:3, 1:3] == i)
+    partners = {int(out[i, 0, 15, 15]) for i in range(b)}
+    assert partners == set(range(b))                              # a permutation of the rows
+    assert any(int(out[i, 0, 15, 15]) != i for i in range(b))     # and not the identity
+
+
+def test_swap_context_probability_and_reproducibility():
+    images, masks = _squares(8)
+    images = images + torch.rand(images.shape, generator=torch.Generator().manual_seed(1))   # distinct contexts
+    assert torch.equal(swap_context(images, masks, torch.Generator().manual_seed(0), p=0.0), images)
+    a = swap_context(images, masks, torch.Generator().manual_seed(5), p=0.5)
+    b = swap_context(images, masks, torch.Generator().manual_seed(5), p=0.5)
+    assert torch.equal(a, b)
+    changed = [not torch.equal(a[i], images[i]) for i in range(8)]
+    assert 0 < sum(changed) < 8                                   # some rows swapped, some not
+    assert torch.equal(swap_context(images[:1], masks[:1], None, p=1.0), images[:1])   # one row: nothing to swap

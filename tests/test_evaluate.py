@@ -292,3 +292,57 @@ def test_single_cell_ceiling_is_the_best_one_hot_cell_map():
     assert got[0] == pytest.approx(1.0)
     assert 0 < got[1] < 1 and got[2] >= got[1]
     assert np.isnan(got[3])
+
+
+def _marked_copy(prepared: Path, dest: Path, label: int = 1, k: int = 3) -> tuple[Path, list[int]]:
+    """A copy of ``prepared`` whose first ``k`` validation cases of ``label`` carry a white block in a
+    corner (a burned-in marker), everything else the same; returns (path, the marked rows)."""
+    from iaiabl_lib.data.dataset import load_prepared
+
+    shutil.copytree(prepared, dest)
+    ds = load_prepared(prepared)
+    rows = [i for i in np.flatnonzero((ds.split == "val") & (ds.labels == label))][:k]
+    images = np.load(dest / "images.npy")
+    images[rows, :8, :8] = 255
+    np.save(dest / "images.npy", images)
+    return dest, rows
+
+
+def test_marker_reliance_sees_the_marker_and_nothing_else(tiny_run, prepared, tmp_path):
+    from iaiabl_lib.evaluate import marker_reliance
+
+    same = marker_reliance(tiny_run, prepared, prepared, device="cpu")
+    assert same["n_marked"] == 0 and same["marker_class"] is None and same["probability_drop"] is None
+    assert same["auroc_drop"] == pytest.approx(0.0, abs=1e-12)
+    marked, rows = _marked_copy(prepared, tmp_path / "marked")
+    assert len(rows) >= 1
+    r = marker_reliance(tiny_run, marked, prepared, device="cpu")
+    assert r["n_marked"] == len(rows) and r["marker_class"] == MARGINS[1] and r["split"] == "val"
+    assert r["n"] == same["n"]
+    # the figures are the evaluation's own: the marked set's val AUROC is evaluate_run's on it
+    m = evaluate_run(tiny_run, data_dir=marked, split="val", n_boot=10, device="cpu", write=False)
+    assert r["auroc_with_marker"]["value"] == pytest.approx(m["margin_auroc"]["average"]["value"])
+    assert r["auroc_without_marker"]["value"] == pytest.approx(same["auroc_with_marker"]["value"])
+    assert r["auroc_drop"] == pytest.approx(r["auroc_with_marker"]["value"] - r["auroc_without_marker"]["value"])
+    assert r["probability_drop"] is not None and -1.0 <= r["probability_drop"] <= 1.0
+
+
+def test_marker_reliance_refuses_data_that_are_not_twins(tiny_run, prepared, tmp_path):
+    import csv
+
+    from iaiabl_lib.errors import InputError
+    from iaiabl_lib.evaluate import marker_reliance
+
+    other = tmp_path / "other"
+    shutil.copytree(prepared, other)
+    with open(other / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    row = next(r for r in rows if r["split"] == "val")          # one validation case, another margin
+    new = (int(row["margin_index"]) + 1) % len(MARGINS)
+    row["margin_index"], row["margin"] = str(new), MARGINS[new]
+    with open(other / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(InputError, match="same cases"):
+        marker_reliance(tiny_run, prepared, other, device="cpu")

@@ -13,7 +13,9 @@ def _rows(**changes) -> dict[str, dict]:
     base = {"average_auroc": 0.90, "lesion_ap": 0.20, "train_auroc": None, "min_prototypes_per_class": 5,
             "prototypes_off_patch": 0}
     rows = {name: dict(base) for _, name in science.ROWS if name != "black-box VGG-style CNN"}
-    rows["IAIA-BL"].update(lesion_ap=0.88, average_auroc=0.89, min_prototypes_per_class=3, prototypes_off_patch=3)
+    rows["IAIA-BL"].update(lesion_ap=0.88, average_auroc=0.89, min_prototypes_per_class=3, prototypes_off_patch=3,
+                           marker_probability_drop=0.30)
+    rows["IAIA-BL without fine-annotation loss"].update(marker_probability_drop=0.60)
     for tag in (" + Grad-CAM", " + Grad-CAM++"):
         rows["black-box VGG-style CNN" + tag] = dict(base, train_auroc=0.97, average_auroc=0.70)
         rows["black-box VGG-style CNN, unconfounded set" + tag] = dict(base, train_auroc=0.96, average_auroc=0.89)
@@ -39,6 +41,7 @@ def test_every_claim_holds_on_good_figures():
     ({"IAIA-BL:prototypes_off_patch": 4}, "at_most_3_off_patch"),
     ({"black-box VGG-style CNN, unconfounded set:train_auroc": 0.94}, "blackbox_fits"),
     ({"black-box VGG-style CNN:train_auroc": 0.94}, "blackbox_fits"),
+    ({"IAIA-BL:marker_probability_drop": 0.60}, "marker_reliance_below_without"),
     ({"black-box VGG-style CNN, unconfounded set:average_auroc": 0.87}, "blackbox_parity_unconfounded"),
 ])
 def test_each_claim_can_fail(change, claim):
@@ -67,3 +70,10 @@ def test_a_failed_threshold_claim_shows_the_unrounded_figure():
     assert science.claim_figure(per_seed[1], "lesion_ap_0.2_above_protopnet") is None
     assert science.claim_mark(per_seed[1], "lesion_ap_0.2_above_protopnet", False) == "**no**"
     assert science.claim_mark(per_seed[1], "auroc_at_least_0.85", None) == "—"
+
+
+def test_the_marker_claim_is_not_measured_without_the_figures():
+    """A record made before the marker figures existed leaves the claim unmeasured, not passed."""
+    rows = _rows()
+    del rows["IAIA-BL"]["marker_probability_drop"]
+    assert science.claims(rows)["marker_reliance_below_without"] is None

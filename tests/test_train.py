@@ -176,6 +176,28 @@ def test_make_batch_masks_follow_the_preset(toy_set):
     assert torch.equal(b.relevant_mask[4:], toy_set.fine_masks[4:6])
 
 
+def test_make_batch_context_swap_keeps_every_lesion(toy_set):
+    """train.context_swap (not the paper): with p = 1 the pixels around each mass come from another
+    row, the lesion rows themselves are the image's own, and without lesion masks nothing is swapped."""
+    masks = torch.zeros_like(toy_set.lesion_masks)
+    masks[:, :, 24:40, 24:40] = 1                                               # a mass in the middle
+    toy_set = dataclasses.replace(toy_set, lesion_masks=masks, fine_masks=masks)
+    idx = torch.arange(6)
+    plain = make_batch(toy_set, idx, 4, resolve_preset("tiny", {"train.augment": False}))
+    swapped = make_batch(toy_set, idx, 4, resolve_preset("tiny", {"train.augment": False, "train.context_swap": 1}),
+                         torch.Generator().manual_seed(0))
+    lesion = toy_set.lesion_masks[idx][:, 0] > 0                                 # (6, S, S)
+    assert torch.equal(swapped.images.permute(1, 0, 2, 3)[:, lesion], plain.images.permute(1, 0, 2, 3)[:, lesion])
+    assert not torch.equal(swapped.images, plain.images)
+    assert torch.equal(swapped.relevant_mask, plain.relevant_mask)              # the masks are the rows' own
+    off = make_batch(toy_set, idx, 4, resolve_preset("tiny", {"train.augment": False, "train.context_swap": 1,
+                                                              "train.use_lesion_masks": False}),
+                     torch.Generator().manual_seed(0))
+    assert torch.equal(off.images, plain.images)
+    with pytest.raises(ValueError, match="context_swap"):
+        resolve_preset("tiny", {"train.context_swap": 2})
+
+
 def test_resolve_preset_overrides():
     p = resolve_preset("tiny", {"train.warm_epochs": "0", "loss.fine": 0, "train.amp": "false"}, epochs=3)
     assert (p.train.warm_epochs, p.loss.fine, p.train.amp, p.train.epochs) == (0, 0, False, 3)

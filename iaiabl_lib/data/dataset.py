@@ -31,7 +31,7 @@ from ..errors import InputError
 __all__ = [
     "MANIFEST_COLUMNS", "ARRAY_FILES", "SPLITS", "PreparedDatasetError", "MissingClassError",
     "PreparedDataset", "TensorSet", "load_prepared", "save_prepared", "resize_images",
-    "resize_masks", "to_tensors", "augment_batch", "BatchPlan", "balanced_order", "pre_augment",
+    "resize_masks", "to_tensors", "augment_batch", "swap_context", "BatchPlan", "balanced_order", "pre_augment",
     "check_classes", "PREPARED_MARKER", "PREPARED_FILES", "PREPARED_FORMAT", "foreign_entries",
     "normalise_patient_id", "stored_image_size",
 ]
@@ -390,6 +390,39 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor | Sequence[torch.Ten
         out_masks.append((warped[:, start:start + k] >= 0.5).to(m.dtype if m.is_floating_point() else dtype))
         start += k
     return out_images, (out_masks[0] if single else out_masks)
+
+
+def swap_context(images: torch.Tensor, lesion_masks: torch.Tensor, generator: torch.Generator | None = None,
+                 *, p: float = 0.5, dilation: int = 2) -> torch.Tensor:
+    """Annotation-guided context swap (NOT the paper; ``train.context_swap``): with probability
+    ``p`` per row, the pixels around the mass come from another row of the batch.
+
+    A latent patch on the lesion sees its whole receptive field, so a model can put its activation
+    on the lesion (what Eq. 7 checks) and still read a marker beside it (``evaluate.marker``). The
+    lesion masks say where the evidence is; everything outside them is context, and swapping it
+    between cases of different labels breaks any link between context and label. Row i keeps its
+    lesion dilated by ``dilation`` pixels (its margin included); where row j (a random other row)
+    has no lesion either, row i takes row j's pixels (j = i changes nothing); where j's own lesion lies, row i keeps its
+    own. A marker beside i's mass is then mostly replaced, and j's marker, if it has one, moves to a
+    case of another label. Counterfactual background swaps of this kind are a standard remedy for
+    spurious context (e.g. Xiao et al. 2021, "Noise or signal: the role of image backgrounds").
+
+    images (B, C, S, S); lesion_masks (B, 1, S, S), 1 = lesion, aligned with the images (after
+    ``augment_batch``). Returns new images; the inputs are not modified; ``generator`` makes it
+    reproducible. The masks stay valid: the lesion of each row is its own.
+    """
+    b = images.shape[0]
+    if b < 2 or p <= 0:
+        return images
+    device = images.device
+    u = _random((b,), generator, device)                                      # (B,)
+    partner = torch.argsort(_random((b,), generator, device))                 # a random permutation (B,)
+    grow = (lambda m: F.max_pool2d(m.float(), 2 * dilation + 1, stride=1, padding=dilation)) if dilation > 0 \
+        else (lambda m: m.float())
+    keep_own = grow(lesion_masks)                                             # (B, 1, S, S)
+    take = (1 - keep_own) * (1 - keep_own[partner])                           # (B, 1, S, S)
+    take = take * (u < p).to(take.dtype)[:, None, None, None]
+    return images * (1 - take.to(images.dtype)) + images[partner] * take.to(images.dtype)
 
 
 def pre_augment(ts: TensorSet, per_class: int, generator: torch.Generator | None = None,

@@ -6,6 +6,7 @@ One file per idea:
     run        evaluate_run: the files it writes
     tables     Markdown cells and one run's table
     compare    runs side by side (the paper's Tables 1-3), paired DeLong tests
+    marker     marker_reliance: the same cases with and without the confounder's marker
     cli        the two subcommands
 
     evaluate_run(RUN)  ->  RUN/metrics.json, RUN/metrics.md, RUN/predictions.npz
@@ -48,6 +49,7 @@ from __future__ import annotations
 from .cli import add_cli, run_cli, run_compare_cli
 from .compare import compare_runs, load_metrics
 from .loaders import LOADERS, EvalModel, resolve_data_dir, run_kind
+from .marker import marker_reliance
 from .protocol import (CEILING_KEY, CI_METHODS, GRADCAMPP_KEY, METRIC_KEYS, Predictions, metrics_from_predictions,
                        pair_activation_precision, predicted_class_pam, single_cell_ceiling, true_class_pams)
 from .run import evaluate_run, split_suffix
@@ -57,5 +59,5 @@ __all__ = [
     "METRIC_KEYS", "GRADCAMPP_KEY", "CEILING_KEY", "CI_METHODS", "single_cell_ceiling", "Predictions", "EvalModel", "LOADERS",
     "predicted_class_pam", "true_class_pams", "pair_activation_precision", "metrics_from_predictions",
     "run_kind", "resolve_data_dir", "evaluate_run", "split_suffix", "load_metrics", "compare_runs",
-    "fmt", "format_metrics", "add_cli", "run_cli", "run_compare_cli",
+    "fmt", "format_metrics", "add_cli", "run_cli", "run_compare_cli", "marker_reliance",
 ]

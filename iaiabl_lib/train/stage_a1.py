@@ -90,13 +90,16 @@ def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
     """The A1 batch of rows ``idx`` of ``a1_set`` (a TensorSet on the device): the first
     ``n_lesion`` rows are the lesion-scale batch, the rest the fine-annotation batch.
 
+    ``train.context_swap`` (not the paper): after the augmentation, with that probability per row,
+    the pixels around the mass come from another case (``data.dataset.swap_context``).
+
     Masks: lesion masks on the lesion-scale rows (``train.use_lesion_masks``), fine masks on the
     fine rows (``train.use_fine_loss``); none when the fine-annotation loss is off (λf = 0). With
     ``train.augment`` the images and their masks go through the same random transform
     (``data.dataset.augment_batch``). Without lesion masks, the mask rows start at the fine batch
     (``Batch.mask_start``).
     """
-    from ..data.dataset import augment_batch
+    from ..data.dataset import augment_batch, swap_context
 
     t = preset.train
     images, labels = a1_set.images[idx], a1_set.labels[idx]              # (B, 3, S, S), (B,)
@@ -104,14 +107,18 @@ def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
     masks = None
     if need_mask:   # lesion masks on the lesion-scale rows, fine masks on the fine rows
         masks = torch.cat([a1_set.lesion_masks[idx[:n_lesion]], a1_set.fine_masks[idx[n_lesion:]]])
-    # every row's lesion mask, for loss.remember only (the same transform as the image); the pull,
-    # like Eq. 7 on the lesion-scale rows, needs train.use_lesion_masks
-    lesion = a1_set.lesion_masks[idx] if preset.loss.remember and t.use_lesion_masks else None
+    # every row's lesion mask, for loss.remember and train.context_swap (the same transform as the
+    # image); both, like Eq. 7 on the lesion-scale rows, need train.use_lesion_masks
+    swap = t.context_swap > 0 and t.use_lesion_masks
+    lesion = a1_set.lesion_masks[idx] if (preset.loss.remember or swap) and t.use_lesion_masks else None
     if t.augment:       # one random draw per row whatever masks come along (augment_batch)
         listed = [m for m in (masks, lesion) if m is not None]
         images, listed = augment_batch(images, listed, generator)
         masks = listed.pop(0) if masks is not None else None
         lesion = listed.pop(0) if lesion is not None else None
+    if swap:            # not the paper: the context around each mass from another case
+        images = swap_context(images, lesion, generator, p=t.context_swap, dilation=t.context_dilation)
+    lesion = lesion if preset.loss.remember else None
     start = 0 if t.use_lesion_masks else n_lesion
     return Batch(images, labels, masks[start:] if masks is not None else None, start, lesion)
 
