@@ -368,6 +368,9 @@ def _check_values(p: "Preset") -> None:
         raise InputError(f"model.head_dropout={p.model.head_dropout!r}: a dropout probability must be below 1")
     if p.train.context_swap > 1:
         raise InputError(f"train.context_swap={p.train.context_swap!r}: a probability must be at most 1")
+    if p.train.context_swap > 0 and not p.train.use_lesion_masks:
+        raise InputError(f"train.context_swap={p.train.context_swap!r} needs the lesion masks "
+                         "(train.use_lesion_masks=true): they say which pixels are the mass")
     shipped = {"vgg16": ("imagenet",), "tiny": ("synthetic",)}
     other = {"vgg16": "tiny", "tiny": "vgg16"}[p.model.backbone]
     if p.model.pretrained in shipped[other]:

@@ -212,7 +212,7 @@ def claims(rows: dict[str, dict]) -> dict[str, bool | None]:
         return ok(iaiabl[figure], bound, 0.0)
 
     off = iaiabl.get("prototypes_off_patch")
-    without = rows.get(ROWS[1][1], {})
+    without = rows.get(dict(ROWS)["nofine"], {})
     drop, drop_without = iaiabl.get("marker_probability_drop"), without.get("marker_probability_drop")
     fits = [ok(r.get("train_auroc"), 0.95, 0.0) for r in (cam, cam_clean)]
     return {
@@ -276,8 +276,8 @@ def format_report(per_seed: dict[int, dict[str, dict]]) -> str:
     seeds = list(per_seed)
     names = list(summary)
     parts = [f"Confounder experiment over seeds {', '.join(map(str, seeds))} (each seed draws the data, "
-             "its split and the training); test split, the paper's protocols. Per seed, then "
-             "mean [min, max]."]
+             "its split and the training); test split, the paper's protocols (the two marker tables: the "
+             "validation cases, with and without the marker). Per seed, then mean [min, max]."]
     for key, label in FIGURES:
         rows = []
         for name in names:

@@ -226,6 +226,25 @@ def test_readme_off_patch_counts_are_the_recorded_run():
             and f"{counts['ProtoPNet']} for ProtoPNet" in text), counts
 
 
+def test_readme_marker_figures_are_the_recorded_run():
+    """The README's 'Does the model read the marker?' quotes the record's marker figures, per seed."""
+    from iaiabl_lib import science
+
+    per_seed, _ = science.load_recorded()
+    seeds = sorted(per_seed)
+    text = " ".join((ROOT / "README.md").read_text().split())
+    text = text[text.index("**Does the model read the marker?**"):]
+    text = text[:text.index("**Claims**")]
+    rows = dict(science.ROWS)
+    for key, name in (("iaiabl", rows["iaiabl"]), ("nofine", rows["nofine"]), ("protopnet", rows["protopnet"]),
+                      ("blackbox", rows["blackbox"] + " + Grad-CAM"), ("pretrained", rows["pretrained"])):
+        for figure in ("marker_probability_drop", "marker_auroc_drop"):
+            if key == "pretrained" and figure == "marker_auroc_drop":
+                continue                                    # the README quotes the ablation's drop only
+            quoted = " / ".join(f"{per_seed[s][name][figure]:.2f}" for s in seeds)
+            assert quoted in text, (name, figure, quoted)
+
+
 def test_off_patch_count_reads_prune_json(tmp_path):
     import json
 

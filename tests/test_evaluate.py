@@ -324,7 +324,22 @@ def test_marker_reliance_sees_the_marker_and_nothing_else(tiny_run, prepared, tm
     assert r["auroc_with_marker"]["value"] == pytest.approx(m["margin_auroc"]["average"]["value"])
     assert r["auroc_without_marker"]["value"] == pytest.approx(same["auroc_with_marker"]["value"])
     assert r["auroc_drop"] == pytest.approx(r["auroc_with_marker"]["value"] - r["auroc_without_marker"]["value"])
-    assert r["probability_drop"] is not None and -1.0 <= r["probability_drop"] <= 1.0
+    assert 0.0 <= r["p_value"] <= 1.0 and r["marker_class_share"] == 1.0
+    # the drop is the marked cases' own-class probability with the marker minus without, computed here
+    # from the two sets' predictions through the run's own loader
+    from iaiabl_lib.data.dataset import load_prepared
+    from iaiabl_lib.evaluate.loaders import LOADERS
+    from iaiabl_lib.rundir import check_run
+
+    model = LOADERS["iaiabl"](tiny_run, check_run(tiny_run), "cpu")
+    cases = [load_prepared(d, size=model.image_size).subset("val") for d in (marked, prepared)]
+    prob = [np.asarray(model.predict(c).margin_prob) for c in cases]
+    lab = np.asarray(cases[0].labels)
+    own = [p[np.arange(len(lab)), lab] for p in prob]
+    is_marked = np.isin(np.arange(len(lab)), [list(cases[0].ids).index(load_prepared(prepared).ids[i]) for i in rows])
+    assert r["probability_drop"] == pytest.approx(float((own[0] - own[1])[is_marked].mean()))
+    if abs(r["probability_drop"]) > 1e-6:                      # not averaged over every case either
+        assert r["probability_drop"] != pytest.approx(float((own[0] - own[1]).mean()))
 
 
 def test_marker_reliance_refuses_data_that_are_not_twins(tiny_run, prepared, tmp_path):

@@ -178,7 +178,8 @@ def test_make_batch_masks_follow_the_preset(toy_set):
 
 def test_make_batch_context_swap_keeps_every_lesion(toy_set):
     """train.context_swap (not the paper): with p = 1 the pixels around each mass come from another
-    row, the lesion rows themselves are the image's own, and without lesion masks nothing is swapped."""
+    row and the lesion's pixels are the row's own, with or without the augmentation; it needs the
+    lesion masks."""
     masks = torch.zeros_like(toy_set.lesion_masks)
     masks[:, :, 24:40, 24:40] = 1                                               # a mass in the middle
     toy_set = dataclasses.replace(toy_set, lesion_masks=masks, fine_masks=masks)
@@ -190,12 +191,22 @@ def test_make_batch_context_swap_keeps_every_lesion(toy_set):
     assert torch.equal(swapped.images.permute(1, 0, 2, 3)[:, lesion], plain.images.permute(1, 0, 2, 3)[:, lesion])
     assert not torch.equal(swapped.images, plain.images)
     assert torch.equal(swapped.relevant_mask, plain.relevant_mask)              # the masks are the rows' own
-    off = make_batch(toy_set, idx, 4, resolve_preset("tiny", {"train.augment": False, "train.context_swap": 1,
-                                                              "train.use_lesion_masks": False}),
-                     torch.Generator().manual_seed(0))
-    assert torch.equal(off.images, plain.images)
+    # with the augmentation on, the swap comes after it and keeps each row's warped lesion
+    aug = make_batch(toy_set, idx, 4, resolve_preset("tiny", {}), torch.Generator().manual_seed(1))
+    aug_swapped = make_batch(toy_set, idx, 4, resolve_preset("tiny", {"train.context_swap": 1}),
+                             torch.Generator().manual_seed(1))
+    warped = aug.lesion_masks[:, 0] > 0                                         # (6, S, S), the same warp
+    assert warped.any() and torch.equal(aug_swapped.lesion_masks, aug.lesion_masks)
+    assert torch.equal(aug_swapped.images.permute(1, 0, 2, 3)[:, warped], aug.images.permute(1, 0, 2, 3)[:, warped])
+    assert not torch.equal(aug_swapped.images, aug.images)
+    # the lesion masks ride along for the swap, but the batch carries them only for the lesion pull
+    no_pull = make_batch(toy_set, idx, 4, resolve_preset("tiny", {"train.context_swap": 1, "loss.remember": 0}),
+                         torch.Generator().manual_seed(1))
+    assert no_pull.lesion_masks is None and torch.equal(no_pull.images, aug_swapped.images)
     with pytest.raises(ValueError, match="context_swap"):
         resolve_preset("tiny", {"train.context_swap": 2})
+    with pytest.raises(ValueError, match="needs the lesion masks"):
+        resolve_preset("tiny", {"train.context_swap": 1, "train.use_lesion_masks": False})
 
 
 def test_resolve_preset_overrides():

@@ -400,11 +400,12 @@ def swap_context(images: torch.Tensor, lesion_masks: torch.Tensor, generator: to
     A latent patch on the lesion sees its whole receptive field, so a model can put its activation
     on the lesion (what Eq. 7 checks) and still read a marker beside it (``evaluate.marker``). The
     lesion masks say where the evidence is; everything outside them is context, and swapping it
-    between cases of different labels breaks any link between context and label. Row i keeps its
-    lesion dilated by ``dilation`` pixels (its margin included); where row j (a random other row)
-    has no lesion either, row i takes row j's pixels (j = i changes nothing); where j's own lesion lies, row i keeps its
-    own. A marker beside i's mass is then mostly replaced, and j's marker, if it has one, moves to a
-    case of another label. Counterfactual background swaps of this kind are a standard remedy for
+    between cases breaks any link between context and label. Row i keeps its lesion dilated by
+    ``dilation`` pixels; where row j (another row: the partners form one random cycle through the
+    batch, so no row is its own) has no lesion either, row i takes row j's pixels; where j's own
+    lesion lies, row i keeps its own. A marker beside i's mass is then mostly replaced, and j's
+    marker, if it has one, moves to i's case, whose label is another class's about two times in
+    three in a class-balanced batch. Counterfactual background swaps of this kind are a standard remedy for
     spurious context (e.g. Xiao et al. 2021, "Noise or signal: the role of image backgrounds").
 
     images (B, C, S, S); lesion_masks (B, 1, S, S), 1 = lesion, aligned with the images (after
@@ -416,7 +417,9 @@ def swap_context(images: torch.Tensor, lesion_masks: torch.Tensor, generator: to
         return images
     device = images.device
     u = _random((b,), generator, device)                                      # (B,)
-    partner = torch.argsort(_random((b,), generator, device))                 # a random permutation (B,)
+    order = torch.argsort(_random((b,), generator, device))                   # a random permutation (B,)
+    partner = torch.empty_like(order)
+    partner[order] = order.roll(-1)                                           # one random cycle: never i itself
     grow = (lambda m: F.max_pool2d(m.float(), 2 * dilation + 1, stride=1, padding=dilation)) if dilation > 0 \
         else (lambda m: m.float())
     keep_own = grow(lesion_masks)                                             # (B, 1, S, S)

@@ -1,6 +1,7 @@
 """Loading a run for evaluation: one loader per run kind (IAIA-BL/ProtoPNet, black box), each
-reduced to an :class:`EvalModel` whose ``predict`` gives :class:`~.protocol.Predictions`; and the
-checks that the run and the data agree (classes, image size).
+reduced to an :class:`EvalModel` whose ``predict`` gives :class:`~.protocol.Predictions`; the
+checks that the run and the data agree (classes, image size); and ``split_cases``, the cases of one
+split that a run may be evaluated on.
 """
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import numpy as np
 import torch
 
 from ..config import MARGINS, Preset
-from ..data.dataset import PreparedDataset, stored_image_size, to_tensors
-from ..rundir import recorded_data_dir
+from ..data.dataset import PreparedDataset, load_prepared, stored_image_size, to_tensors
+from ..rundir import check_split, recorded_data_dir
 from .protocol import GRADCAMPP_KEY, Predictions, true_class_pams
 from ..errors import InputError
 
-__all__ = ["EvalModel", "LOADERS", "run_kind", "resolve_data_dir", "check_compatible"]
+__all__ = ["EvalModel", "LOADERS", "run_kind", "resolve_data_dir", "check_compatible", "split_cases"]
 
 @dataclass
 class EvalModel:
@@ -154,3 +155,20 @@ def check_compatible(model: EvalModel, data_dir: Path, run_dir: Path, train_data
             + (f" and was trained on {trained_on}-px crops" if trained_on else "")
             + f"; upsampling would blur the margins. Re-run `iaiabl prepare --size {model.image_size}` "
             "(or evaluate with the data the run was trained on)")
+
+
+def split_cases(model: EvalModel, cfg: dict, run_dir: Path, data_dir: Path, split: str,
+                allow_overlap: bool = False) -> tuple[PreparedDataset, list[str]]:
+    """The cases of ``split`` in ``data_dir`` that ``model`` (loaded from ``run_dir``, whose
+    config.json is ``cfg``) may be evaluated on: the data set checked against the run
+    (``check_compatible``), loaded at the model's image size, the split refused when empty, and the
+    patients the run trained on refused unless ``allow_overlap`` (``rundir.check_split``).
+    Returns (the cases, the overlapping patients)."""
+    check_compatible(model, data_dir, run_dir, recorded_data_dir(cfg))
+    cases = load_prepared(data_dir, size=model.image_size).subset(split)
+    if len(cases) == 0:
+        raise InputError(f"{data_dir}: the {split!r} split is empty; prepare the data with enough "
+                         "patients, or choose another --split")
+    overlap = check_split(cfg, run_dir, [r.get("patient_id", "") for r in cases.manifest], split, data_dir,
+                          allow_overlap)
+    return cases, overlap

@@ -9,9 +9,8 @@ import numpy as np
 
 from ..atomic import atomic_savez, atomic_write_text, remove_stale_tmp
 from ..config import MARGINS
-from ..data.dataset import load_prepared
-from ..rundir import check_run, check_split, recorded_data_dir
-from .loaders import LOADERS, check_compatible, resolve_data_dir, run_kind
+from ..rundir import check_run
+from .loaders import LOADERS, resolve_data_dir, run_kind, split_cases
 from .protocol import CI_METHODS, metrics_from_predictions
 from .tables import format_metrics
 from ..errors import InputError
@@ -42,14 +41,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     from ..fastpath import pick_device
     device = pick_device(device)
     model = LOADERS[kind](run_dir, cfg, device)
-    check_compatible(model, data_dir, run_dir, recorded_data_dir(cfg))
-    ds = load_prepared(data_dir, size=model.image_size)
-    cases = ds.subset(split)
-    if len(cases) == 0:
-        raise InputError(f"{data_dir}: the {split!r} split is empty; prepare the data with enough "
-                         "patients, or choose another --split")
-    overlap = check_split(cfg, run_dir, [r.get("patient_id", "") for r in cases.manifest], split, data_dir,
-                          allow_overlap)
+    cases, overlap = split_cases(model, cfg, run_dir, data_dir, split, allow_overlap)
     preds = model.predict(cases)
     metrics, per_case = metrics_from_predictions(
         cases.labels, cases.malignant, cases.has_fine, cases.lesion_masks, cases.fine_masks,

@@ -110,7 +110,7 @@ def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
     # every row's lesion mask, for loss.remember and train.context_swap (the same transform as the
     # image); both, like Eq. 7 on the lesion-scale rows, need train.use_lesion_masks
     swap = t.context_swap > 0 and t.use_lesion_masks
-    lesion = a1_set.lesion_masks[idx] if (preset.loss.remember or swap) and t.use_lesion_masks else None
+    lesion = a1_set.lesion_masks[idx] if (preset.loss.remember and t.use_lesion_masks) or swap else None
     if t.augment:       # one random draw per row whatever masks come along (augment_batch)
         listed = [m for m in (masks, lesion) if m is not None]
         images, listed = augment_batch(images, listed, generator)
