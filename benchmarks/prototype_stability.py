@@ -34,17 +34,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from iaiabl_lib import bookcache  # noqa: E402
 from iaiabl_lib.evaluate import evaluate_run, marker_reliance  # noqa: E402
 from iaiabl_lib import science  # noqa: E402
+from iaiabl_lib.config import resolve_preset  # noqa: E402
 from iaiabl_lib.train import train  # noqa: E402
 
 
 def one_seed(seed: int, preset: str, overrides: dict, out: Path, device: str, val_data: str | None = None) -> dict:
-    data = bookcache.ensure_data("confounded", device, seed=seed)
-    val = bookcache.ensure_data(val_data, device, seed=seed) if val_data else None
+    # the data prepared at the run's own image size (model.image_size may be overridden): upsampling
+    # crops prepared at the preset's size would add pixels but no detail
+    size = resolve_preset(preset, overrides).model.image_size
+    data = bookcache.ensure_data("confounded", device, size=size, seed=seed)
+    val = bookcache.ensure_data(val_data, device, size=size, seed=seed) if val_data else None
     t0 = time.perf_counter()
     run = train(data, preset, out, seed=seed, device=device, progress=False, overrides=overrides, resume=False,
                 val_data=val)
     m = evaluate_run(out, n_boot=1000, device=device)
-    marker = marker_reliance(out, data, bookcache.ensure_data("unmarked", device, seed=seed), device=device)
+    marker = marker_reliance(out, data, bookcache.ensure_data("unmarked", device, size=size, seed=seed), device=device)
     per_class = np.bincount(np.asarray(run.config["prototype_class"]), minlength=3).tolist()
     off_patch = science._off_patch(out)          # the science table's own count (OFF_PATCH_SQ_DISTANCE)
     traj = [{"epoch": h["epoch"], "stage": h["stage"], "val_lesion_ap": h.get("val_lesion_ap"),

@@ -95,6 +95,11 @@ def pair_activation_precision(maps, valid, masks, tau: float = 0.95) -> tuple[np
     return mean, count
 
 
+_TIE_SLOPE = 1e-9
+"""Per pixel of distance: orders the zeros of a one-cell map (``single_cell_ceiling``) by their
+distance from the cell, far below the smallest footprint value that matters (float64)."""
+
+
 def single_cell_ceiling(masks, grid: int, tau: float = 0.95) -> np.ndarray:
     """What Eq. 9 can give at the resolution of a ``grid`` × ``grid`` latent grid: for each case, the
     activation precision of the best map that lights one cell (a one-hot similarity map, upsampled
@@ -105,12 +110,26 @@ def single_cell_ceiling(masks, grid: int, tau: float = 0.95) -> np.ndarray:
     much, the model looks elsewhere. (A map shaped like the lesion itself can score higher; a
     prototype's map at this grid is one patch wide.)
 
+    Outside the cell's bilinear footprint (two cells wide) the upsampled one-hot map is exactly 0.
+    Where the top 1 − τ of the pixels outnumber the footprint (the cells small against the image:
+    a 16 × 16 grid at 64 px, 9 × 9 at 72 px, the paper's 14 × 14 at 224 px), Eq. 9's threshold
+    would then be 0 and keep every pixel (ties at the threshold are kept), giving the lesion's share
+    of the image instead of a ceiling. So each map also falls off with the distance from its cell's
+    centre, by a slope far below any footprint value (it only orders the zeros): T_τ then takes the
+    footprint and the pixels nearest to it, as the map of a prototype that matches one patch best,
+    and its neighbours less, would.
+
     masks (N, S, S) {0, 1} -> (N,) float; NaN for a case with an empty mask
     """
     masks = np.asarray(masks)
     n, size = masks.shape[0], masks.shape[-1]
     cells = torch.eye(grid * grid, dtype=torch.float32).reshape(grid * grid, 1, grid, grid)
-    cell_maps = activation_map(cells, size)[:, 0].numpy()                   # (g², S, S)
+    cell_maps = activation_map(cells, size)[:, 0].numpy().astype(np.float64)   # (g², S, S)
+    centre = (np.arange(grid) + 0.5) * size / grid - 0.5                   # (g,) cell centres, pixels
+    px = np.arange(size, dtype=np.float64)
+    dy = px[None, :, None] - np.repeat(centre, grid)[:, None, None]        # (g², S, 1)
+    dx = px[None, None, :] - np.tile(centre, grid)[:, None, None]          # (g², 1, S)
+    cell_maps -= _TIE_SLOPE * np.sqrt(dy ** 2 + dx ** 2)                   # (g², S, S)
     out = np.full(n, np.nan)
     for i in range(n):
         if masks[i].any():

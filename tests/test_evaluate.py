@@ -294,6 +294,23 @@ def test_single_cell_ceiling_is_the_best_one_hot_cell_map():
     assert np.isnan(got[3])
 
 
+def test_single_cell_ceiling_when_the_top_five_percent_outnumber_a_cell():
+    """A 16 x 16 grid at 64 px: a cell's bilinear footprint (8 x 8 px) is smaller than the top 5 %
+    (205 px), so the one-hot map's zeros reach Eq. 9's threshold. The ceiling must still be the
+    best peaked map's (the footprint and its nearest pixels), not every pixel: a 24 x 24 lesion
+    holds the 205 pixels nearest to a cell at its centre, so the ceiling is 1, not the lesion's
+    share of the image (0.14)."""
+    from iaiabl_lib.evaluate import single_cell_ceiling
+
+    size, grid = 64, 16
+    mask = np.zeros((1, size, size), np.uint8)
+    mask[0, 20:44, 20:44] = 1
+    assert single_cell_ceiling(mask, grid)[0] == pytest.approx(1.0)
+    off = np.zeros_like(mask)
+    off[0, :6, :6] = 1                                        # a corner lesion smaller than the top 5 %
+    assert 0.1 < single_cell_ceiling(off, grid)[0] < 0.3      # 36 of the ~205 nearest pixels at best
+
+
 def _marked_copy(prepared: Path, dest: Path, label: int = 1, k: int = 3) -> tuple[Path, list[int]]:
     """A copy of ``prepared`` whose first ``k`` validation cases of ``label`` carry a white block in a
     corner (a burned-in marker), everything else the same; returns (path, the marked rows)."""
