@@ -17,7 +17,9 @@ paper-scale model starts from ImageNet's VGG-16; one more IAIA-BL row starts fro
 tiny backbone (the ablation that measures what pretraining does at this scale). The sanity
 control runs ProtoPNet and the black box on the unconfounded default set of the same seed too:
 there the black box must match ProtoPNet's accuracy (the paper's accuracy-parity setting) before
-its failure on the confounded set can be put on the marker.
+its failure on the confounded set can be put on the marker. For every model trained on the
+confounded set it also measures what the model reads (``evaluate.marker_reliance``): the same
+validation cases with the marker and without it (the "unmarked" twin of the seed's data).
 
     iaiabl science [--seeds 0 1 2 3 4] [--device D] [--out FILE.md] [--json FILE.json]
 """
