@@ -117,6 +117,7 @@ class TrainConfig:
     use_fine_loss: bool = True
     use_lesion_masks: bool = True      # lesion-scale masks penalise activation outside the lesion
     augment: bool = True
+    augmentation: str = "authors"      # the recipe (data.dataset.AUGMENTATIONS): "authors" (their dataHandling.py) | "light"
     pre_augment_per_class: int = 0     # paper: 5000 (0 = augment on the fly)
     lr_warm_add_on: float = 2e-3
     lr_warm_prototypes: float = 3e-3
@@ -228,6 +229,14 @@ def _tiny() -> Preset:
         # features that need little change): at 2e-4 the average AUROC on the tuning seeds was
         # 0.70 / 0.81 against 0.80 / 0.89 at 1e-3 (with the pretrained backbone). About 1.5 min per
         # run on 2 CPU cores (88 s in a fresh `make book`).
+        # The augmentation is the authors' code's (train.augmentation = "authors", the default of every
+        # preset; data.dataset.AUGMENTATIONS), no longer the book's earlier "light" recipe, whose crop of
+        # 0.8 of the side on every image magnified every A1 image 1.25 times against the scale of the
+        # push, stage A3 and the test. On the eight tuning seeds 100-107 it raised the mean average
+        # AUROC from 0.89 to 0.91 (0.85 / 0.90 / 0.95 / 0.92 / 0.94 / 0.93 / 0.89 / 0.90 against
+        # 0.86 / 0.87 / 0.88 / 0.86 / 0.96 / 0.90 / 0.87 / 0.91: up on five, down on three) at the same
+        # mean lesion precision (0.87); the scale alone (a 0.9 crop with probability 0.8) raised it
+        # less (0.90, up on seven). README, "How the tiny preset was chosen".
         train=TrainConfig(epochs=100, epoch_images=0, warm_epochs=10, push_start=20, push_every=20,
                           last_layer_epochs=10, batch_size=24, fine_batch_size=8,
                           lr_warm_add_on=3e-3, lr_warm_prototypes=3e-3,
@@ -267,7 +276,10 @@ def _blackbox(base: Preset) -> Preset:
     after 100 of 150 epochs, dropout 0.1, weight decay 1e-4, and the selection on the validation
     AUROC among the settled epochs after the decay only (on tuning seed 100's default set the best
     validation AUROC of all epochs fell at epoch 70, where the training AUROC was 0.94; it reached
-    0.97 by the end).
+    0.97 by the end). It keeps the book's earlier "light" augmentation (``train.augmentation``):
+    with the authors' recipe of the prototype models its training AUROC on tuning seed 100 fell from
+    0.991 / 0.975 to 0.979 / 0.952 (confounded / default set; test 0.81 / 0.88 against 0.78 / 0.88),
+    the default set's barely above the 0.95 it must reach (``benchmarks/blackbox_fit.py``).
 
     Unlike the prototype models, the black box keeps the pretrained backbone, as the paper's
     black box starts from ImageNet's VGG-16. From scratch it fitted the tuning seeds too
@@ -280,7 +292,7 @@ def _blackbox(base: Preset) -> Preset:
     makes the comparison harder for IAIA-BL, not easier (README, "How the tiny preset was chosen")."""
     return base.replace({"model.pretrained": "synthetic", "train.epochs": 150, "train.lr_joint_backbone": 2e-3,
                          "train.lr_joint_add_on": 2e-3, "train.lr_step_size": 100, "train.weight_decay": 1e-4,
-                         "model.head_dropout": 0.1, "train.select_from_epoch": 101},
+                         "model.head_dropout": 0.1, "train.select_from_epoch": 101, "train.augmentation": "light"},
                         name=f"{base.name}-blackbox")
 
 
@@ -347,7 +359,7 @@ _AT_LEAST = {"model.image_size": 16, "model.prototype_channels": 1, "model.proto
 _ANY_SIGN = {"model.incorrect_class_weight"}
 _CHOICES = {"model.backbone": ("vgg16", "tiny"), "train.amp_dtype": ("auto", "bf16", "fp16"),
             "loss.fine_norm": FINE_NORMS, "train.push_set": ("all", "lesion"),
-            "train.push_distinct": ("none", "image"),
+            "train.push_distinct": ("none", "image"), "train.augmentation": ("light", "authors"),
             "model.prototype_init": ("uniform", "lesion_patches")}
 
 

@@ -1,13 +1,15 @@
 """iaiabl_lib.data.dataset: prepared-dataset I/O, tensors, augmentation, 75 + 10 batches."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from iaiabl_lib.config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
 from iaiabl_lib.data.dataset import (MANIFEST_COLUMNS, BatchPlan, MissingClassError, PreparedDatasetError,
-                                     TensorSet, augment_batch, check_classes, load_prepared, pre_augment, swap_context,
+                                     TensorSet, AUGMENTATIONS, augment_batch, check_classes, load_prepared, pre_augment, swap_context,
                                      balanced_order, save_prepared, to_tensors)
 
 
@@ -144,6 +146,74 @@ def test_augment_flip_is_exact_and_masks_share_the_warp():
     assert (out - images.flip(-1)).abs().max() < 1e-5
     assert torch.equal(m1, masks.flip(-1))
     assert torch.equal(m1, m2)
+
+
+def test_augment_dihedral_options_give_the_eight_symmetries_exactly():
+    images, masks = _squares(16)
+    out, m = augment_batch(images, masks, torch.Generator().manual_seed(4), flip_p=0.5, vflip_p=0.5,
+                           quarter_turns=True, max_rotation=0.0, crop_fraction=1.0)
+    seen = set()
+    for i in range(len(images)):
+        matches = [(f, k) for f in (False, True) for k in range(4)
+                   if (out[i] - torch.rot90(images[i].flip(-1) if f else images[i], k, (1, 2))).abs().max() < 1e-5]
+        assert matches, i                                  # each row is one of the 8 exactly
+        f, k = matches[0]
+        assert torch.equal(m[i], torch.rot90(masks[i].flip(-1) if f else masks[i], k, (1, 2)))
+        seen.add(matches[0])
+    assert len(seen) >= 4                                  # and they vary
+
+
+def test_augment_expand_matches_torchvision_rotate_with_expand():
+    """The outside reference: torchvision's rotate(expand=True) of the whole image, resized back to
+    the side (what PIL's rotate(expand=1) does in the authors' dataHandling.py)."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    images, masks = _squares(6, size=64)
+    gen_seed = 7
+    out, m = augment_batch(images, masks, torch.Generator().manual_seed(gen_seed), flip_p=0.0,
+                           max_rotation=40.0, rotation_p=1.0, expand=True, crop_fraction=1.0)
+    u = torch.rand((6, 4), generator=torch.Generator().manual_seed(gen_seed))   # augment_batch's first draw
+    angles = (u[:, 1] * 2 - 1) * 40.0
+    for i in range(6):
+        a = float(angles[i])
+        ref = TF.rotate(masks[i], a, interpolation=InterpolationMode.BILINEAR, expand=True)
+        ref = TF.resize(ref, [64, 64], interpolation=InterpolationMode.BILINEAR, antialias=False) >= 0.5
+        got = m[i] > 0.5
+        iou = float((ref & got).sum() / (ref | got).sum())
+        assert iou > 0.85, (i, a, iou)           # the same angle, counter-clockwise in both
+
+
+def test_augment_expand_keeps_the_whole_image_in_frame():
+    images = torch.zeros(32, 1, 64, 64)
+    images[:, :, 1:4, 1:4] = 1.0                           # a dot in the corner
+    kept, _ = augment_batch(images, [], torch.Generator().manual_seed(8), flip_p=0.0, max_rotation=45.0,
+                            expand=True, crop_fraction=1.0)
+    cut, _ = augment_batch(images, [], torch.Generator().manual_seed(8), flip_p=0.0, max_rotation=45.0,
+                           crop_fraction=1.0)
+    assert (kept.amax(dim=(1, 2, 3)) > 0.2).all()          # expand: the corner survives every rotation
+    assert (cut.amax(dim=(1, 2, 3)) < 0.2).any()           # without it some rotations cut it off
+
+
+def test_augment_crop_p_leaves_some_rows_at_their_own_scale():
+    images, masks = _squares(32)
+    _, m = augment_batch(images, masks, torch.Generator().manual_seed(9), flip_p=0.0, max_rotation=0.0,
+                         crop_fraction=0.8, crop_p=0.5)
+    area = m.sum(dim=(1, 2, 3)) / masks.sum(dim=(1, 2, 3))  # 1 at the own scale, 1 / 0.8² when cropped
+    own = (area - 1).abs() < 0.05
+    zoomed = (area - 1 / 0.64).abs() < 0.15
+    assert own.any() and zoomed.any() and bool((own | zoomed).all())
+
+
+def test_augmentation_recipes_are_augment_batch_keywords():
+    import inspect
+    keywords = set(inspect.signature(augment_batch).parameters)
+    assert AUGMENTATIONS["light"] == {}                    # the defaults: earlier runs' draws
+    for name, recipe in AUGMENTATIONS.items():
+        assert set(recipe) <= keywords, name
+    images, masks = _squares(8)
+    a = augment_batch(images, masks, torch.Generator().manual_seed(3), **AUGMENTATIONS["authors"])
+    assert a[0].shape == images.shape and a[1].shape == masks.shape
 
 
 def test_augment_is_reproducible_with_a_seed():

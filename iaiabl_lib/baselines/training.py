@@ -106,7 +106,7 @@ def train_blackbox(data: str | Path, preset: str = "tiny", out: str | Path = "ru
 def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs: int | None, seed: int,
                     device, progress: bool, overrides: dict[str, Any] | None) -> Path:
     """The body of :func:`train_blackbox`, under its lock."""
-    from ..data.dataset import (BatchPlan, augment_batch, check_classes, load_prepared,
+    from ..data.dataset import (AUGMENTATIONS, BatchPlan, augment_batch, check_classes, load_prepared,
                                pre_augment, to_tensors)
     from ..train.schedule import epoch_size
 
@@ -127,7 +127,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
                          "classifier needs benign and malignant cases")
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if tc.augment and tc.pre_augment_per_class > 0:
-        train_set = pre_augment(train_set, tc.pre_augment_per_class, generator)
+        train_set = pre_augment(train_set, tc.pre_augment_per_class, generator, recipe=tc.augmentation)
         augment_online = False
     else:
         augment_online = bool(tc.augment)
@@ -168,7 +168,7 @@ def _train_blackbox(data: str | Path, preset: str, out: Path, task: str, epochs:
             idx = idx.to(dev)
             x = train_set.images[idx]
             if augment_online:
-                x, _ = augment_batch(x, [], generator)
+                x, _ = augment_batch(x, [], generator, **AUGMENTATIONS[tc.augmentation])
             if cuda and tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast():

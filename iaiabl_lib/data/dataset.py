@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from ..errors import InputError
 __all__ = [
     "MANIFEST_COLUMNS", "ARRAY_FILES", "SPLITS", "PreparedDatasetError", "MissingClassError",
     "PreparedDataset", "TensorSet", "load_prepared", "save_prepared", "resize_images",
-    "resize_masks", "to_tensors", "augment_batch", "swap_context", "BatchPlan", "balanced_order", "pre_augment",
+    "resize_masks", "to_tensors", "AUGMENTATIONS", "augment_batch", "swap_context", "BatchPlan", "balanced_order", "pre_augment",
     "check_classes", "PREPARED_MARKER", "PREPARED_FILES", "PREPARED_FORMAT", "foreign_entries",
     "normalise_patient_id", "stored_image_size",
 ]
@@ -350,16 +350,42 @@ def _random(shape: tuple[int, ...], generator: torch.Generator | None, device: t
     return torch.rand(shape, generator=generator, device=where).to(device)
 
 
+AUGMENTATIONS: dict[str, dict[str, Any]] = {
+    "light": {},
+    "authors": {"flip_p": 0.5, "vflip_p": 0.5, "quarter_turns": True, "max_rotation": 45.0, "rotation_p": 0.9,
+                "expand": True, "crop_fraction": 0.9, "crop_p": 0.8},
+}
+"""Augmentation recipes by name (``train.augmentation``): keyword arguments of :func:`augment_batch`.
+
+"light": the defaults of :func:`augment_batch` (a horizontal flip, ±15°, and a crop of 0.8 of the side
+on every image, so every A1 image is magnified 1.25 times while the push, stage A3 and the test see
+the images at their own scale). "authors": the offline augmentation of the authors' code
+(dataHandling.py, ``augment_numpy_images``): a crop of 0.9 of the side with probability 0.8, a
+rotation with probability 0.9 that keeps the whole rotated image (PIL's ``rotate(expand=1)``, so the
+image shrinks by up to 1/√2 and black corners appear), flips about both axes and random quarter
+turns. Their angle is uniform in [0°, 90°); with the quarter turns and the flips, ±45° gives the same
+distribution of orientations. Its scales, from 1.11 down to about 0.79, straddle the test's 1. The
+paper's text only says that the images were augmented."""
+
+
 def augment_batch(images: torch.Tensor, masks: torch.Tensor | Sequence[torch.Tensor] = (),
                   generator: torch.Generator | None = None, *, flip_p: float = 0.5,
-                  max_rotation: float = 15.0, crop_fraction: float = 0.8):
-    """The paper's augmentation as one batched affine warp, identical for images and masks.
+                  max_rotation: float = 15.0, crop_fraction: float = 0.8, vflip_p: float = 0.0,
+                  quarter_turns: bool = False, rotation_p: float = 1.0, expand: bool = False,
+                  crop_p: float = 1.0):
+    """The training augmentation as one batched affine warp, identical for images and masks.
 
-    Per example: horizontal flip with probability ``flip_p``, rotation uniform in
-    ±``max_rotation`` degrees, and a random square crop of ``crop_fraction`` of the side (position
-    uniform) resized back to the full side. One ``affine_grid`` + ``grid_sample`` call warps the
-    images and every mask together (bilinear); masks are re-thresholded at 0.5, and images are
-    padded with their own per-channel minimum (black) where the warp leaves the frame.
+    Per example: a horizontal flip with probability ``flip_p`` (and a vertical one with
+    ``vflip_p``), a random number of quarter turns (``quarter_turns``), with probability
+    ``rotation_p`` a rotation uniform in ±``max_rotation`` degrees (``expand``: the whole rotated
+    image is kept and resized back, as PIL's ``rotate(expand=True)``, so it shrinks by
+    1 / (|cos| + |sin|)), and with probability ``crop_p`` a random square crop of ``crop_fraction``
+    of the side (position uniform) resized back to the full side. One ``affine_grid`` +
+    ``grid_sample`` call warps the images and every mask together (bilinear); masks are
+    re-thresholded at 0.5, and images are padded with their own per-channel minimum (black) where
+    the warp leaves the frame. The defaults are the recipe "light" of :data:`AUGMENTATIONS`; the
+    extra random numbers of the other options are drawn only when one of them is on, so the
+    default's draws are those of earlier versions.
 
     images (B,C,S,S) float; masks: a (B,k,S,S) tensor or a sequence of them (any k). Returns
     ``(images, masks)`` with ``masks`` in the form it was given. Runs on the tensors' device;
@@ -370,14 +396,27 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor | Sequence[torch.Ten
     b, c = images.shape[:2]
     device, dtype = images.device, images.dtype if images.is_floating_point() else torch.float32
     u = _random((b, 4), generator, device).to(dtype)                       # (B, 4)
-    flip = torch.where(u[:, 0] < flip_p, -1.0, 1.0).to(dtype)               # (B,)
+    hflip = torch.where(u[:, 0] < flip_p, -1.0, 1.0).to(dtype)              # (B,)
     angle = (u[:, 1] * 2 - 1) * math.radians(max_rotation)                  # (B,)
-    shift = (u[:, 2:] * 2 - 1) * (1 - crop_fraction)                       # (B, 2) normalised
-    cos, sin, s = torch.cos(angle), torch.sin(angle), crop_fraction
-    # input = R(angle) @ diag(s * flip, s) @ output + shift   (x = width axis, y = height axis)
+    crop: torch.Tensor | float = float(crop_fraction)                        # (B,) once drawn
+    vflip = torch.ones_like(hflip)
+    if vflip_p > 0 or quarter_turns or rotation_p < 1 or expand or crop_p < 1:
+        v = _random((b, 4), generator, device).to(dtype)                   # (B, 4)
+        vflip = torch.where(v[:, 0] < vflip_p, -1.0, 1.0).to(dtype)
+        angle = torch.where(v[:, 1] < rotation_p, angle, torch.zeros_like(angle))
+        if quarter_turns:
+            angle = angle + torch.floor(v[:, 2] * 4) * (math.pi / 2)
+        crop = torch.where(v[:, 3] < crop_p, crop_fraction, 1.0).to(dtype)
+    margin = (1 - crop)[:, None] if isinstance(crop, torch.Tensor) else 1 - crop
+    shift = (u[:, 2:] * 2 - 1) * margin                                     # (B, 2) normalised
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    scale = crop * (cos.abs() + sin.abs() if expand else 1.0)               # (B,)
+    # input = shift + crop * R(angle) * k * diag(hflip, vflip) @ output, k = |cos| + |sin| with expand
+    # (x = width axis, y = height axis; the crop first, then the rotation, then the flips, as the
+    # authors' dataHandling.py applies them)
     theta = torch.stack([
-        torch.stack([cos * s * flip, -sin * s, shift[:, 0]], dim=1),
-        torch.stack([sin * s * flip, cos * s, shift[:, 1]], dim=1),
+        torch.stack([cos * scale * hflip, -sin * scale * vflip, shift[:, 0]], dim=1),
+        torch.stack([sin * scale * hflip, cos * scale * vflip, shift[:, 1]], dim=1),
     ], dim=1)                                                               # (B, 2, 3)
     grid = F.affine_grid(theta, [b, 1, *images.shape[2:]], align_corners=False)
     fill = images.float().amin(dim=(2, 3), keepdim=True).to(dtype)         # (B, C, 1, 1)
@@ -431,10 +470,11 @@ def swap_context(images: torch.Tensor, lesion_masks: torch.Tensor, generator: to
 
 
 def pre_augment(ts: TensorSet, per_class: int, generator: torch.Generator | None = None,
-                chunk: int = 256) -> TensorSet:
+                chunk: int = 256, recipe: str = "authors") -> TensorSet:
     """Offline augmentation (paper: 5000 per class): ``per_class`` augmented copies of each margin
     class, drawn round-robin over that class's examples (each original used equally often), in
-    class order. Memory: 3 * per_class images of (3, S, S) float32 on ``ts``'s device."""
+    class order, each through ``augment_batch`` with the recipe ``recipe`` of :data:`AUGMENTATIONS`.
+    Memory: 3 * per_class images of (3, S, S) float32 on ``ts``'s device."""
     check_classes(ts, name="pre_augment input")
     device = ts.labels.device
     parts: list[TensorSet] = []
@@ -443,7 +483,8 @@ def pre_augment(ts: TensorSet, per_class: int, generator: torch.Generator | None
         index = _round_robin(members, per_class, generator, device)
         for start in range(0, per_class, chunk):
             part = ts.select(index[start:start + chunk])
-            images, (lesion, fine) = augment_batch(part.images, [part.lesion_masks, part.fine_masks], generator)
+            images, (lesion, fine) = augment_batch(part.images, [part.lesion_masks, part.fine_masks], generator,
+                                                   **AUGMENTATIONS[recipe])
             parts.append(TensorSet(images, lesion, fine, part.has_fine, part.labels, part.malignant))
     return TensorSet(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(TensorSet)})
 

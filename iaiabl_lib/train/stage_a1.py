@@ -96,10 +96,10 @@ def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
     Masks: lesion masks on the lesion-scale rows (``train.use_lesion_masks``), fine masks on the
     fine rows (``train.use_fine_loss``); none when the fine-annotation loss is off (λf = 0). With
     ``train.augment`` the images and their masks go through the same random transform
-    (``data.dataset.augment_batch``). Without lesion masks, the mask rows start at the fine batch
+    (``data.dataset.augment_batch`` with the recipe ``train.augmentation``). Without lesion masks, the mask rows start at the fine batch
     (``Batch.mask_start``).
     """
-    from ..data.dataset import augment_batch, swap_context
+    from ..data.dataset import AUGMENTATIONS, augment_batch, swap_context
 
     t = preset.train
     images, labels = a1_set.images[idx], a1_set.labels[idx]              # (B, 3, S, S), (B,)
@@ -113,7 +113,7 @@ def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
     lesion = a1_set.lesion_masks[idx] if (preset.loss.remember and t.use_lesion_masks) or swap else None
     if t.augment:       # one random draw per row whatever masks come along (augment_batch)
         listed = [m for m in (masks, lesion) if m is not None]
-        images, listed = augment_batch(images, listed, generator)
+        images, listed = augment_batch(images, listed, generator, **AUGMENTATIONS[t.augmentation])
         masks = listed.pop(0) if masks is not None else None
         lesion = listed.pop(0) if lesion is not None else None
     if swap:            # not the paper: the context around each mass from another case

@@ -72,7 +72,7 @@ class Trainer:
         self.a1_set = train_set
         if self.t.pre_augment_per_class > 0:  # offline augmentation (paper: 5000 per class), fixed by the seed
             g = torch.Generator(device=device).manual_seed(seed + 1)
-            self.a1_set = pre_augment(train_set, self.t.pre_augment_per_class, g)
+            self.a1_set = pre_augment(train_set, self.t.pre_augment_per_class, g, recipe=self.t.augmentation)
         self.opt = {s: make_optimizer(self.model, preset, s) for s in ("warm", "joint")}
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt["joint"], step_size=self.t.lr_step_size,
                                                      gamma=self.t.lr_gamma)
