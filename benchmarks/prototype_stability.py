@@ -13,6 +13,9 @@ trajectory of the validation lesion precision and of the distinct pushed patches
     python benchmarks/prototype_stability.py --seeds 0 1 2 --set train.push_set=lesion --tag lesion-push
     python benchmarks/prototype_stability.py --seeds 0 1 2 --val-data unmarked --tag unmarked-val
 
+``--data default`` trains and tests on the unconfounded default set instead (no marker figures), e.g.
+``--preset tiny-protopnet --data default`` for the control of the science check.
+
 ``--val-data NAME`` validates and selects the model on the validation split of another book data
 set holding the same cases ("unmarked": the confounded set's cases without the marker), training
 unchanged: the model-selection ablation of issue 21.
@@ -38,17 +41,21 @@ from iaiabl_lib.config import resolve_preset  # noqa: E402
 from iaiabl_lib.train import train  # noqa: E402
 
 
-def one_seed(seed: int, preset: str, overrides: dict, out: Path, device: str, val_data: str | None = None) -> dict:
+def one_seed(seed: int, preset: str, overrides: dict, out: Path, device: str, val_data: str | None = None,
+             data_name: str = "confounded") -> dict:
     # the data prepared at the run's own image size (model.image_size may be overridden): upsampling
     # crops prepared at the preset's size would add pixels but no detail
     size = resolve_preset(preset, overrides).model.image_size
-    data = bookcache.ensure_data("confounded", device, size=size, seed=seed)
+    data = bookcache.ensure_data(data_name, device, size=size, seed=seed)
     val = bookcache.ensure_data(val_data, device, size=size, seed=seed) if val_data else None
     t0 = time.perf_counter()
     run = train(data, preset, out, seed=seed, device=device, progress=False, overrides=overrides, resume=False,
                 val_data=val)
     m = evaluate_run(out, n_boot=1000, device=device)
-    marker = marker_reliance(out, data, bookcache.ensure_data("unmarked", device, size=size, seed=seed), device=device)
+    marker = {"probability_drop": None, "auroc_drop": None}      # the marker exists on the confounded set only
+    if data_name == "confounded":
+        marker = marker_reliance(out, data, bookcache.ensure_data("unmarked", device, size=size, seed=seed),
+                                 device=device)
     per_class = np.bincount(np.asarray(run.config["prototype_class"]), minlength=3).tolist()
     off_patch = science._off_patch(out)          # the science table's own count (OFF_PATCH_SQ_DISTANCE)
     traj = [{"epoch": h["epoch"], "stage": h["stage"], "val_lesion_ap": h.get("val_lesion_ap"),
@@ -73,6 +80,8 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="default")
     p.add_argument("--out", default=None, help="runs directory (default /tmp/iaiabl-stability/TAG)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--data", default="confounded", choices=("confounded", "default"),
+                   help="the book data set to train and test on (default: confounded)")
     p.add_argument("--val-data", default=None, choices=sorted(bookcache.DATASETS),
                    help="select the model on this book data set's validation split (same cases)")
     args = p.parse_args(argv)
@@ -83,9 +92,10 @@ def main(argv=None) -> int:
     root = Path(args.out or f"/tmp/iaiabl-stability/{args.tag}")
     rows = []
     for seed in args.seeds:
-        row = one_seed(seed, args.preset, overrides, root / f"s{seed}", args.device, args.val_data)
+        row = one_seed(seed, args.preset, overrides, root / f"s{seed}", args.device, args.val_data, args.data)
         rows.append(row)
-        print(json.dumps({"tag": args.tag, "overrides": overrides, "val_data": args.val_data, **row}), flush=True)
+        print(json.dumps({"tag": args.tag, "data": args.data, "overrides": overrides, "val_data": args.val_data,
+                          **row}), flush=True)
     summary = {}
     for key in ("average_auroc", "lesion_ap", "fine_ap", "malignancy_auroc", "kappa", "marker_probability_drop"):
         vals = [r[key] for r in rows if r[key] is not None]

@@ -117,7 +117,7 @@ class TrainConfig:
     use_fine_loss: bool = True
     use_lesion_masks: bool = True      # lesion-scale masks penalise activation outside the lesion
     augment: bool = True
-    augmentation: str = "authors"      # the recipe (data.dataset.AUGMENTATIONS): "authors" (their dataHandling.py) | "light"
+    augmentation: str = "authors"      # the recipe (data.dataset.AUGMENTATIONS): "authors" (their dataHandling.py) | "light" | "scale"
     pre_augment_per_class: int = 0     # paper: 5000 (0 = augment on the fly)
     lr_warm_add_on: float = 2e-3
     lr_warm_prototypes: float = 3e-3
@@ -359,7 +359,7 @@ _AT_LEAST = {"model.image_size": 16, "model.prototype_channels": 1, "model.proto
 _ANY_SIGN = {"model.incorrect_class_weight"}
 _CHOICES = {"model.backbone": ("vgg16", "tiny"), "train.amp_dtype": ("auto", "bf16", "fp16"),
             "loss.fine_norm": FINE_NORMS, "train.push_set": ("all", "lesion"),
-            "train.push_distinct": ("none", "image"), "train.augmentation": ("light", "authors"),
+            "train.push_distinct": ("none", "image"), "train.augmentation": ("authors", "light", "scale"),
             "model.prototype_init": ("uniform", "lesion_patches")}
 
 

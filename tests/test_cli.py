@@ -115,7 +115,7 @@ def test_user_errors_are_still_the_exceptions_callers_catch():
                                           ("train.epochs=[1]", "expected a whole number"),
                                           ("model.image_size=0", "model.image_size=0: must be a finite number ≥ 16"),
                                           ("train.amp_dtype=fp8", "choose one of auto, bf16, fp16"),
-                                          ("train.augmentation=heavy", "choose one of light, authors"),
+                                          ("train.augmentation=heavy", "choose one of authors, light, scale"),
                                           ("train.lr_joint_add_on=NaN", "expected a finite number"),
                                           ("model.num_classes=2", "the margin classes are")])
 def test_bad_set_values_are_one_line_errors(prepared, tmp_path, capsys, value, words):
