@@ -460,8 +460,13 @@ def test_dismiss_buttons_are_the_evidence_rows_flagged_by_the_health_rule(run, d
 
     ex = widgets.case_explorer(run, ds, mode="static", cases=rows)
     check(ex, health)
-    # the marks follow the one rule: flag every other prototype instead, and read the page again
-    changed = [replace(h, flags=[] if h.flagged else ["its patch lies on the image border"]) for h in health.values()]
+    # the marks follow the one rule: flag one prototype of the first case's evidence instead (a flag
+    # set unlike the rule's own, so the page must change), and read the page again
+    offered = sorted(_buttons_and_rows(visible_case(ex, 0))[1])
+    flagged = {j for j, h in health.items() if h.flagged}
+    p = next((j for j in offered if {j} != flagged), None)
+    assert p is not None, f"case {rows[0]}: its only evidence prototype is the only flagged one; no other flag set to show"
+    changed = [replace(h, flags=["its patch lies on the image border"] if h.index == p else []) for h in health.values()]
     monkeypatch.setattr(C, "health", lambda run_, ds_: changed)
     ex2 = widgets.case_explorer(run, ds, mode="static", cases=rows)
     assert check(ex2, {h.index: h for h in changed}) > 0
