@@ -209,6 +209,9 @@ def test_augmentation_recipes_are_augment_batch_keywords():
     import inspect
     keywords = set(inspect.signature(augment_batch).parameters)
     assert AUGMENTATIONS["light"] == {}                    # the defaults: earlier runs' draws
+    from iaiabl_lib.config import _CHOICES, TrainConfig
+    assert set(_CHOICES["train.augmentation"]) == set(AUGMENTATIONS)   # --set accepts exactly the recipes
+    assert TrainConfig().augmentation in AUGMENTATIONS
     for name, recipe in AUGMENTATIONS.items():
         assert set(recipe) <= keywords, name
     images, masks = _squares(8)
