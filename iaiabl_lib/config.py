@@ -117,7 +117,7 @@ class TrainConfig:
     use_fine_loss: bool = True
     use_lesion_masks: bool = True      # lesion-scale masks penalise activation outside the lesion
     augment: bool = True
-    augmentation: str = "authors"      # the recipe (data.dataset.AUGMENTATIONS): "authors" (their dataHandling.py) | "light" | "scale"
+    augmentation: str = "authors"      # data.dataset.AUGMENTATIONS: "authors" (their dataHandling.py) | "light" | "scale"
     pre_augment_per_class: int = 0     # paper: 5000 (0 = augment on the fly)
     lr_warm_add_on: float = 2e-3
     lr_warm_prototypes: float = 3e-3

@@ -9,8 +9,8 @@ import torch
 
 from iaiabl_lib.config import IMAGENET_MEAN, IMAGENET_STD, MARGINS
 from iaiabl_lib.data.dataset import (MANIFEST_COLUMNS, BatchPlan, MissingClassError, PreparedDatasetError,
-                                     TensorSet, AUGMENTATIONS, augment_batch, check_classes, load_prepared, pre_augment, swap_context,
-                                     balanced_order, save_prepared, to_tensors)
+                                     TensorSet, AUGMENTATIONS, augment_batch, check_classes, load_prepared, pre_augment,
+                                     swap_context, balanced_order, save_prepared, to_tensors)
 
 
 def write_dataset(path, n=30, size=32, splits=("train", "val", "test"), fine_every=3, seed=0):

@@ -465,8 +465,10 @@ def test_dismiss_buttons_are_the_evidence_rows_flagged_by_the_health_rule(run, d
     offered = sorted(_buttons_and_rows(visible_case(ex, 0))[1])
     flagged = {j for j, h in health.items() if h.flagged}
     p = next((j for j in offered if {j} != flagged), None)
-    assert p is not None, f"case {rows[0]}: its only evidence prototype is the only flagged one; no other flag set to show"
-    changed = [replace(h, flags=["its patch lies on the image border"] if h.index == p else []) for h in health.values()]
+    assert p is not None, (f"case {rows[0]}: its only evidence prototype is the only flagged one; "
+                           "no other flag set to show")
+    changed = [replace(h, flags=["its patch lies on the image border"] if h.index == p else [])
+               for h in health.values()]
     monkeypatch.setattr(C, "health", lambda run_, ds_: changed)
     ex2 = widgets.case_explorer(run, ds, mode="static", cases=rows)
     assert check(ex2, {h.index: h for h in changed}) > 0

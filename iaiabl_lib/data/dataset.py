@@ -31,7 +31,8 @@ from ..errors import InputError
 __all__ = [
     "MANIFEST_COLUMNS", "ARRAY_FILES", "SPLITS", "PreparedDatasetError", "MissingClassError",
     "PreparedDataset", "TensorSet", "load_prepared", "save_prepared", "resize_images",
-    "resize_masks", "to_tensors", "AUGMENTATIONS", "augment_batch", "swap_context", "BatchPlan", "balanced_order", "pre_augment",
+    "resize_masks", "to_tensors", "AUGMENTATIONS", "augment_batch", "swap_context", "BatchPlan", "balanced_order",
+    "pre_augment",
     "check_classes", "PREPARED_MARKER", "PREPARED_FILES", "PREPARED_FORMAT", "foreign_entries",
     "normalise_patient_id", "stored_image_size",
 ]

@@ -96,8 +96,8 @@ def make_batch(a1_set, idx: Tensor, n_lesion: int, preset: Preset,
     Masks: lesion masks on the lesion-scale rows (``train.use_lesion_masks``), fine masks on the
     fine rows (``train.use_fine_loss``); none when the fine-annotation loss is off (λf = 0). With
     ``train.augment`` the images and their masks go through the same random transform
-    (``data.dataset.augment_batch`` with the recipe ``train.augmentation``). Without lesion masks, the mask rows start at the fine batch
-    (``Batch.mask_start``).
+    (``data.dataset.augment_batch`` with the recipe ``train.augmentation``). Without lesion masks,
+    the mask rows start at the fine batch (``Batch.mask_start``).
     """
     from ..data.dataset import AUGMENTATIONS, augment_batch, swap_context
 
